@@ -1,0 +1,63 @@
+"""Shared fixtures: a throwaway project (config.yaml, data folder, embedded store) per test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bluegreen_dagster.config import Settings, load_settings
+from bluegreen_dagster.resources import BluegreenResource
+
+
+@dataclass
+class Project:
+    root: Path
+    config_file: Path
+    settings: Settings
+
+    @property
+    def data(self) -> Path:
+        return self.settings.dataset.base_path
+
+    @property
+    def resource(self) -> BluegreenResource:
+        return BluegreenResource(config_path=str(self.config_file))
+
+    def reconfigure(self, **sections) -> Project:
+        raw = yaml.safe_load(self.config_file.read_text())
+        for section, values in sections.items():
+            if isinstance(values, dict):
+                raw.setdefault(section, {}).update(values)
+            else:
+                raw[section] = values
+        self.config_file.write_text(yaml.safe_dump(raw))
+        self.settings = load_settings(self.config_file)
+        return self
+
+
+def make_project(root: Path, **sections) -> Project:
+    raw = {
+        "target": "embedded",
+        "dataset": {"base_path": "data"},
+        "embedded": {"path": "store", "min_free_disk_mb": 1},
+        "orchestrator": {"state_path": "state", "settle_seconds": 5, "max_retries": 1, "retry_backoff_base": 0.1,
+                         "scan_interval": 5},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values) if isinstance(values, dict) else raw.__setitem__(section, values)
+    config_file = root / "config.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    (root / "data").mkdir(exist_ok=True)
+    return Project(root, config_file, load_settings(config_file))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """A project in tmp_path whose config.yaml is also what $BLUEGREEN_CONFIG points at."""
+    p = make_project(tmp_path)
+    monkeypatch.setenv("BLUEGREEN_CONFIG", str(p.config_file))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return p
