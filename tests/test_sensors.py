@@ -1,0 +1,106 @@
+import json
+import logging
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from bluegreen_dagster.assets import build_assets
+from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.jobs import build_load_snapshot_job
+from bluegreen_dagster.sensors import build_snapshot_sensor, failure_message
+from tests.conftest import Project
+
+
+@pytest.fixture
+def sensor(project: Project) -> dg.SensorDefinition:
+    return build_snapshot_sensor(project.settings, build_load_snapshot_job(build_assets(project.settings)))
+
+
+def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None = None,
+         log_handler: logging.Handler | None = None) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    if log_handler:
+        context.log.addHandler(log_handler)
+    result = sensor(context)
+    # What the daemon does with the result: register the partitions before it launches the runs.
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def test_interval_and_status_come_from_config(project: Project, sensor: dg.SensorDefinition) -> None:
+    assert sensor.minimum_interval_seconds == project.settings.orchestrator.scan_interval
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_one_partition_and_one_run_per_complete_snapshot(project: Project, sensor: dg.SensorDefinition) -> None:
+    write_snapshot(project.data, "acme", 100, people=5)
+    write_snapshot(project.data, "globex", 50, people=5)
+    write_snapshot(project.data, "acme", 200, people=5, success_marker=False)  # not settled yet
+    with dg.instance_for_test() as instance:
+        result = tick(sensor, instance)
+        assert [r.partition_key for r in result.run_requests] == ["globex-50", "acme-100"]
+        assert [r.run_key for r in result.run_requests] == ["globex-50", "acme-100"]
+        assert [r.tags["customer"] for r in result.run_requests] == ["globex", "acme"]
+        assert list(result.dynamic_partitions_requests[0].partition_keys) == ["globex-50", "acme-100"]
+        assert len(result.cursor) < 200
+
+        again = tick(sensor, instance, result.cursor)
+        assert not again.run_requests  # already registered: launched once
+        assert "waiting" in again.skip_reason.skip_message and "acme/200" in again.skip_reason.skip_message
+
+
+def test_late_older_snapshot_is_still_loaded(project: Project, sensor: dg.SensorDefinition) -> None:
+    write_snapshot(project.data, "acme", 200, people=5)
+    with dg.instance_for_test() as instance:
+        tick(sensor, instance)
+        write_snapshot(project.data, "acme", 100, people=5)  # arrives after the newer one
+        assert [r.partition_key for r in tick(sensor, instance).run_requests] == ["acme-100"]
+
+
+def test_invalid_folder_is_reported_once_and_never_requested(project: Project, sensor: dg.SensorDefinition,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    (project.data / "Acme_Corp" / "100" / "nodes").mkdir(parents=True)
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance, log_handler=caplog.handler)
+        assert not first.run_requests
+        assert json.loads(first.cursor)["invalid"] == [str(project.data / "Acme_Corp")]
+        warnings = [r for r in caplog.records if "Acme_Corp" in r.getMessage()]
+        assert len(warnings) == 1 and "lowercase letters" in warnings[0].getMessage()
+        tick(sensor, instance, first.cursor, log_handler=caplog.handler)
+        assert len([r for r in caplog.records if "Acme_Corp" in r.getMessage()]) == 1
+
+
+def test_work_per_tick_is_bounded(project: Project) -> None:
+    project.reconfigure(orchestrator={"max_runs_per_tick": 2})
+    sensor = build_snapshot_sensor(project.settings, build_load_snapshot_job(build_assets(project.settings)))
+    for ts in range(1, 6):
+        write_snapshot(project.data, "acme", ts, people=3)
+    with dg.instance_for_test() as instance:
+        seen = []
+        for _ in range(3):
+            seen += [r.partition_key for r in tick(sensor, instance).run_requests]
+        assert seen == [f"acme-{ts}" for ts in range(1, 6)]
+
+
+def test_sensor_tick_resolves_against_the_real_definitions(project: Project) -> None:
+    """evaluate_tick resolves the job and partitions like the daemon does."""
+    import importlib
+
+    import bluegreen_dagster.definitions as definitions
+
+    importlib.reload(definitions)
+    write_snapshot(project.data, "acme", 100, people=3)
+    with dg.instance_for_test() as instance:
+        sensor = next(s for s in definitions.defs.sensors if s.name == "snapshot_sensor")
+        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=definitions.defs)
+        data = sensor.evaluate_tick(ctx)
+        assert [r.partition_key for r in data.run_requests] == ["acme-100"]
+        assert data.run_requests[0].tags["dagster/partition"] == "acme-100"
+
+
+def test_failure_message_names_customer_and_snapshot() -> None:
+    run = dg.DagsterRun(job_name="load_snapshot", run_id="abcdef1234", tags={"dagster/partition": "acme-100"})
+    assert failure_message(run, "boom") == ("bluegreen run abcdef12 for customer acme, snapshot 100 failed; "
+                                            "the alias was not moved. boom")
