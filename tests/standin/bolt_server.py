@@ -1,0 +1,600 @@
+"""A threaded TCP server speaking Bolt 5.4 to the official `neo4j` driver, answering only our own statements.
+
+Written from the public Bolt and PackStream specifications (neo4j.com/docs/bolt). One thread per connection.
+
+- Handshake: magic 0x6060B017 and four proposals; the reply is the plain version 5.4 when a proposal covers it
+  (the driver accepts a plain 4-byte reply as well as the manifest form), otherwise 0 and the connection closes.
+- Framing: chunks of at most 65535 bytes with a 2-byte big-endian length, a zero chunk ends a message; zero chunks
+  between messages are NOOPs.
+- Messages: HELLO, LOGON, LOGOFF, GOODBYE, RESET, RUN, BEGIN, COMMIT, ROLLBACK, PULL, DISCARD, TELEMETRY. ROUTE is
+  refused (use bolt:// URIs). Replies: SUCCESS, RECORD, FAILURE, IGNORED.
+- States: CONNECTED -> HELLO -> AUTHENTICATION -> LOGON -> READY; READY -RUN-> STREAMING -PULL/DISCARD-> READY;
+  READY -BEGIN-> TX_READY -RUN-> TX_STREAMING -COMMIT/ROLLBACK-> READY. Any FAILURE moves to FAILED, where every
+  message except RESET and GOODBYE is IGNORED; RESET returns to READY (and rolls back an open transaction). A failed
+  LOGON, or a message that is illegal in the current state, closes the connection (DEFUNCT).
+
+Statements are recognised by their text against the constants in `bluegreen_dagster.targets.neo4j.queries` (whitespace
+normalised; `{placeholder}` templates match backtick-quoted names). Anything else, except `RETURN <int> [AS x]`
+connectivity checks, fails with Neo.ClientError.Statement.SyntaxError so that drift between the target and this
+stand-in is loud. Writes inside an explicit transaction are applied at COMMIT and dropped by ROLLBACK/RESET.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+import socketserver
+import string
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bluegreen_dagster.targets.neo4j import queries
+
+from .dbms import SYSTEM, Dbms, DbmsError
+from .packstream import PackStreamError, Structure, pack, unpack
+
+BOLT_MAGIC = b"\x60\x60\xb0\x17"
+VERSION = (5, 4)
+
+HELLO, GOODBYE, RESET, RUN, BEGIN, COMMIT, ROLLBACK = 0x01, 0x02, 0x0F, 0x10, 0x11, 0x12, 0x13
+DISCARD, PULL, TELEMETRY, ROUTE, LOGON, LOGOFF = 0x2F, 0x3F, 0x54, 0x66, 0x6A, 0x6B
+SUCCESS, RECORD, IGNORED, FAILURE = 0x70, 0x71, 0x7E, 0x7F
+
+MESSAGE_NAMES = {HELLO: "HELLO", GOODBYE: "GOODBYE", RESET: "RESET", RUN: "RUN", BEGIN: "BEGIN", COMMIT: "COMMIT",
+                 ROLLBACK: "ROLLBACK", DISCARD: "DISCARD", PULL: "PULL", TELEMETRY: "TELEMETRY", ROUTE: "ROUTE",
+                 LOGON: "LOGON", LOGOFF: "LOGOFF"}
+
+
+def normalise(statement: str) -> str:
+    return " ".join(statement.split())
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Statement catalogue: every Cypher string in queries.py, matched by text
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """A regex for a queries.py template whose `{name}` fields hold backtick-quoted identifiers."""
+    parts = []
+    for literal, field_name, _, _ in string.Formatter().parse(normalise(template)):
+        parts.append(re.escape(literal))
+        if field_name is not None:
+            if field_name == "labels":  # one or more :`Label`
+                parts.append(r"(?P<labels>(?::`[^`]+`)+)")
+            else:
+                parts.append(rf"(?P<{field_name}>`[^`]+`)")
+    return re.compile("^" + "".join(parts) + "$")
+
+
+def _is_template(text: str) -> bool:
+    """True for str.format templates (`{label}`, `{{` escapes); False for raw Cypher with map literals `{k: v}`."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError:
+        return False
+    fields = [(f, spec, conv) for _, f, spec, conv in parsed if f is not None]
+    return bool(fields) and all(f.isidentifier() and not spec and conv is None for f, spec, conv in fields)
+
+
+def _statement_constants() -> dict[str, str]:
+    """name -> text of every statement in queries.py (strings with a space: not the bare names like ID_PROPERTY)."""
+    return {name: value for name, value in vars(queries).items()
+            if name.isupper() and isinstance(value, str) and " " in value.strip()}
+
+
+class Catalogue:
+    """Maps statement text to the queries.py constant name; built once per server from the live module."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, str] = {}
+        self.templates: list[tuple[str, re.Pattern[str]]] = []
+        for name, text in _statement_constants().items():
+            if _is_template(text):
+                self.templates.append((name, _template_regex(text)))
+            else:
+                self.exact[normalise(text)] = name
+
+    def match(self, statement: str) -> tuple[str, dict[str, str]] | None:
+        text = normalise(statement)
+        if text in self.exact:
+            return self.exact[text], {}
+        for name, regex in self.templates:
+            m = regex.match(text)
+            if m:
+                return name, m.groupdict()
+        return None
+
+
+_RETURN_LITERAL = re.compile(r"^RETURN\s+(-?\d+)(?:\s+AS\s+`?(\w+)`?)?\s*;?$", re.IGNORECASE)
+_PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+class Result:
+    """What one RUN produced: column names, rows, the summary type, and writes to apply (now or at COMMIT)."""
+
+    def __init__(self, fields: list[str], records: list[list[Any]] | None = None, kind: str = "r",
+                 apply: Callable[[], None] | None = None, stats: dict[str, int] | None = None) -> None:
+        self.fields = fields
+        self.records = records or []
+        self.kind = kind
+        self.apply = apply
+        self.stats = stats or {}
+        self.db: str | None = None
+
+
+class Executor:
+    """Runs recognised statements against the Dbms. Handler methods are named after the queries.py constants."""
+
+    ADMIN = "admin"  # only on `system`
+    ANY = "any"  # any database (procedures)
+    DATA = "data"  # a user database or alias, online
+
+    def __init__(self, dbms: Dbms, catalogue: Catalogue) -> None:
+        self.dbms = dbms
+        self.catalogue = catalogue
+
+    scopes: dict[str, str] = {
+        "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
+        "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
+        "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN, "DROP_DATABASE": ADMIN,
+        "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
+    }
+
+    def handled(self) -> set[str]:
+        return {name[3:] for name in dir(self) if name.startswith("_q_")}
+
+    def run(self, statement: str, parameters: dict[str, Any], db: str | None) -> Result:
+        if not isinstance(statement, str):
+            raise DbmsError("Neo.ClientError.Request.Invalid", "RUN needs a string statement")
+        literal = _RETURN_LITERAL.match(statement.strip())
+        if literal:
+            self.dbms.resolve(db)
+            return Result([literal.group(2) or f"{literal.group(1)}"], [[int(literal.group(1))]])
+        matched = self.catalogue.match(statement)
+        if matched is None:
+            raise DbmsError("Neo.ClientError.Statement.SyntaxError",
+                            f"The Enterprise stand-in does not know this statement (not in queries.py): "
+                            f"{normalise(statement)[:300]!r}")
+        name, captures = matched
+        handler = getattr(self, f"_q_{name}", None)
+        if handler is None:
+            raise DbmsError("Neo.ClientError.Statement.SyntaxError",
+                            f"queries.{name} is not implemented by the Enterprise stand-in (tests/standin)")
+        missing = sorted({p for p in _PARAM.findall(statement)} - set(parameters or {}))
+        if missing:
+            raise DbmsError("Neo.ClientError.Statement.ParameterMissing",
+                            f"Expected parameter(s): {', '.join(missing)}")
+        self._check_scope(name, db)
+        fault = self.dbms.take_statement_fault(name)
+        if fault:
+            raise DbmsError(*fault)
+        self.dbms.log("bolt", name, db=db, parameters=dict(parameters or {}), **captures)
+        return handler(parameters or {}, db, **captures)
+
+    def _check_scope(self, name: str, db: str | None) -> None:
+        scope = self.scopes.get(name, self.DATA)
+        target = self.dbms.resolve(db)  # DatabaseNotFound for unknown names
+        on_system = target.type == "system"
+        if scope == self.ADMIN and not on_system:
+            raise DbmsError("Neo.ClientError.Statement.NotSystemDatabaseError",
+                            f"queries.{name} is an administration command: the stand-in accepts it only on the "
+                            f"system database (session database was {db!r})")
+        if scope in (self.DATA, "home") and on_system:
+            raise DbmsError("Neo.ClientError.Statement.NotSystemDatabaseError",
+                            f"queries.{name} cannot run on the system database: it supports a restricted set of "
+                            "Cypher clauses")
+
+    # --- administration ---------------------------------------------------------------------------------------
+
+    def _q_COMPONENTS(self, p, db):
+        return Result(["name", "versions", "edition"], [["Neo4j Kernel", [self.dbms.version], self.dbms.edition]])
+
+    def _q_HEAP(self, p, db):
+        return Result(["used", "max"], [[self.dbms.heap_used, self.dbms.heap_max]])
+
+    def _q_PAGECACHE(self, p, db):
+        ratio = self.dbms.pagecache_ratio if self.dbms.edition == "enterprise" else None
+        return Result(["ratio"], [] if ratio is None else [[ratio]])
+
+    def _q_LIST_DATABASES(self, p, db):
+        prefix = p["prefix"]
+        rows = self.dbms.show_databases()
+        seen, out = set(), []
+        for row in rows:
+            if row["type"] == "standard" and isinstance(prefix, str) and row["name"].startswith(prefix):
+                if row["name"] not in seen:
+                    seen.add(row["name"])
+                    out.append([row["name"], row["currentStatus"]])
+        return Result(["name", "currentStatus"], out)
+
+    def _q_DATABASE_STATUS(self, p, db):
+        rows = [[r["currentStatus"], r["statusMessage"]] for r in self.dbms.show_databases() if r["name"] == p["name"]]
+        return Result(["currentStatus", "statusMessage"], rows)
+
+    def _q_COUNT_DATABASES(self, p, db):
+        names = {r["name"] for r in self.dbms.show_databases(count_poll=False) if r["type"] == "standard"}
+        return Result(["databases"], [[len(names)]])
+
+    def _q_ALIAS_TARGET(self, p, db):
+        target = self.dbms.alias_target(p["alias"]) if isinstance(p["alias"], str) else None
+        return Result(["database"], [] if target is None else [[target]])
+
+    def _q_CREATE_ALIAS(self, p, db):
+        self.dbms._require_enterprise("CREATE ALIAS")
+        return Result([], kind="s", apply=lambda: self.dbms.create_alias(p["alias"], p["database"]))
+
+    def _q_ALTER_ALIAS(self, p, db):
+        self.dbms._require_enterprise("ALTER ALIAS")
+        return Result([], kind="s", apply=lambda: self.dbms.alter_alias(p["alias"], p["database"]))
+
+    def _wait_rows(self) -> list[list[Any]]:
+        return [["127.0.0.1:7687", "CaughtUp", "caught up", True]]
+
+    def _q_CREATE_DATABASE(self, p, db):
+        self.dbms._require_enterprise("CREATE DATABASE")
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.create_database(p["name"]))
+
+    def _q_DROP_DATABASE(self, p, db):
+        self.dbms._require_enterprise("DROP DATABASE")
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.drop_database(p["name"], if_exists=True))
+
+    # --- data -------------------------------------------------------------------------------------------------
+
+    def _q_COUNT_BY_LABEL(self, p, db):
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            return Result(["label", "count"], [[k, v] for k, v in sorted(graph.label_counts().items())])
+
+    def _q_COUNT_NODES(self, p, db):
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            return Result(["count"], [[len(graph.nodes)]])
+
+    def _q_COUNT_BY_TYPE(self, p, db):
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            return Result(["type", "count"], [[k, v] for k, v in sorted(graph.type_counts().items())])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Connection handling
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class BoltConnection:
+    def __init__(self, sock: socket.socket, server: BoltServer, connection_id: str) -> None:
+        self.sock = sock
+        self.server = server
+        self.dbms = server.dbms
+        self.executor = server.executor
+        self.connection_id = connection_id
+        self.state = "CONNECTED"
+        self.tx_db: str | None = None
+        self.tx_writes: list[Callable[[], None]] = []
+        self.results: dict[int, tuple[Result, int]] = {}  # qid -> (result, next row index)
+        self.last_qid = -1
+        self.qids = itertools.count()
+        self.bookmarks = itertools.count(1)
+
+    # --- wire -------------------------------------------------------------------------------------------------
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionClosed()
+            buf += chunk
+        return bytes(buf)
+
+    def read_message(self) -> Structure:
+        data = bytearray()
+        while True:
+            size = struct.unpack(">H", self._recv_exact(2))[0]
+            if size == 0:
+                if data:
+                    break
+                continue  # NOOP keep-alive between messages
+            data += self._recv_exact(size)
+        message = unpack(bytes(data))
+        if not isinstance(message, Structure):
+            raise PackStreamError("a Bolt message must be a structure")
+        return message
+
+    def send(self, tag: int, *fields: Any) -> None:
+        body = pack(Structure(tag, list(fields)))
+        out = bytearray()
+        for i in range(0, len(body), 0xFFFF):
+            piece = body[i:i + 0xFFFF]
+            out += struct.pack(">H", len(piece)) + piece
+        out += b"\x00\x00"
+        self.sock.sendall(out)
+
+    def success(self, metadata: dict[str, Any] | None = None) -> None:
+        self.send(SUCCESS, metadata or {})
+
+    def failure(self, code: str, message: str) -> None:
+        self.send(FAILURE, {"code": code, "message": message})
+
+    # --- protocol ---------------------------------------------------------------------------------------------
+
+    def handshake(self) -> bool:
+        if self._recv_exact(4) != BOLT_MAGIC:
+            return False
+        proposals = self._recv_exact(16)
+        chosen = None
+        for i in range(4):
+            _, span, minor, major = proposals[4 * i:4 * i + 4]
+            if major == VERSION[0] and minor - span <= VERSION[1] <= minor:
+                chosen = VERSION
+                break
+        if chosen is None:
+            self.sock.sendall(b"\x00\x00\x00\x00")
+            return False
+        self.sock.sendall(bytes((0, 0, chosen[1], chosen[0])))
+        return True
+
+    def serve(self) -> None:
+        if not self.handshake():
+            return
+        while self.state != "DEFUNCT":
+            message = self.read_message()
+            self.handle(message.tag, message.fields)
+
+    def _illegal(self, tag: int) -> None:
+        self.failure("Neo.ClientError.Request.Invalid",
+                     f"Message {MESSAGE_NAMES.get(tag, hex(tag))} cannot be handled in state {self.state}")
+        self.state = "DEFUNCT"
+
+    def _reset_work(self) -> None:
+        self.tx_db = None
+        self.tx_writes = []
+        self.results.clear()
+        self.last_qid = -1
+
+    def handle(self, tag: int, fields: list[Any]) -> None:
+        name = MESSAGE_NAMES.get(tag)
+        if name is None:
+            self.failure("Neo.ClientError.Request.Invalid", f"Unknown message 0x{tag:02X}")
+            self.state = "DEFUNCT"
+            return
+        if tag == GOODBYE:
+            self.state = "DEFUNCT"
+            return
+        if tag == RESET:
+            if self.state in ("CONNECTED",):
+                return self._illegal(tag)
+            self._reset_work()
+            if self.state != "AUTHENTICATION":
+                self.state = "READY"
+            return self.success()
+        if self.state == "FAILED":
+            if tag in (RUN, PULL, DISCARD, BEGIN, COMMIT, ROLLBACK, TELEMETRY, LOGOFF):
+                self.send(IGNORED)
+                return
+            return self._illegal(tag)
+        getattr(self, f"on_{name.lower()}")(*fields)
+
+    def _fail(self, exc: DbmsError) -> None:
+        self.failure(exc.code, exc.message)
+        self.tx_writes = []  # the transaction is rolled back
+        self.results.clear()
+        self.state = "FAILED"
+
+    def on_hello(self, extra: dict[str, Any] | None = None, *_: Any) -> None:
+        if self.state != "CONNECTED":
+            return self._illegal(HELLO)
+        extra = extra or {}
+        if "user_agent" not in extra:
+            self.failure("Neo.ClientError.Request.Invalid", "HELLO needs a user_agent")
+            self.state = "DEFUNCT"
+            return
+        self.dbms.log("bolt", "HELLO", user_agent=extra.get("user_agent"))
+        hints: dict[str, Any] = {}
+        if self.server.telemetry_hint:
+            hints["telemetry.enabled"] = True
+        self.success({"server": f"Neo4j/{self.dbms.version}", "connection_id": self.connection_id, "hints": hints})
+        self.state = "AUTHENTICATION"
+
+    def on_logon(self, auth: dict[str, Any] | None = None, *_: Any) -> None:
+        if self.state != "AUTHENTICATION":
+            return self._illegal(LOGON)
+        auth = auth or {}
+        ok = auth.get("scheme") == "basic" and self.dbms.check_credentials(auth.get("principal"),
+                                                                          auth.get("credentials"))
+        self.dbms.log("bolt", "LOGON", principal=auth.get("principal"), ok=ok)
+        if not ok:
+            self.failure("Neo.ClientError.Security.Unauthorized",
+                         "The client is unauthorized due to authentication failure.")
+            self.state = "DEFUNCT"
+            return
+        self.success()
+        self.state = "READY"
+
+    def on_logoff(self, *_: Any) -> None:
+        if self.state != "READY":
+            return self._illegal(LOGOFF)
+        self.success()
+        self.state = "AUTHENTICATION"
+
+    def on_telemetry(self, api: Any = None, *_: Any) -> None:
+        if self.state != "READY":
+            return self._illegal(TELEMETRY)
+        self.dbms.log("bolt", "TELEMETRY", api=api)
+        self.success()
+
+    def on_route(self, *_: Any) -> None:
+        self.failure("Neo.ClientError.Request.Invalid", "The Enterprise stand-in does not route: use a bolt:// URI")
+        self.state = "FAILED"
+
+    def on_begin(self, extra: dict[str, Any] | None = None, *_: Any) -> None:
+        if self.state != "READY":
+            return self._illegal(BEGIN)
+        extra = extra or {}
+        try:
+            self.dbms.resolve(extra.get("db"))
+        except DbmsError as exc:
+            return self._fail(exc)
+        self.tx_db = extra.get("db")
+        self.tx_writes = []
+        self.results.clear()
+        self.state = "TX_READY"
+        self.success()
+
+    def on_run(self, statement: Any = None, parameters: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None, *_: Any) -> None:
+        in_tx = self.state in ("TX_READY", "TX_STREAMING")
+        if self.state != "READY" and not in_tx:
+            return self._illegal(RUN)
+        db = self.tx_db if in_tx else (extra or {}).get("db")
+        try:
+            result = self.executor.run(statement, parameters or {}, db)
+            result.db = self.dbms.resolve(db).name
+            if result.apply is not None:
+                if in_tx:
+                    self.tx_writes.append(result.apply)
+                else:
+                    result.apply()
+        except DbmsError as exc:
+            return self._fail(exc)
+        metadata: dict[str, Any] = {"fields": result.fields, "t_first": 0}
+        if in_tx:
+            qid = next(self.qids)
+            metadata["qid"] = qid
+            self.state = "TX_STREAMING"
+        else:
+            qid = -1
+            self.state = "STREAMING"
+        self.results[qid] = (result, 0)
+        self.last_qid = qid
+        self.success(metadata)
+
+    def _stream(self, tag: int, extra: dict[str, Any] | None) -> None:
+        in_tx = self.state == "TX_STREAMING"
+        if self.state not in ("STREAMING", "TX_STREAMING"):
+            return self._illegal(tag)
+        extra = extra or {}
+        n = extra.get("n", -1)
+        qid = extra.get("qid", -1)
+        if qid == -1:
+            qid = self.last_qid
+        if qid not in self.results:
+            self.failure("Neo.ClientError.Request.Invalid", f"No open result with qid {qid}")
+            self.state = "FAILED"
+            return
+        result, pos = self.results[qid]
+        end = len(result.records) if n is None or n < 0 else min(len(result.records), pos + n)
+        if tag == PULL:
+            for row in result.records[pos:end]:
+                self.send(RECORD, row)
+        if end < len(result.records):
+            self.results[qid] = (result, end)
+            self.success({"has_more": True})
+            return
+        del self.results[qid]
+        metadata: dict[str, Any] = {"type": result.kind, "t_last": 0, "db": result.db}
+        if result.stats:
+            metadata["stats"] = result.stats
+        if not in_tx:
+            metadata["bookmark"] = f"FB:standin:{next(self.bookmarks)}"
+            self.state = "READY"
+        elif not self.results:
+            self.state = "TX_READY"
+        self.success(metadata)
+
+    def on_pull(self, extra: dict[str, Any] | None = None, *_: Any) -> None:
+        self._stream(PULL, extra)
+
+    def on_discard(self, extra: dict[str, Any] | None = None, *_: Any) -> None:
+        self._stream(DISCARD, extra)
+
+    def on_commit(self, *_: Any) -> None:
+        if self.state not in ("TX_READY", "TX_STREAMING"):
+            return self._illegal(COMMIT)
+        writes, self.tx_writes = self.tx_writes, []
+        try:
+            with self.dbms.lock:
+                for write in writes:
+                    write()
+        except DbmsError as exc:
+            return self._fail(exc)
+        self._reset_work()
+        self.state = "READY"
+        self.success({"bookmark": f"FB:standin:{next(self.bookmarks)}"})
+
+    def on_rollback(self, *_: Any) -> None:
+        if self.state not in ("TX_READY", "TX_STREAMING"):
+            return self._illegal(ROLLBACK)
+        self._reset_work()
+        self.state = "READY"
+        self.success()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _TCPServer
+
+    def handle(self) -> None:
+        owner = self.server.owner
+        with owner._lock:
+            owner._sockets.add(self.request)
+            connection_id = f"bolt-{next(owner._ids)}"
+        try:
+            BoltConnection(self.request, owner, connection_id).serve()
+        except (ConnectionClosed, OSError, PackStreamError):
+            pass
+        finally:
+            with owner._lock:
+                owner._sockets.discard(self.request)
+
+
+class _TCPServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = False
+    block_on_close = True
+    owner: BoltServer
+
+
+class BoltServer:
+    """`start()` binds a free loopback port and serves in a thread; `stop()` closes every connection and joins."""
+
+    def __init__(self, dbms: Dbms, host: str = "127.0.0.1", port: int = 0, telemetry_hint: bool = True) -> None:
+        self.dbms = dbms
+        self.catalogue = Catalogue()
+        self.executor = Executor(dbms, self.catalogue)
+        self.telemetry_hint = telemetry_hint
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._ids = itertools.count(1)
+        self._tcp = _TCPServer((host, port), _Handler, bind_and_activate=True)
+        self._tcp.owner = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._tcp.server_address[1]
+
+    def start(self) -> BoltServer:
+        self._thread = threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"standin-bolt-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._tcp.shutdown()
+        with self._lock:
+            for sock in list(self._sockets):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        self._tcp.server_close()  # joins the connection threads (block_on_close)
+        if self._thread is not None:
+            self._thread.join(timeout=5)

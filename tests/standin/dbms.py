@@ -1,0 +1,472 @@
+"""The stand-in's model of one Neo4j DBMS, shared by its Bolt server and its GDS Arrow Flight server.
+
+Thread-safe: every public method takes one re-entrant lock, so the two servers (each multi-threaded) and the test
+thread see one consistent state. Tests read and set the knobs directly (`dbms.password = ...`,
+`dbms.faults.reject_batch = 2`) or through the helper methods.
+
+Rules enforced (Neo4j Enterprise 5.x, see /work/shared/reference/neo4j.md §2):
+- database names and alias names share one namespace and are case-insensitive (normalised to lowercase);
+- CREATE of a taken name fails with Neo.ClientError.Database.ExistingDatabaseFound;
+- DROP DATABASE is RESTRICT: it fails with Neo.ClientError.Database.ExistingAliasFound while a local alias targets
+  the database, even with IF EXISTS;
+- an alias must target a database, never another alias (Neo.ClientError.Database.IllegalAliasChain);
+- an unknown database or alias is Neo.ClientError.Database.DatabaseNotFound;
+- `dbms.max_databases` (counted over every database including `system`) gives
+  Neo.DatabaseError.Database.DatabaseLimitReached;
+- Community edition refuses every CREATE/DROP DATABASE and ALIAS command with
+  Neo.ClientError.Statement.UnsupportedAdministrationCommand.
+
+An Arrow import (GDS `v1/CREATE_DATABASE` ... `v1/RELATIONSHIP_LOAD_DONE`) lives in `imports` while it is open
+(state "loading"): it is NOT listed by SHOW DATABASES, like on the real server, where the store is only registered
+when the import finishes. Finishing writes the store files (`stores`) and then registers the database, which may be
+delayed by the `faults` knobs (hidden for N polls, "starting" for N polls, never registered so that the client's
+`CREATE DATABASE $n WAIT` fallback has to mount the files).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+SYSTEM = "system"
+DEFAULT_DB = "neo4j"
+
+# 5.26-era rules: 3-63 chars of ASCII letters, digits, '.', '-'; first a letter; no trailing '.'/'-'.
+_DB_NAME_RE = re.compile(r"^[a-z][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class DbmsError(Exception):
+    """A Neo4j status code and message, sent as a Bolt FAILURE (or mapped to a gRPC status by the Arrow server)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ArrowError(Exception):
+    """A gRPC status name (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, ...) and message for the Flight server."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Graph:
+    """Contents of one database: enough to answer counts, plus the data for tests that want to look."""
+
+    nodes: dict[Any, tuple[str, ...]] = field(default_factory=dict)  # id -> labels
+    node_properties: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    relationships: list[tuple[Any, str, Any]] = field(default_factory=list)  # (source, type, target)
+    relationship_properties: list[dict[str, Any]] = field(default_factory=list)
+
+    def label_counts(self) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for labels in self.nodes.values():
+            counts.update(set(labels))
+        return dict(counts)
+
+    def type_counts(self) -> dict[str, int]:
+        return dict(Counter(rel_type for _, rel_type, _ in self.relationships))
+
+
+@dataclass
+class Database:
+    name: str
+    type: str = "standard"  # "system" | "standard"
+    status: str = "online"  # online | starting | offline ...
+    status_message: str = ""
+    graph: Graph = field(default_factory=Graph)
+    polls_until_online: int = 0  # while > 0 the database reports "starting"
+    polls_until_visible: int = 0  # while > 0 SHOW DATABASES does not list it yet
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ArrowImport:
+    """An open GDS Arrow database import (a database in state "loading")."""
+
+    name: str
+    id_type: str = "INTEGER"
+    id_property: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    phase: str = "nodes"  # nodes -> relationships -> done
+    graph: Graph = field(default_factory=Graph)
+    node_rows: int = 0  # rows received (the LOAD_DONE counts), duplicates included
+    relationship_rows: int = 0
+    batches: int = 0
+    open_puts: int = 0
+    state: str = "loading"
+
+
+@dataclass
+class Faults:
+    """Fault injection for tests. All default to "behave like a healthy server"."""
+
+    # Arrow v1/CREATE_DATABASE fails with this gRPC status (e.g. "UNAVAILABLE", "INTERNAL", "PERMISSION_DENIED").
+    refuse_create: str | None = None
+    # Any action fails with a gRPC status: {"v1/NODE_LOAD_DONE": "INTERNAL"}.
+    fail_action: dict[str, str] = field(default_factory=dict)
+    # The DoPut stream is dropped (UNAVAILABLE, as gRPC reports a lost connection) after this many acked batches,
+    # counted per import across all its streams.
+    drop_put_after_batches: int | None = None
+    # The n-th batch (1-based, per import, all streams) is rejected with INVALID_ARGUMENT.
+    reject_batch: int | None = None
+    # After RELATIONSHIP_LOAD_DONE: SHOW DATABASES does not list the database for this many polls ...
+    hidden_polls: int = 0
+    # ... then reports it as "starting" for this many polls before "online".
+    starting_polls: int = 0
+    # False: the import writes the store files but never registers the database (client must CREATE ... WAIT).
+    register_after_import: bool = True
+    # The import finishes but the database fails to start: it is listed with currentStatus "offline".
+    start_fails: bool = False
+    # Bolt: statement name in queries.py (e.g. "ALTER_ALIAS") -> (code, message), failed once per entry in list.
+    fail_statement: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+class Dbms:
+    """One DBMS: databases, aliases, credentials, limits, health numbers, Arrow imports, fault knobs, event log."""
+
+    def __init__(self, user: str = "neo4j", password: str = "password", edition: str = "enterprise",
+                 version: str = "5.26.0", max_databases: int = 100, arrow_enabled: bool = True) -> None:
+        self.lock = threading.RLock()
+        self.user = user
+        self.password = password
+        self.edition = edition
+        self.version = version
+        self.max_databases = max_databases
+        self.arrow_enabled = arrow_enabled
+        self.heap_used = 256 * 1024 * 1024
+        self.heap_max = 1024 * 1024 * 1024
+        self.pagecache_ratio: float | None = 0.25  # None: the metric is absent (as on Community)
+        self.faults = Faults()
+        self.databases: dict[str, Database] = {
+            SYSTEM: Database(SYSTEM, type="system"),
+            DEFAULT_DB: Database(DEFAULT_DB),
+        }
+        self.aliases: dict[str, str] = {}  # alias -> database name
+        self.imports: dict[str, ArrowImport] = {}
+        self.stores: dict[str, Graph] = {}  # store files on disk that no database has mounted (yet)
+        self.events: list[tuple[str, str, dict[str, Any]]] = []  # (server, what, details)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # helpers for tests
+
+    def log(self, server: str, what: str, **details: Any) -> None:
+        with self.lock:
+            self.events.append((server, what, details))
+
+    def events_of(self, what: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [details for _, w, details in self.events if w == what]
+
+    def fail_next(self, statement: str, code: str, message: str = "injected failure", times: int = 1) -> None:
+        """The next `times` runs of queries.<statement> fail with `code`."""
+        with self.lock:
+            self.faults.fail_statement.setdefault(statement, []).extend([(code, message)] * times)
+
+    def take_statement_fault(self, statement: str) -> tuple[str, str] | None:
+        with self.lock:
+            queue = self.faults.fail_statement.get(statement)
+            return queue.pop(0) if queue else None
+
+    def add_database(self, name: str, nodes: dict[Any, tuple[str, ...]] | None = None,
+                     relationships: list[tuple[Any, str, Any]] | None = None, status: str = "online") -> Database:
+        """Create a database directly (test set-up), bypassing edition checks."""
+        with self.lock:
+            name = name.lower()
+            self._check_name_free(name)
+            db = Database(name, status=status, graph=Graph(dict(nodes or {}), {}, list(relationships or []), []))
+            self.databases[name] = db
+            return db
+
+    def database_names(self, include_system: bool = False) -> list[str]:
+        with self.lock:
+            return sorted(n for n, d in self.databases.items() if include_system or d.type == "standard")
+
+    # ----------------------------------------------------------------------------------------------------------
+    # authentication
+
+    def check_credentials(self, principal: Any, credentials: Any) -> bool:
+        with self.lock:
+            return principal == self.user and credentials == self.password
+
+    # ----------------------------------------------------------------------------------------------------------
+    # name resolution
+
+    @staticmethod
+    def validate_database_name(name: Any) -> str:
+        if not isinstance(name, str):
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError",
+                            f"Expected parameter to be a string, got {type(name).__name__}")
+        lowered = name.lower()
+        if lowered.startswith("_") or lowered.startswith(SYSTEM):
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError",
+                            f"The provided database name '{name}' contains a reserved prefix ('_' or 'system').")
+        if not _DB_NAME_RE.match(lowered) or ".." in lowered:
+            raise DbmsError(
+                "Neo.ClientError.Statement.ArgumentError",
+                f"The provided database name '{name}' is invalid: use 3-63 ASCII letters, digits, '.' and '-', "
+                "starting with a letter and not ending with '.' or '-'.")
+        return lowered
+
+    def _check_name_free(self, name: str) -> None:
+        if name in self.databases:
+            raise DbmsError("Neo.ClientError.Database.ExistingDatabaseFound",
+                            f"Failed to create the specified database '{name}': Database already exists.")
+        if name in self.aliases:
+            raise DbmsError("Neo.ClientError.Database.ExistingDatabaseFound",
+                            f"Failed to create the specified database '{name}': "
+                            "Database name or alias already exists.")
+
+    def resolve(self, name: str | None) -> Database:
+        """The database a session's `db` (database or alias name; None = home database) refers to."""
+        with self.lock:
+            key = (name or DEFAULT_DB).lower()
+            key = self.aliases.get(key, key)
+            db = self.databases.get(key)
+            if db is None:
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Graph not found: {name or DEFAULT_DB}")
+            return db
+
+    def _require_enterprise(self, command: str) -> None:
+        if self.edition != "enterprise":
+            raise DbmsError("Neo.ClientError.Statement.UnsupportedAdministrationCommand",
+                            f"Unsupported administration command: {command}")
+
+    def _visible(self, db: Database, count_poll: bool) -> bool:
+        if db.polls_until_visible > 0:
+            if count_poll:
+                db.polls_until_visible -= 1
+            return False
+        return True
+
+    def _status(self, db: Database, count_poll: bool) -> str:
+        if db.polls_until_online > 0:
+            if count_poll:
+                db.polls_until_online -= 1
+                if db.polls_until_online == 0 and db.status == "starting":
+                    db.status = "online"
+            return "starting"
+        return db.status
+
+    # ----------------------------------------------------------------------------------------------------------
+    # SHOW DATABASES / SHOW ALIASES
+
+    def show_databases(self, count_poll: bool = True) -> list[dict[str, Any]]:
+        """One row per visible database (a standalone server: one row each). Each call is one status poll."""
+        with self.lock:
+            rows = []
+            for db in sorted(self.databases.values(), key=lambda d: d.name):
+                if not self._visible(db, count_poll):
+                    continue
+                rows.append({
+                    "name": db.name,
+                    "type": db.type,
+                    "aliases": sorted(a for a, t in self.aliases.items() if t == db.name),
+                    "currentStatus": self._status(db, count_poll),
+                    "requestedStatus": "online",
+                    "statusMessage": db.status_message,
+                    "default": db.name == DEFAULT_DB,
+                    "home": db.name == DEFAULT_DB,
+                })
+            return rows
+
+    def show_aliases(self) -> list[dict[str, Any]]:
+        with self.lock:
+            self._require_enterprise("SHOW ALIASES")
+            return [{"name": a, "database": t, "location": "local", "composite": None}
+                    for a, t in sorted(self.aliases.items())]
+
+    # ----------------------------------------------------------------------------------------------------------
+    # administration (Cypher against `system`)
+
+    def create_database(self, name: Any) -> Database:
+        """CREATE DATABASE $name WAIT: mounts existing store files of that name if there are any."""
+        with self.lock:
+            self._require_enterprise("CREATE DATABASE")
+            name = self.validate_database_name(name)
+            self._check_name_free(name)
+            if len(self.databases) >= self.max_databases:
+                raise DbmsError("Neo.DatabaseError.Database.DatabaseLimitReached",
+                                f"Failed to create the specified database '{name}': The total limit of databases "
+                                f"is already reached. To create more you need to either drop databases or change "
+                                f"the limit via the config setting 'dbms.max_databases' (={self.max_databases})")
+            db = Database(name, graph=self.stores.pop(name, None) or Graph())
+            self.databases[name] = db
+            return db
+
+    def drop_database(self, name: Any, if_exists: bool = True) -> bool:
+        """DROP DATABASE $name [IF EXISTS] (RESTRICT, DESTROY DATA). True when something was dropped."""
+        with self.lock:
+            self._require_enterprise("DROP DATABASE")
+            if not isinstance(name, str):
+                raise DbmsError("Neo.ClientError.Statement.ArgumentError", "Expected a string database name")
+            name = name.lower()
+            if name == SYSTEM:
+                raise DbmsError("Neo.ClientError.Statement.NotSystemDatabaseError",
+                                "Not allowed to delete system database.")
+            if name in self.aliases:
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Failed to delete the specified database '{name}': '{name}' is a database alias, "
+                                "not a database. Use DROP ALIAS.")
+            targeted_by = sorted(a for a, t in self.aliases.items() if t == name)
+            if targeted_by:  # RESTRICT, even with IF EXISTS
+                raise DbmsError("Neo.ClientError.Database.ExistingAliasFound",
+                                f"Failed to delete the specified database '{name}': Database '{name}' is referenced "
+                                f"by alias(es): {', '.join(targeted_by)}. Drop the aliases first or use CASCADE "
+                                "ALIASES.")
+            self.stores.pop(name, None)  # DESTROY DATA
+            if name not in self.databases:
+                if if_exists:
+                    return False
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Failed to delete the specified database '{name}': Database does not exist.")
+            del self.databases[name]
+            return True
+
+    def alias_target(self, alias: Any) -> str | None:
+        with self.lock:
+            self._require_enterprise("SHOW ALIASES")
+            return self.aliases.get(str(alias).lower())
+
+    def _alias_target_database(self, alias: str, database: Any, verb: str) -> str:
+        if not isinstance(database, str):
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError", "Expected a string database name")
+        database = database.lower()
+        if database in self.aliases:
+            raise DbmsError("Neo.ClientError.Database.IllegalAliasChain",
+                            f"Failed to {verb} the specified database alias '{alias}': Database alias cannot "
+                            f"target another alias ('{database}').")
+        if database not in self.databases:
+            raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                            f"Failed to {verb} the specified database alias '{alias}': Database '{database}' does "
+                            "not exist.")
+        if self.databases[database].type == "system":
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError",
+                            f"Failed to {verb} the specified database alias '{alias}': the system database cannot "
+                            "be aliased.")
+        return database
+
+    def create_alias(self, alias: Any, database: Any, if_not_exists: bool = True) -> bool:
+        """CREATE ALIAS $alias [IF NOT EXISTS] FOR DATABASE $database. True when an alias was created."""
+        with self.lock:
+            self._require_enterprise("CREATE ALIAS")
+            if not isinstance(alias, str) or not alias or alias.endswith(".") or \
+                    alias.lower().startswith(("_", SYSTEM)):
+                raise DbmsError("Neo.ClientError.Statement.ArgumentError", f"Invalid alias name {alias!r}")
+            alias = alias.lower()
+            if alias in self.aliases or alias in self.databases:
+                if if_not_exists:
+                    return False
+                raise DbmsError("Neo.ClientError.Database.ExistingDatabaseFound",
+                                f"Failed to create the specified database alias '{alias}': Database name or alias "
+                                "already exists.")
+            self.aliases[alias] = self._alias_target_database(alias, database, "create")
+            return True
+
+    def alter_alias(self, alias: Any, database: Any) -> None:
+        """ALTER ALIAS $alias SET DATABASE TARGET $database: one atomic write."""
+        with self.lock:
+            self._require_enterprise("ALTER ALIAS")
+            alias = str(alias).lower()
+            if alias not in self.aliases:
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Failed to alter the specified database alias '{alias}': Database alias does not "
+                                "exist.")
+            self.aliases[alias] = self._alias_target_database(alias, database, "alter")
+
+    def drop_alias(self, alias: Any, if_exists: bool = True) -> bool:
+        with self.lock:
+            self._require_enterprise("DROP ALIAS")
+            alias = str(alias).lower()
+            if alias not in self.aliases:
+                if if_exists:
+                    return False
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Failed to delete the specified database alias '{alias}': Database alias does not "
+                                "exist.")
+            del self.aliases[alias]
+            return True
+
+    # ----------------------------------------------------------------------------------------------------------
+    # data
+
+    def counts(self, name: str | None) -> Graph:
+        """The graph behind a session database (alias resolved); it must be online."""
+        with self.lock:
+            db = self.resolve(name)
+            if db.type == "system":
+                raise DbmsError("Neo.ClientError.Statement.NotSystemDatabaseError",
+                                "This is an administration command and it should be executed against the system "
+                                "database: data queries cannot run on 'system'.")
+            status = self._status(db, count_poll=False)
+            if status != "online":
+                raise DbmsError("Neo.TransientError.General.DatabaseUnavailable",
+                                f"Database '{db.name}' is unavailable (currentStatus {status}).")
+            return db.graph
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Arrow import lifecycle (the Flight server validates the batches; this keeps the state)
+
+    def arrow_create(self, name: Any, body: dict[str, Any]) -> ArrowImport:
+        with self.lock:
+            if self.faults.refuse_create:
+                raise ArrowError(self.faults.refuse_create,
+                                 f"Arrow database import '{name}' refused (injected fault)")
+            try:
+                name = self.validate_database_name(name)
+            except DbmsError as exc:
+                raise ArrowError("INVALID_ARGUMENT", exc.message) from None
+            if name in self.imports:
+                raise ArrowError("ALREADY_EXISTS", f"An import process with the name '{name}' is already running.")
+            if name in self.databases or name in self.aliases or (name in self.stores and not body.get("force")):
+                raise ArrowError("ALREADY_EXISTS", f"The database [{name}] already exists. The graph export "
+                                                   "procedure can only create new databases.")
+            id_type = str(body.get("id_type", "INTEGER")).upper()
+            if id_type not in ("INTEGER", "STRING"):
+                raise ArrowError("INVALID_ARGUMENT", f"Unknown id_type '{id_type}': expected INTEGER or STRING")
+            self.stores.pop(name, None)  # force=true deletes old store files
+            imp = ArrowImport(name, id_type=id_type, id_property=body.get("id_property"), options=dict(body))
+            self.imports[name] = imp
+            return imp
+
+    def arrow_import(self, name: Any) -> ArrowImport:
+        with self.lock:
+            imp = self.imports.get(str(name).lower()) if isinstance(name, str) else None
+            if imp is None:
+                raise ArrowError("NOT_FOUND", f"No import process with the name '{name}' is running.")
+            return imp
+
+    def arrow_abort(self, name: Any) -> None:
+        with self.lock:
+            imp = self.arrow_import(name)
+            imp.state = "aborted"
+            del self.imports[imp.name]
+
+    def arrow_finish(self, imp: ArrowImport) -> None:
+        """After RELATIONSHIP_LOAD_DONE: write the store, register and start the database (GdsParallelBatchImporter)."""
+        with self.lock:
+            self.imports.pop(imp.name, None)
+            imp.state = "done"
+            if imp.name in self.databases or imp.name in self.aliases:
+                raise ArrowError("ALREADY_EXISTS", f"The database [{imp.name}] already exists. The graph export "
+                                                   "procedure can only create new databases.")
+            if not self.faults.register_after_import or len(self.databases) >= self.max_databases:
+                self.stores[imp.name] = imp.graph  # files on disk, not mounted; logged as "Unable to start"
+                return
+            db = Database(imp.name, graph=imp.graph, polls_until_visible=self.faults.hidden_polls,
+                          polls_until_online=self.faults.starting_polls)
+            if self.faults.start_fails:
+                db.status, db.status_message = "offline", "Unable to start database (injected fault)"
+                db.polls_until_online = 0
+            elif db.polls_until_online:
+                db.status = "starting"
+            self.databases[imp.name] = db
