@@ -32,11 +32,14 @@ class TargetUnhealthy(TransientTargetError):
 
 
 @contextmanager
-def bad_input_fails_at_once() -> Iterator[None]:
-    """Turn errors a retry cannot fix into a Failure that is not retried; let transient ones through."""
+def bad_input_fails_at_once(context=None, max_retries: int = 0) -> Iterator[None]:
+    """Turn errors a retry cannot fix into a Failure that is not retried; let transient ones through to the
+    RetryPolicy, except on the last attempt, where the Failure carries the cause instead of "Exceeded max_retries"."""
     try:
         yield
-    except TransientTargetError:
+    except TransientTargetError as exc:
+        if context is not None and context.retry_number >= max_retries:
+            raise dg.Failure(description=f"{exc} (gave up after {max_retries} retries)", allow_retries=False) from exc
         raise
     except (SnapshotError, InvalidName, PermanentTargetError, ConfigError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
@@ -77,10 +80,10 @@ def build_assets(settings: Settings) -> list:
     def health_check(context: dg.AssetExecutionContext, bluegreen: BluegreenResource) -> dg.MaterializeResult:
         """The target can take a load now: reachable, under the memory / disk thresholds, below max_databases."""
         snapshot = snapshot_of(context, bluegreen.settings)
-        with bad_input_fails_at_once(), bluegreen.target() as target:
+        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
             health = target.health(snapshot)
-        if not health.ok:
-            raise TargetUnhealthy("health check refused the load: " + "; ".join(health.problems))
+            if not health.ok:
+                raise TargetUnhealthy("health check refused the load: " + "; ".join(health.problems))
         return dg.MaterializeResult(metadata={"target": target.kind, **health.measurements})
 
     @dg.asset(**common, deps=[health_check], kinds={"parquet"})
@@ -92,7 +95,7 @@ def build_assets(settings: Settings) -> list:
         with load_slot(settings.orchestrator.state_path, settings.orchestrator.max_concurrent_loads,
                        holder=snapshot.key, on_wait=context.log.info):
             waited = time.monotonic() - started
-            with bad_input_fails_at_once(), bluegreen.target() as target:
+            with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
                 report = target.load(snapshot)
         what = "already loaded; reused it" if report.reused else f"loaded {report.rows:,} rows in {report.seconds:.1f}s"
         context.log.info(f"{report.database}: {what}")
@@ -108,7 +111,7 @@ def build_assets(settings: Settings) -> list:
     def verify_counts(context: dg.AssetCheckExecutionContext, bluegreen: BluegreenResource) -> dg.AssetCheckResult:
         """Node and relationship counts, per label and type, equal the snapshot's. A mismatch drops the database."""
         snapshot = snapshot_of(context, bluegreen.settings)
-        with bad_input_fails_at_once(), bluegreen.target() as target:
+        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
             expected = expected_counts(snapshot)
             try:
                 actual = rules.verify(target, snapshot.key, expected)
@@ -125,7 +128,7 @@ def build_assets(settings: Settings) -> list:
         """The customer's alias moves to this database if it is the newest verified one; never backwards."""
         settings = bluegreen.settings
         snapshot = snapshot_of(context, settings)
-        with bad_input_fails_at_once(), bluegreen.target() as target:
+        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
             result = rules.switch_if_newest(target, snapshot.key, expected_counts(snapshot),
                                             settings.orchestrator.state_path)
             reader = target.reader_location(snapshot.id.customer)
@@ -141,7 +144,7 @@ def build_assets(settings: Settings) -> list:
         snapshot = snapshot_of(context, settings)
         customer = snapshot.id.customer
         in_flight = in_flight_databases(context.instance, customer, context.run_id)
-        with bad_input_fails_at_once(), bluegreen.target() as target:
+        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
             result = rules.cleanup(target, customer, settings.orchestrator.keep_databases,
                                    settings.orchestrator.state_path, in_flight)
         context.log.info(f"{customer}: dropped {result.dropped or 'nothing'}; kept {result.kept}")

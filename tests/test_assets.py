@@ -1,0 +1,181 @@
+"""The refresh steps through `dagster.materialize`, on the real embedded target."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from bluegreen_dagster.assets import build_assets
+from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.snapshots import expected_counts, snapshot_at
+from bluegreen_dagster.targets import make_target
+from bluegreen_dagster.targets.embedded import EmbeddedTarget
+from tests.conftest import Project
+
+
+def run(project: Project, instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
+    if not instance.has_dynamic_partition("snapshots", key):
+        instance.add_dynamic_partitions("snapshots", [key])
+    return dg.materialize(build_assets(project.settings), partition_key=key, instance=instance,
+                          resources={"bluegreen": project.resource}, raise_on_error=False)
+
+
+def metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
+    [event] = result.asset_materializations_for_node(step)
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def alias(project: Project, customer: str) -> str | None:
+    with make_target(project.settings) as target:
+        return target.alias_target(customer)
+
+
+def databases(project: Project, customer: str) -> list[str]:
+    with make_target(project.settings) as target:
+        return sorted(d.name for d in target.list_databases(customer))
+
+
+def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> None:
+    write_snapshot(project.data, "acme", 100, people=200)
+    with dg.instance_for_test() as instance:
+        result = run(project, instance, "acme-100")
+    assert result.success
+    load = metadata(result, "snapshot_database")
+    assert load["database"] == "acme-100"
+    assert (load["nodes"], load["relationships"]) == (204, 800)
+    assert load["rows"] == 1004 and load["bytes"] > 0 and load["rows_per_s"] > 0 and load["duration_s"] > 0
+    assert load["reused"] is False
+    switch = metadata(result, "alias_switch")
+    assert switch["switched"] is True and switch["previous"] == "" and switch["alias_target"] == "acme-100"
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
+    assert alias(project, "acme") == "acme-100"
+
+
+def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
+    write_snapshot(project.data, "acme", 100, people=20)
+    with dg.instance_for_test() as instance:
+        result = run(project, instance, "acme-100")
+    started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
+    assert started == ["health_check", "snapshot_database", "snapshot_database_verify_counts", "alias_switch",
+                       "cleanup"]
+
+
+def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
+    write_snapshot(project.data, "acme", 100, people=20)
+    with dg.instance_for_test() as instance:
+        run(project, instance, "acme-100")
+        again = run(project, instance, "acme-100")
+    assert again.success
+    assert metadata(again, "snapshot_database")["reused"] is True
+    switch = metadata(again, "alias_switch")
+    assert switch["switched"] is False and "already points at acme-100" in switch["reason"]
+    assert databases(project, "acme") == ["acme-100"]
+
+
+def test_older_snapshot_never_takes_the_alias(project: Project) -> None:
+    write_snapshot(project.data, "acme", 200, people=20)
+    write_snapshot(project.data, "acme", 100, people=20)
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "acme-200").success
+        late = run(project, instance, "acme-100")
+    assert late.success
+    switch = metadata(late, "alias_switch")
+    assert switch["switched"] is False and "newer" in switch["reason"]
+    assert alias(project, "acme") == "acme-200"
+
+
+def test_corrupt_parquet_fails_at_once_and_loses_nothing(project: Project) -> None:
+    write_snapshot(project.data, "acme", 100, people=20)
+    write_snapshot(project.data, "acme", 200, people=20)
+    bad = project.data / "acme/200/relationships/knows-00000.parquet"
+    bad.write_bytes(b"garbage")
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "acme-100").success
+        result = run(project, instance, "acme-200")
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "snapshot_database"
+    assert "knows-00000.parquet" in failure.event_specific_data.error.message
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries == []  # bad input: no retry
+    assert alias(project, "acme") == "acme-100"
+    assert databases(project, "acme") == ["acme-100"]  # the partial database is gone
+    assert bad.exists()  # the snapshot stays on disk
+
+
+def test_failed_verification_blocks_the_switch_and_drops_the_database(project: Project,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    write_snapshot(project.data, "acme", 100, people=20)
+    write_snapshot(project.data, "acme", 200, people=20)
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "acme-100").success
+        real_count = EmbeddedTarget.count
+
+        def short_by_one(self, database):  # a load that silently lost a row
+            counts = real_count(self, database)
+            if database != "acme-200":
+                return counts
+            return type(counts)(counts.nodes - 1, counts.relationships, counts.labels, counts.types)
+
+        monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
+        result = run(project, instance, "acme-200")
+    assert not result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed is False and "nodes: expected 21, found 20" in check.description
+    assert not result.asset_materializations_for_node("alias_switch")  # blocked
+    assert alias(project, "acme") == "acme-100"
+    assert databases(project, "acme") == ["acme-100"]
+
+
+def test_health_refusal_is_retried_then_fails_with_the_reason(project: Project) -> None:
+    project.reconfigure(embedded={"min_free_disk_mb": 10**12})
+    write_snapshot(project.data, "acme", 100, people=20)
+    with dg.instance_for_test() as instance:
+        result = run(project, instance, "acme-100")
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == project.settings.orchestrator.max_retries
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "health_check"
+    assert "health check refused the load" in failure.event_specific_data.error.message
+    assert "min_free_disk_mb" in failure.event_specific_data.error.message
+    assert databases(project, "acme") == []
+
+
+def test_cleanup_keeps_newest_n_and_the_alias_target(project: Project) -> None:
+    project.reconfigure(orchestrator={"keep_databases": 2})
+    for ts in (100, 200, 300, 400):
+        write_snapshot(project.data, "acme", ts, people=10)
+    write_snapshot(project.data, "globex", 50, people=10)
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "globex-50").success
+        for ts in (100, 200, 300):
+            assert run(project, instance, f"acme-{ts}").success
+        assert databases(project, "acme") == ["acme-200", "acme-300"]
+        result = run(project, instance, "acme-400")
+    assert metadata(result, "cleanup")["dropped"] == ["acme-200"]
+    assert databases(project, "acme") == ["acme-300", "acme-400"]
+    assert databases(project, "globex") == ["globex-50"]  # other customers untouched
+
+
+def test_missing_snapshot_folder_fails_clearly(project: Project) -> None:
+    with dg.instance_for_test() as instance:
+        result = run(project, instance, "acme-100")
+    assert not result.success
+    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "does not exist" in message and "acme/100" in message
+
+
+def test_reader_sees_the_graph_through_the_alias(project: Project) -> None:
+    import ladybug
+
+    write_snapshot(project.data, "acme", 100, people=50)
+    with dg.instance_for_test() as instance:
+        result = run(project, instance, "acme-100")
+    reader = metadata(result, "alias_switch")["reader"]
+    db = ladybug.Database(reader, read_only=True)
+    try:
+        rows = ladybug.Connection(db).execute("MATCH (a:Person)-[:KNOWS]->(b) RETURN count(*)").get_next()
+    finally:
+        db.close()
+    assert rows[0] == expected_counts(snapshot_at(project.data, "acme", 100)).types["KNOWS"]
