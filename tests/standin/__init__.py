@@ -1,0 +1,40 @@
+"""A protocol-level STAND-IN for Neo4j Enterprise 5.x + GDS Arrow Flight, for tests. This is NOT Neo4j.
+
+Neo4j Enterprise and a licensed GDS Arrow server cannot run in CI, so these tests talk to two small servers that
+speak the real wire protocols on real loopback sockets: the production code (the official `neo4j` Python driver and
+the `pyarrow.flight` client) talks to them unchanged.
+
+What it models (`dbms.Dbms`, shared by both servers, thread-safe):
+- Bolt 5.4 (`bolt_server`): handshake, chunking, PackStream, HELLO/LOGON basic auth, auto-commit and explicit
+  transactions, PULL/DISCARD streaming, FAILED/IGNORED/RESET semantics, TELEMETRY.
+- Exactly the Cypher statements in `bluegreen_dagster/targets/neo4j/queries.py`, recognised by their text; any
+  other statement fails with Neo.ClientError.Statement.SyntaxError, so drift is loud. Administration statements are
+  accepted only on `system` (stricter than Neo4j, which routes them there itself).
+- Databases with states (an Arrow import is "loading" and not listed; "starting" then "online"; "offline" when a
+  start fails), node/relationship contents to answer counts per label and type, local aliases, the shared
+  name namespace, RESTRICT on DROP DATABASE (ExistingAliasFound), ExistingDatabaseFound, IllegalAliasChain,
+  DatabaseNotFound, `dbms.max_databases`, user/password, heap and page-cache numbers, Community-edition refusal of
+  administration commands (UnsupportedAdministrationCommand).
+- GDS Arrow v1 (`flight_server`): basic-token handshake with a Bearer token, `v1/CREATE_DATABASE`, PUT_COMMAND
+  DoPut streams with one ack per batch, `v1/NODE_LOAD_DONE` / `v1/RELATIONSHIP_LOAD_DONE` with received counts,
+  `v1/ABORT`, input validation (int64 ids > 0, known relationship endpoints, the production property-type rule)
+  and gRPC statuses as in reference §1.7.
+- Fault injection (`Dbms.faults`, `Dbms.fail_next`): refuse the create, fail any action, drop a DoPut stream after
+  k batches, reject batch k, keep a finished database hidden or "starting" for N polls, never register it (so the
+  client must `CREATE DATABASE ... WAIT` to mount the store), fail to start it, fail any statement once.
+- An event log (`Dbms.events`) of what the clients sent, for assertions such as "ABORT was sent".
+
+What it deliberately does NOT model:
+- A Cypher engine: no parser, no planner, no general MATCH/CREATE; no indexes or constraints beyond no-ops.
+- Routing (ROUTE, neo4j:// URIs), clusters, TLS on either server, bookmarks/causal consistency (bookmarks are
+  opaque counters), Bolt 5.5+ features (GQL status objects in FAILURE), notifications, impersonation, re-auth.
+- Timing: WAIT returns at once; GDS `abortion_timeout` is not enforced; nothing is slow or concurrent-unsafe on
+  purpose.
+- ALREADY_EXISTS is sent as gRPC UNKNOWN with an "Already exists: ..." message (pyarrow cannot raise that status
+  from Python); error messages resemble Neo4j's but are not copies.
+- The UNVERIFIED points of reference §1 (exact property types, whether LOAD_DONE waits for the database to start,
+  the id_property default, the exact alias error codes) follow the reference's best guess; only a real licensed
+  server can settle them (the opt-in `neo4j_enterprise` tests).
+
+Start both servers with `tests.standin.server.start_standin()`.
+"""
