@@ -1,0 +1,256 @@
+"""Against a REAL Neo4j Community 5.26 server (tests/neo4j_harness): connectivity, auth, errors, the Cypher
+fallback loader, counts, health, and that every administration statement we send gets past Neo4j's parser
+(Community then refuses it as an Enterprise feature, which is a different code than a syntax error)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import neo4j
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bluegreen_dagster.bluegreen import verify
+from bluegreen_dagster.config import Settings
+from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.snapshots import SnapshotError, expected_counts, snapshot_at
+from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError
+from bluegreen_dagster.targets.neo4j import Neo4jTarget, queries
+from bluegreen_dagster.targets.neo4j.admin import UNSUPPORTED_ADMIN, Admin
+from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
+
+pytestmark = pytest.mark.neo4j_community
+
+ENTERPRISE_MESSAGE = "this needs Neo4j Enterprise; use target: embedded to try it without one"
+
+
+def make_settings(uri: str, password: str, **neo4j_overrides) -> Settings:
+    host, port = uri.removeprefix("bolt://").rsplit(":", 1)
+    return Settings.model_validate({
+        "target": "neo4j",
+        "neo4j": {"host": host, "bolt_port": int(port), "password": password, "loader": "cypher",
+                  "batch_size": 200, "online_timeout": 5, **neo4j_overrides},
+    })
+
+
+@pytest.fixture
+def target(neo4j_community):
+    uri, _user, password = neo4j_community
+    t = Neo4jTarget(make_settings(uri, password), admin=None)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def empty_neo4j(target):
+    """Community's `neo4j` database, emptied before and after the test (indexes included)."""
+
+    def wipe() -> None:
+        target.admin.run("MATCH (n) DETACH DELETE n", database="neo4j")
+        for row in target.admin.run("SHOW INDEXES YIELD name, type WHERE type = 'RANGE' RETURN name",
+                                    database="neo4j"):
+            target.admin.run(f"DROP INDEX `{row['name']}` IF EXISTS", database="neo4j")
+
+    wipe()
+    yield target
+    wipe()
+
+
+# --- connectivity and errors --------------------------------------------------------------------------------------
+
+
+def test_health_measures_heap_and_reports_pagecache_unknown(target):
+    health = target.health()
+    assert health.measurements["edition"] == "community"
+    assert str(health.measurements["version"]).startswith("5.26")
+    heap = health.measurements["heap_percent"]
+    assert isinstance(heap, float) and 0 < heap < 100
+    assert health.measurements["pagecache_percent"] == "unknown"  # Enterprise metrics only: not a problem
+    assert health.measurements["databases"] == 1  # `neo4j`; `system` is not a standard database
+    assert health.ok, health.problems
+
+
+def test_health_problems_name_measurement_and_threshold(neo4j_community):
+    uri, _user, password = neo4j_community
+    settings = make_settings(uri, password)
+    settings.orchestrator.heap_threshold_percent = 0.001
+    settings.orchestrator.max_databases = 1
+    with Neo4jTarget(settings) as t:
+        health = t.health()
+    assert not health.ok
+    heap_problem = next(p for p in health.problems if p.startswith("heap"))
+    assert "heap_threshold_percent 0.001%" in heap_problem and f"{health.measurements['heap_percent']:.1f}" in heap_problem
+    db_problem = next(p for p in health.problems if "databases" in p)
+    assert "1 standard databases" in db_problem and "max_databases is 1" in db_problem
+
+
+def test_wrong_password_is_a_clear_permanent_error_without_the_password(neo4j_community):
+    uri, _user, _password = neo4j_community
+    wrong = "Wr0ng-Secret-Value-42"
+    with Neo4jTarget(make_settings(uri, wrong)) as t, pytest.raises(PermanentTargetError) as info:
+        t.health()
+    message = str(info.value)
+    assert "authentication failed for user 'neo4j'" in message
+    assert "check neo4j.user / NEO4J_PASSWORD" in message
+    assert wrong not in message and wrong not in repr(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_server_down_is_transient(neo4j_community):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    settings = make_settings(f"bolt://127.0.0.1:{closed_port}", "whatever-password")
+    with Neo4jTarget(settings, admin=Admin(settings.neo4j, attempts=2, backoff=0.05)) as t:
+        with pytest.raises(TransientTargetError) as info:
+            t.health()
+    assert str(info.value).startswith(f"cannot reach Neo4j at bolt://127.0.0.1:{closed_port}: ")
+    assert "whatever-password" not in str(info.value)
+
+
+# --- every statement is accepted by the parser ------------------------------------------------------------------
+
+
+def _error_of(driver: neo4j.Driver, query: str, params: dict | None = None,
+              database: str | None = "system") -> neo4j.exceptions.Neo4jError | None:
+    try:
+        with driver.session(database=database) as session:
+            session.run(query, params).consume()
+    except neo4j.exceptions.Neo4jError as exc:
+        return exc
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(queries.ADMIN_QUERIES))
+def test_admin_statement_parses_and_is_refused_as_enterprise_only(neo4j_community, name):
+    uri, user, password = neo4j_community
+    with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:
+        error = _error_of(driver, queries.ADMIN_QUERIES[name],
+                          {"name": "acme-1767741527", "alias": "acme", "database": "acme-1767741527"})
+    assert error is not None
+    assert error.code == UNSUPPORTED_ADMIN, f"{name}: {error.code} {error.message}"
+
+
+def test_alias_listing_parses_and_is_refused_as_enterprise_only(neo4j_community):
+    uri, user, password = neo4j_community
+    with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:
+        error = _error_of(driver, queries.ALIAS_TARGET, {"alias": "acme"})
+    # Community 5.26 answers SHOW ALIASES with this code (not SyntaxError) and "Unsupported administration command".
+    assert error is not None and error.code == "Neo.ClientError.Statement.NotSystemDatabaseError"
+    assert "Unsupported administration command" in error.message
+
+
+@pytest.mark.parametrize("name, database, params", [
+    ("COMPONENTS", "system", {}),
+    ("LIST_DATABASES", "system", {"prefix": "acme-"}),
+    ("DATABASE_STATUS", "system", {"name": "neo4j"}),
+    ("COUNT_DATABASES", "system", {}),
+    ("HEAP", "system", {}),
+    ("PAGECACHE", None, {}),
+    ("COUNT_NODES", "neo4j", {}),
+    ("COUNT_BY_LABEL", "neo4j", {}),
+    ("COUNT_BY_TYPE", "neo4j", {}),
+    ("PROBE_DYNAMIC_LABELS", "neo4j", {"labels": ["A"], "type": "T"}),
+])
+def test_other_statements_run_on_community(neo4j_community, name, database, params):
+    uri, user, password = neo4j_community
+    with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:
+        error = _error_of(driver, getattr(queries, name), params, database=database)
+    assert error is None, f"{name}: {error.code} {error.message}"
+
+
+def test_point_alias_says_enterprise_is_needed(target):
+    with pytest.raises(PermanentTargetError) as info:
+        target.point_alias("acme", "acme-1767741527")
+    assert ENTERPRISE_MESSAGE in str(info.value)
+
+
+def test_alias_target_says_enterprise_is_needed(target):
+    with pytest.raises(PermanentTargetError) as info:
+        target.alias_target("acme")
+    assert ENTERPRISE_MESSAGE in str(info.value)
+
+
+def test_load_with_cypher_loader_says_enterprise_is_needed(target, tmp_path):
+    write_snapshot(tmp_path, "acme", 1767741527, people=20)
+    with pytest.raises(PermanentTargetError) as info:
+        target.load(snapshot_at(tmp_path, "acme", 1767741527))
+    assert ENTERPRISE_MESSAGE in str(info.value)
+    assert target.admin.database_status("acme-1767741527") is None  # nothing left behind
+
+
+def test_drop_database_says_enterprise_is_needed(target):
+    with pytest.raises(PermanentTargetError) as info:
+        target.drop_database("acme-1767741527")
+    assert ENTERPRISE_MESSAGE in str(info.value)
+
+
+def test_list_databases_works_on_community(target):
+    assert target.list_databases("acme") == []
+
+
+def test_names_are_validated_before_any_query(target):
+    for bad in ("neo4j", "acme-1; DROP", "system-1", "Acme-1"):
+        with pytest.raises(PermanentTargetError, match="refusing"):
+            target.drop_database(bad)
+    with pytest.raises(PermanentTargetError, match="refusing"):
+        target.point_alias("a`b", "acme-1767741527")
+
+
+# --- the Cypher loader writing a real snapshot ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-labels", "quoted-labels"])
+def test_cypher_loader_writes_demo_snapshot_and_counts_match(empty_neo4j, tmp_path, dynamic):
+    target = empty_neo4j
+    write_snapshot(tmp_path, "acme", 1767741527, people=500)
+    snapshot = snapshot_at(tmp_path, "acme", 1767741527)
+    loader = CypherLoader(target.admin, batch_size=200)
+    assert loader.dynamic_labels("neo4j") is True  # Neo4j 5.26 supports $(...)
+    loader._dynamic = dynamic
+    result = loader.write("neo4j", snapshot)
+
+    expected = expected_counts(snapshot)
+    assert (result.nodes, result.relationships) == (expected.nodes, expected.relationships)
+    assert result.bytes_read > 0
+    counts = verify(target, "neo4j", expected)  # Neo4jTarget.count through the blue/green rule
+    assert counts == expected
+    assert queries.LOAD_LABEL not in counts.labels
+
+    person = target.admin.run("MATCH (p:Person {nodeId: 1}) RETURN p.name AS name, p.age AS age, p.score AS score",
+                              database="neo4j")[0]
+    assert isinstance(person["name"], str) and isinstance(person["age"], int) and isinstance(person["score"], float)
+    knows = target.admin.run("MATCH ()-[r:KNOWS]->() RETURN r.since AS since, r.weight AS weight LIMIT 1",
+                             database="neo4j")[0]
+    assert isinstance(knows["since"], int) and isinstance(knows["weight"], float)
+    indexes = target.admin.run("SHOW INDEXES YIELD name, labelsOrTypes, properties WHERE properties = ['nodeId'] "
+                               "RETURN name, labelsOrTypes", database="neo4j")
+    assert sorted(r["labelsOrTypes"][0] for r in indexes) == sorted(expected.labels)  # helper index dropped
+
+
+def _write_nodes(folder: Path, labels: list, rels: dict | None = None) -> None:
+    (folder / "nodes").mkdir(parents=True)
+    (folder / "relationships").mkdir(parents=True)
+    pq.write_table(pa.table({"nodeId": pa.array(range(1, len(labels) + 1), pa.int64()),
+                             "labels": pa.array(labels)}), folder / "nodes" / "n.parquet")
+    rels = rels or {"sourceNodeId": [1], "targetNodeId": [1], "relationshipType": ["SELF"]}
+    pq.write_table(pa.table(rels), folder / "relationships" / "r.parquet")
+    (folder / "_SUCCESS").touch()
+
+
+def test_cypher_loader_refuses_unsafe_labels_before_writing(empty_neo4j, tmp_path):
+    snapshot = snapshot_at(tmp_path, "acme", 1767741528)
+    _write_nodes(snapshot.path, ["Person", "X`) DETACH DELETE (n"])
+    with pytest.raises(SnapshotError, match="is not allowed"):
+        CypherLoader(empty_neo4j.admin, batch_size=10).write("neo4j", snapshot)
+    assert empty_neo4j.count("neo4j").nodes == 0
+
+
+def test_cypher_loader_reports_relationships_to_missing_nodes(empty_neo4j, tmp_path):
+    snapshot = snapshot_at(tmp_path, "acme", 1767741529)
+    _write_nodes(snapshot.path, ["Person", "Person"],
+                 {"sourceNodeId": [1, 2], "targetNodeId": [2, 99], "relationshipType": ["KNOWS", "KNOWS"]})
+    with pytest.raises(SnapshotError, match="1 of 2 relationships name a sourceNodeId/targetNodeId"):
+        CypherLoader(empty_neo4j.admin, batch_size=10).write("neo4j", snapshot)
