@@ -143,7 +143,7 @@ def build_assets(settings: Settings) -> list:
         settings = bluegreen.settings
         snapshot = snapshot_of(context, settings)
         customer = snapshot.id.customer
-        in_flight = in_flight_databases(context.instance, customer, context.run_id)
+        in_flight = in_flight_databases(context.instance, customer, context.run.run_id)
         with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
             result = rules.cleanup(target, customer, settings.orchestrator.keep_databases,
                                    settings.orchestrator.state_path, in_flight)

@@ -1,0 +1,96 @@
+"""End to end through the real Dagster daemon: `dagster-daemon run -w workspace.yaml` in a subprocess, with our
+instance settings, the embedded target and a temp data folder. Drop snapshots, watch the alias move."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ladybug
+import pytest
+
+from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.snapshots import expected_counts, snapshot_at
+from bluegreen_dagster.targets import make_target
+from tests.conftest import Project, make_project
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def wait_for(condition, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; daemon log:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    project = make_project(tmp_path, orchestrator={"scan_interval": 5, "keep_databases": 2})
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "bluegreen_dagster" / "dagster_instance.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BLUEGREEN_CONFIG": str(project.config_file)}
+    log = tmp_path / "daemon.log"
+    daemon_bin = Path(sys.executable).parent / "dagster-daemon"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(daemon_bin), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield project, log
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def alias_of(project: Project, customer: str) -> str | None:
+    with make_target(project.settings) as target:
+        return target.alias_target(customer)
+
+
+def test_sensor_driven_runs_switch_the_alias_forward_only(daemon) -> None:
+    project, log = daemon
+    write_snapshot(project.data, "acme", 1_767_000_100, people=300)
+    dropped = time.monotonic()
+    wait_for(lambda: alias_of(project, "acme") == "acme-1767000100", 120, "the first alias switch", log)
+    first_latency = time.monotonic() - dropped
+
+    # A newer snapshot, then an older one arriving late, then a half-written one.
+    write_snapshot(project.data, "acme", 1_767_000_300, people=200)
+    write_snapshot(project.data, "acme", 1_767_000_200, people=100)
+    half = project.data / "acme" / "1767000400" / "nodes"
+    half.mkdir(parents=True)
+    wait_for(lambda: alias_of(project, "acme") == "acme-1767000300", 120, "the switch to the newest", log)
+
+    def loaded() -> set[str]:
+        with make_target(project.settings) as target:
+            return {d.name for d in target.list_databases("acme")}
+
+    # The late older snapshot is loaded too (then kept or cleaned up), but never takes the alias.
+    time.sleep(12)
+    assert alias_of(project, "acme") == "acme-1767000300"
+    assert loaded() <= {"acme-1767000300", "acme-1767000200", "acme-1767000100"}
+    assert "acme-1767000300" in loaded() and len(loaded()) <= 2
+
+    with make_target(project.settings) as target:
+        reader = target.reader_location("acme")
+    db = ladybug.Database(reader, read_only=True)
+    try:
+        knows = ladybug.Connection(db).execute("MATCH (a:Person)-[:KNOWS]->(b) RETURN count(*)").get_next()[0]
+    finally:
+        db.close()
+    assert knows == expected_counts(snapshot_at(project.data, "acme", 1_767_000_300)).types["KNOWS"]
+    print(f"first snapshot -> alias switched in {first_latency:.1f}s")
