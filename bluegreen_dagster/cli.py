@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
@@ -51,7 +50,7 @@ def dagster_home(settings_file: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     instance_yaml = home / "dagster.yaml"
     if not instance_yaml.exists():
-        instance_yaml.write_text(resources.files("bluegreen_dagster").joinpath("dagster_instance.yaml").read_text())
+        instance_yaml.write_text((Path(__file__).parent / "dagster_instance.yaml").read_text())
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
