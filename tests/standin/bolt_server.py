@@ -63,7 +63,7 @@ def _template_regex(template: str) -> re.Pattern[str]:
         parts.append(re.escape(literal))
         if field_name is not None:
             if field_name == "labels":  # one or more :`Label`
-                parts.append(r"(?P<labels>(?::`[^`]+`)+)")
+                parts.append(r"(?P<labels>(?::`[^`]+`)*)")
             else:
                 parts.append(rf"(?P<{field_name}>`[^`]+`)")
     return re.compile("^" + "".join(parts) + "$")
@@ -141,7 +141,7 @@ class Executor:
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN, "DROP_DATABASE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
-    }
+    }  # everything else (the Cypher loader's statements) is DATA
 
     def handled(self) -> set[str]:
         return {name[3:] for name in dir(self) if name.startswith("_q_")}
@@ -261,6 +261,130 @@ class Executor:
             return Result(["type", "count"], [[k, v] for k, v in sorted(graph.type_counts().items())])
 
 
+    # --- the Cypher fallback loader (cypher_loader.py) -----------------------------------------------------------
+    # Not a Cypher engine: each template is executed by hand, with its exact meaning (UNWIND rows, CREATE with
+    # labels, MATCH on the helper label's nodeId, REMOVE the helper label in batches). Writes apply at COMMIT.
+
+    @staticmethod
+    def _names(captured: str) -> tuple[str, ...]:
+        return tuple(re.findall(r"`([^`]+)`", captured or ""))
+
+    @staticmethod
+    def _rows(p: dict[str, Any], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+        rows = p.get("rows")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows):
+            raise DbmsError("Neo.ClientError.Statement.TypeError",
+                            f"$rows must be a list of maps with keys {', '.join(keys)}")
+        for row in rows:
+            if not isinstance(row.get("props", {}), dict):
+                raise DbmsError("Neo.ClientError.Statement.TypeError", "row.props must be a map")
+        return rows
+
+    def _schema(self, db):
+        self.dbms.counts(db)  # exists, not system, online
+        return Result([], kind="s")
+
+    def _q_CREATE_ID_INDEX(self, p, db, label):
+        return self._schema(db)
+
+    def _q_CREATE_LOAD_INDEX(self, p, db):
+        return self._schema(db)
+
+    def _q_DROP_LOAD_INDEX(self, p, db):
+        return self._schema(db)
+
+    def _q_AWAIT_INDEXES(self, p, db):
+        self.dbms.counts(db)
+        return Result([], kind="r")
+
+    def _q_PROBE_DYNAMIC_LABELS(self, p, db):
+        if not self.dbms.dynamic_labels:
+            raise DbmsError("Neo.ClientError.Statement.SyntaxError",
+                            "Invalid input '$': expected a label name (dynamic labels need Cypher 5.26+)")
+        self.dbms.counts(db)
+        return Result([], kind="rw")
+
+    def _create_nodes(self, db, rows, static_labels: tuple[str, ...] | None) -> Result:
+        graph = self.dbms.counts(db)
+        load = queries.LOAD_LABEL
+        planned = []
+        for row in rows:
+            if static_labels is None:
+                labels = row.get("labels")
+                if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+                    raise DbmsError("Neo.ClientError.Statement.TypeError", "row.labels must be a list of strings")
+            else:
+                labels = list(static_labels)
+            props = {k: v for k, v in (row.get("props") or {}).items() if v is not None}
+            props["nodeId"] = row["id"]
+            planned.append((tuple(labels) + (load,), props))
+
+        def apply() -> None:
+            with self.dbms.lock:
+                for labels, props in planned:
+                    graph.create_node(labels, props, load)
+
+        return Result(["created"], [[len(planned)]], kind="w", apply=apply,
+                      stats={"nodes-created": len(planned)})
+
+    def _q_CREATE_NODES_DYNAMIC(self, p, db):
+        return self._create_nodes(db, self._rows(p, ("id", "labels")), None)
+
+    def _q_CREATE_NODES_STATIC(self, p, db, labels):
+        return self._create_nodes(db, self._rows(p, ("id",)), self._names(labels))
+
+    def _create_relationships(self, db, rows, static_type: str | None) -> Result:
+        graph = self.dbms.counts(db)
+        planned = []
+        with self.dbms.lock:
+            for row in rows:
+                rel_type = static_type if static_type is not None else row.get("type")
+                if not isinstance(rel_type, str) or not rel_type:
+                    raise DbmsError("Neo.ClientError.Statement.TypeError", "row.type must be a non-empty string")
+                props = {k: v for k, v in (row.get("props") or {}).items() if v is not None}
+                for a in list(graph.load_ids.get(row["s"], ())):
+                    for b in list(graph.load_ids.get(row["t"], ())):
+                        planned.append((a, rel_type, b, props))
+
+        def apply() -> None:
+            with self.dbms.lock:
+                for a, rel_type, b, props in planned:
+                    graph.relationships.append((a, rel_type, b))
+                    graph.relationship_properties.append(props)
+
+        return Result(["created"], [[len(planned)]], kind="w", apply=apply,
+                      stats={"relationships-created": len(planned)})
+
+    def _q_CREATE_RELATIONSHIPS_DYNAMIC(self, p, db):
+        return self._create_relationships(db, self._rows(p, ("s", "t", "type")), None)
+
+    def _q_CREATE_RELATIONSHIPS_STATIC(self, p, db, type):  # noqa: A002 - the template's field name
+        names = self._names(type)
+        return self._create_relationships(db, self._rows(p, ("s", "t")), names[0])
+
+    def _q_REMOVE_LOAD_LABEL(self, p, db):
+        limit = p.get("limit")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError", "LIMIT needs a non-negative integer")
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            chosen = [key for keys in graph.load_ids.values() for key in keys][:limit]
+
+        def apply() -> None:
+            load = queries.LOAD_LABEL
+            with self.dbms.lock:
+                gone = set(chosen)
+                for key in chosen:
+                    if key in graph.nodes:
+                        graph.nodes[key] = tuple(x for x in graph.nodes[key] if x != load)
+                for node_id in list(graph.load_ids):
+                    graph.load_ids[node_id] = [k for k in graph.load_ids[node_id] if k not in gone]
+                    if not graph.load_ids[node_id]:
+                        del graph.load_ids[node_id]
+
+        return Result(["removed"], [[len(chosen)]], kind="w", apply=apply, stats={"labels-removed": len(chosen)})
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Connection handling
 
@@ -283,6 +407,7 @@ class BoltConnection:
         self.last_qid = -1
         self.qids = itertools.count()
         self.bookmarks = itertools.count(1)
+        self.outbox = bytearray()
 
     # --- wire -------------------------------------------------------------------------------------------------
 
@@ -316,7 +441,12 @@ class BoltConnection:
             piece = body[i:i + 0xFFFF]
             out += struct.pack(">H", len(piece)) + piece
         out += b"\x00\x00"
-        self.sock.sendall(out)
+        self.outbox += out
+
+    def flush(self) -> None:
+        if self.outbox:
+            data, self.outbox = bytes(self.outbox), bytearray()
+            self.sock.sendall(data)
 
     def success(self, metadata: dict[str, Any] | None = None) -> None:
         self.send(SUCCESS, metadata or {})
@@ -345,9 +475,13 @@ class BoltConnection:
     def serve(self) -> None:
         if not self.handshake():
             return
-        while self.state != "DEFUNCT":
-            message = self.read_message()
-            self.handle(message.tag, message.fields)
+        try:
+            while self.state != "DEFUNCT":
+                message = self.read_message()
+                self.handle(message.tag, message.fields)
+                self.flush()
+        finally:
+            self.flush()
 
     def _illegal(self, tag: int) -> None:
         self.failure("Neo.ClientError.Request.Invalid",
@@ -543,6 +677,7 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         owner = self.server.owner
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with owner._lock:
             owner._sockets.add(self.request)
             connection_id = f"bolt-{next(owner._ids)}"
