@@ -1,0 +1,138 @@
+"""Each blue/green rule, on the real embedded target, including runs that overlap in separate processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from bluegreen_dagster import bluegreen as rules
+from bluegreen_dagster.config import load_settings
+from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.locks import load_slot
+from bluegreen_dagster.snapshots import GraphCounts, expected_counts, snapshot_at
+from bluegreen_dagster.targets import make_target
+from tests.conftest import Project
+
+
+def load(project: Project, customer: str, ts: int, people: int = 10) -> str:
+    write_snapshot(project.data, customer, ts, people=people)
+    snap = snapshot_at(project.data, customer, ts)
+    with make_target(project.settings) as target:
+        target.load(snap)
+    return snap.key
+
+
+def switch(project: Project, key: str) -> rules.SwitchResult:
+    customer, ts = key.rsplit("-", 1)
+    snap = snapshot_at(project.data, customer, ts)
+    with make_target(project.settings) as target:
+        return rules.switch_if_newest(target, key, expected_counts(snap), project.settings.orchestrator.state_path)
+
+
+def names(project: Project, customer: str) -> list[str]:
+    with make_target(project.settings) as target:
+        return sorted(d.name for d in target.list_databases(customer))
+
+
+def alias(project: Project, customer: str) -> str | None:
+    with make_target(project.settings) as target:
+        return target.alias_target(customer)
+
+
+def test_alias_moves_forward_only(project: Project) -> None:
+    old, new = load(project, "acme", 100), load(project, "acme", 200)
+    assert switch(project, new).switched
+    result = switch(project, old)
+    assert not result.switched and result.current == new and "newer" in result.reason
+    assert alias(project, "acme") == new
+
+
+def test_alias_never_moves_to_an_unverified_database(project: Project) -> None:
+    key = load(project, "acme", 100)
+    with make_target(project.settings) as target:
+        wrong = GraphCounts(nodes=999, relationships=0, labels={}, types={})
+        with pytest.raises(rules.VerificationFailed, match="nodes: expected 999"):
+            rules.switch_if_newest(target, key, wrong, project.settings.orchestrator.state_path)
+        assert target.alias_target("acme") is None
+
+
+def _switch_in_process(config_file: str, key: str, start: float) -> None:
+    project = Project(Path(config_file).parent, Path(config_file), load_settings(config_file))
+    time.sleep(max(0.0, start - time.time()))
+    switch(project, key)
+
+
+def test_overlapping_switches_in_separate_processes_end_on_the_newest(project: Project) -> None:
+    keys = [load(project, "acme", ts) for ts in (100, 200, 300, 400, 500)]
+    random.Random(7).shuffle(keys)
+    start = time.time() + 1.0  # all processes race for the lock at once
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_switch_in_process, args=(str(project.config_file), k, start)) for k in keys]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert alias(project, "acme") == "acme-500"
+
+
+def test_cleanup_keeps_newest_n_and_never_the_alias_target(project: Project) -> None:
+    keys = [load(project, "acme", ts) for ts in (100, 200, 300, 400)]
+    switch(project, keys[0])  # the alias is on the oldest (the newer ones were never switched to)
+    result = rules.cleanup(make_target(project.settings), "acme", 2, project.settings.orchestrator.state_path)
+    assert result.dropped == ["acme-200"]
+    assert result.protected == {"acme-100": "alias target"}
+    assert names(project, "acme") == ["acme-100", "acme-300", "acme-400"]
+
+
+def test_cleanup_never_drops_a_database_still_loading(project: Project) -> None:
+    for ts in (100, 200, 300):
+        load(project, "acme", ts)
+    switch(project, "acme-300")
+    state = project.settings.orchestrator.state_path
+    # acme-100 is being (re)loaded by another run: it holds a load slot under that name.
+    with load_slot(state, 1, holder="acme-100"):
+        result = rules.cleanup(make_target(project.settings), "acme", 1, state)
+    assert result.protected == {"acme-100": "still loading"} and result.dropped == ["acme-200"]
+    # Runs Dagster knows to be in flight are protected too.
+    result = rules.cleanup(make_target(project.settings), "acme", 1, state, in_flight={"acme-100"})
+    assert result.dropped == [] and names(project, "acme") == ["acme-100", "acme-300"]
+
+
+def test_cleanup_touches_only_its_customer(project: Project) -> None:
+    load(project, "acme", 100)
+    load(project, "acme", 200)
+    load(project, "acme-corp", 50)
+    rules.cleanup(make_target(project.settings), "acme", 1, project.settings.orchestrator.state_path)
+    assert names(project, "acme") == ["acme-200"]
+    assert names(project, "acme-corp") == ["acme-corp-50"]
+
+
+def _hold_slot(state: str, slots: int, log: str, name: str) -> None:
+    with load_slot(Path(state), slots, holder=name, poll_seconds=0.05):
+        with open(log, "a") as f:
+            f.write(f"start {time.time()}\n")
+        time.sleep(0.6)
+        with open(log, "a") as f:
+            f.write(f"end {time.time()}\n")
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_max_concurrent_loads_bounds_overlap_across_processes(tmp_path: Path, slots: int) -> None:
+    log = tmp_path / "log"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_hold_slot, args=(str(tmp_path / "state"), slots, str(log), f"db{i}")) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    events = sorted((float(t), kind) for kind, t in (line.split() for line in log.read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == slots
