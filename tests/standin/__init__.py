@@ -7,8 +7,11 @@ the `pyarrow.flight` client) talks to them unchanged.
 What it models (`dbms.Dbms`, shared by both servers, thread-safe):
 - Bolt 5.4 (`bolt_server`): handshake, chunking, PackStream, HELLO/LOGON basic auth, auto-commit and explicit
   transactions, PULL/DISCARD streaming, FAILED/IGNORED/RESET semantics, TELEMETRY.
-- Exactly the Cypher statements in `bluegreen_dagster/targets/neo4j/queries.py`, recognised by their text; any
-  other statement fails with Neo.ClientError.Statement.SyntaxError, so drift is loud. Administration statements are
+- Exactly the Cypher statements in `bluegreen_dagster/targets/neo4j/queries.py`, recognised by their text
+  (`{label}`-style templates match backtick-quoted names), including the Cypher fallback loader's UNWIND writes
+  (each executed by hand; `Dbms.dynamic_labels = False` makes its `$(...)` probe fail). Any other statement fails
+  with Neo.ClientError.Statement.SyntaxError, so drift is loud; a test checks every queries.py statement has a
+  handler. Administration statements are
   accepted only on `system` (stricter than Neo4j, which routes them there itself).
 - Databases with states (an Arrow import is "loading" and not listed; "starting" then "online"; "offline" when a
   start fails), node/relationship contents to answer counts per label and type, local aliases, the shared
@@ -25,7 +28,10 @@ What it models (`dbms.Dbms`, shared by both servers, thread-safe):
 - An event log (`Dbms.events`) of what the clients sent, for assertions such as "ABORT was sent".
 
 What it deliberately does NOT model:
-- A Cypher engine: no parser, no planner, no general MATCH/CREATE; no indexes or constraints beyond no-ops.
+- A Cypher engine: no parser, no planner, no general MATCH/CREATE; index statements are accepted no-ops.
+- Store files: an Arrow import whose database is never registered leaves its store behind; DROP DATABASE IF
+  EXISTS does not remove it (Neo4j does not know it), CREATE DATABASE mounts it, an Arrow create with force=true
+  replaces it. This follows GdsParallelBatchImporter (reference §1.6) and is UNVERIFIED against a real server.
 - Routing (ROUTE, neo4j:// URIs), clusters, TLS on either server, bookmarks/causal consistency (bookmarks are
   opaque counters), Bolt 5.5+ features (GQL status objects in FAILURE), notifications, impersonation, re-auth.
 - Timing: WAIT returns at once; GDS `abortion_timeout` is not enforced; nothing is slow or concurrent-unsafe on

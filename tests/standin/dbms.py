@@ -338,7 +338,9 @@ class Dbms:
                                 f"Failed to delete the specified database '{name}': Database '{name}' is referenced "
                                 f"by alias(es): {', '.join(targeted_by)}. Drop the aliases first or use CASCADE "
                                 "ALIASES.")
-            self.stores.pop(name, None)  # DESTROY DATA
+            # DESTROY DATA deletes the files of a registered database only: store files that no database mounted
+            # (an Arrow import whose database was never registered) stay on disk, as Neo4j does not know them;
+            # only `CREATE DATABASE` (mount) or an Arrow create with force=true gets rid of them.
             if name not in self.databases:
                 if if_exists:
                     return False
