@@ -133,6 +133,14 @@ def test_admin_statement_parses_and_is_refused_as_enterprise_only(neo4j_communit
     assert error.code == UNSUPPORTED_ADMIN, f"{name}: {error.code} {error.message}"
 
 
+def test_test_only_drop_alias_parses(neo4j_community):
+    """The Enterprise opt-in test's teardown statement (not sent by production code)."""
+    uri, user, password = neo4j_community
+    with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:
+        error = _error_of(driver, "DROP ALIAS $alias IF EXISTS FOR DATABASE", {"alias": "acme"})
+    assert error is not None and error.code == UNSUPPORTED_ADMIN
+
+
 def test_alias_listing_parses_and_is_refused_as_enterprise_only(neo4j_community):
     uri, user, password = neo4j_community
     with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:

@@ -36,6 +36,7 @@ from bluegreen_dagster.snapshots import (
     Snapshot,
     SnapshotError,
     iter_batches,
+    open_parquet,
 )
 from bluegreen_dagster.targets.base import PermanentTargetError, TargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
@@ -196,6 +197,8 @@ class ArrowLoader:
 
     def map_error(self, exc: Exception, what: str) -> TargetError:
         message = self._scrub(str(exc)).replace("org.apache.arrow.flight.FlightRuntimeException: ", "")
+        for noise in (". Detail:", ". gRPC client debug context:", "\nDetail:"):  # keep the server's sentence
+            message = message.split(noise, 1)[0]
         if isinstance(exc, flight.FlightUnauthenticatedError):
             return PermanentTargetError(f"GDS Arrow server at {self.where}: authentication failed for user "
                                         f"{self.settings.user!r}: check neo4j.user / NEO4J_PASSWORD")
@@ -226,7 +229,13 @@ class ArrowLoader:
                                                      flight.FlightCallOptions(timeout=30))
         except (pa.ArrowException, OSError) as exc:
             client.close()
-            raise self.map_error(exc, "authenticating") from None
+            if isinstance(exc, (flight.FlightUnauthenticatedError, flight.FlightUnauthorizedError)):
+                raise self.map_error(exc, "authenticating") from None
+            # gRPC reports a refused connection during the handshake as INTERNAL "Could not finish writing ...".
+            raise TransientTargetError(
+                f"cannot reach the GDS Arrow server at {self.where}: {self._scrub(str(exc)).split('. Detail:')[0]}; "
+                "is it running/enabled/licensed (gds.arrow.enabled=true, gds.arrow.listen_address, "
+                "neo4j.arrow_port)?") from None
         self._options = flight.FlightCallOptions(headers=[header], timeout=self.timeout)
         self._client = client
         return client
@@ -327,9 +336,21 @@ class ArrowLoader:
 
     # -- the whole load ----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def check_schemas(snapshot: Snapshot) -> None:
+        """Refuse unsupported property types from the Parquet footers alone, before anything is created."""
+        for files, reserved in ((snapshot.node_files, {NODE_ID, LABELS}),
+                                (snapshot.relationship_files, {SOURCE_ID, TARGET_ID, REL_TYPE})):
+            for path in files:
+                for f in open_parquet(path).schema_arrow:
+                    if f.name not in reserved and property_target_type(f.type) is None:
+                        raise SnapshotError(f"{path}: property column {f.name!r} has type {f.type}: "
+                                            f"{_UNSUPPORTED_HINT}")
+
     def load(self, snapshot: Snapshot) -> ArrowLoadResult:
         database = snapshot.key
         start = time.monotonic()
+        self.check_schemas(snapshot)
         self.check_protocol()
         body = {"name": database, "id_type": "INTEGER", "id_property": queries.ID_PROPERTY,
                 "concurrency": self.settings.concurrency, "force": False}
