@@ -276,11 +276,9 @@ def test_cypher_loader_blue_green(standin, tmp_path, dynamic):
     assert ("CREATE_NODES_DYNAMIC" in used) == dynamic and ("CREATE_NODES_STATIC" in used) != dynamic
 
 
-@pytest.mark.xfail(reason="finding: store files of an Arrow import whose database was never registered survive "
-                          "DROP DATABASE IF EXISTS, so a retry of the same snapshot gets ALREADY_EXISTS from "
-                          "v1/CREATE_DATABASE (force=false) forever; the target could mount them (CREATE DATABASE) "
-                          "or retry with force=true when SHOW DATABASES does not list the name", strict=False)
 def test_retry_after_unmounted_store_recovers(standin, settings, target):
+    """Store files of an Arrow import whose database was never registered survive DROP DATABASE IF EXISTS; a retry
+    of the same snapshot must not fail with ALREADY_EXISTS forever."""
     standin.dbms.faults.register_after_import = False
     standin.dbms.max_databases = 2  # system + neo4j: the mount (CREATE DATABASE) fails with DatabaseLimitReached
     snap = snapshot(settings, "acme", 100, people=10)
@@ -288,4 +286,6 @@ def test_retry_after_unmounted_store_recovers(standin, settings, target):
         target.load(snap)
     assert "acme-100" in standin.dbms.stores and "acme-100" not in standin.dbms.databases
     standin.dbms.max_databases = 100  # the operator made room; the step's retry runs
-    assert target.load(snap).nodes == 11
+    assert target.load(snap).nodes == 11  # the leftover store is replaced (force=true), not "already exists"
+    assert [e.get("force") for e in standin.dbms.events_of("v1/CREATE_DATABASE")] == [False, False, True]
+    assert standin.dbms.stores == {} and "acme-100" in standin.dbms.databases
