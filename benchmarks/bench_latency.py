@@ -1,0 +1,125 @@
+"""Snapshot-to-alias latency under `dagster dev`, against the same work done in-process (the floor).
+
+Starts `dagster dev -w workspace.yaml` on a temp project (embedded target, our instance settings), drops
+`--snapshots` small snapshots one after another, and times each from the atomic rename of the snapshot folder to
+the moment the customer's alias points at it. The floor is the same five steps run in-process with
+`dagster.materialize` on an identical snapshot: what is left is orchestration (sensor interval, queue, launch).
+
+    .venv/bin/python benchmarks/bench_latency.py --snapshots 8 --people 1000
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bluegreen_dagster.assets import build_assets  # noqa: E402
+from bluegreen_dagster.config import load_settings  # noqa: E402
+from bluegreen_dagster.demo_data import write_snapshot  # noqa: E402
+from bluegreen_dagster.resources import BluegreenResource  # noqa: E402
+from bluegreen_dagster.targets import make_target  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_project(root: Path, scan_interval: int) -> Path:
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": {"base_path": "data"}, "embedded": {"path": "store", "min_free_disk_mb": 1},
+        "orchestrator": {"state_path": "state", "scan_interval": scan_interval}}))
+    (root / "data").mkdir()
+    return config
+
+
+def in_process_floor(people: int, repeats: int = 3) -> float:
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = make_project(Path(tmp), 10)
+        settings = load_settings(config)
+        with dg.instance_for_test() as instance:
+            for i in range(repeats):
+                write_snapshot(settings.dataset.base_path, "floor", 1_000 + i, people=people)
+                key = f"floor-{1_000 + i}"
+                instance.add_dynamic_partitions("snapshots", [key])
+                started = time.perf_counter()
+                result = dg.materialize(build_assets(settings), partition_key=key, instance=instance,
+                                        resources={"bluegreen": BluegreenResource(config_path=str(config))})
+                assert result.success
+                times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--snapshots", type=int, default=8)
+    parser.add_argument("--people", type=int, default=1000)
+    parser.add_argument("--scan-interval", type=int, default=10)
+    args = parser.parse_args()
+
+    floor = in_process_floor(args.people)
+    root = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    config = make_project(root, args.scan_interval)
+    settings = load_settings(config)
+    home = root / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "bluegreen_dagster" / "dagster_instance.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BLUEGREEN_CONFIG": str(config)}
+    dagster = Path(sys.executable).parent / "dagster"
+    log = open(root / "dagster-dev.log", "w")
+    proc = subprocess.Popen([str(dagster), "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(free_port())],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    latencies = []
+    try:
+        time.sleep(8)  # let the webserver, daemon and code server start: not part of a snapshot's latency
+        target = make_target(settings)
+        for i in range(args.snapshots):
+            ts = int(time.time()) + i
+            dropped = time.perf_counter()
+            write_snapshot(settings.dataset.base_path, "bench", ts, people=args.people)
+            deadline = dropped + 180
+            while target.alias_target("bench") != f"bench-{ts}":
+                if time.perf_counter() > deadline:
+                    raise SystemExit(f"no switch to bench-{ts} within 180 s; see {root / 'dagster-dev.log'}")
+                time.sleep(0.1)
+            latencies.append(time.perf_counter() - dropped)
+            time.sleep(1.3)  # so drops do not line up with the sensor's ticks
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    print(json.dumps({
+        "benchmark": "snapshot_to_alias_latency",
+        "snapshots": args.snapshots, "people_per_snapshot": args.people, "scan_interval_s": args.scan_interval,
+        "latency_median_s": round(statistics.median(latencies), 2),
+        "latency_max_s": round(max(latencies), 2), "latency_min_s": round(min(latencies), 2),
+        "floor_in_process_run_s": round(floor, 2),
+        "orchestration_overhead_median_s": round(statistics.median(latencies) - floor, 2),
+        "latencies_s": [round(x, 2) for x in latencies],
+    }, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
