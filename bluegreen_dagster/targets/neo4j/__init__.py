@@ -117,7 +117,8 @@ class Neo4jTarget(GraphTarget):
         if self.neo4j.loader == "arrow":
             from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 
-            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database)
+            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
+                                 is_unregistered=lambda n: self._status(n) is None)
             try:
                 result = loader.load(snapshot)  # aborts and drops by itself on failure
             finally:

@@ -179,9 +179,12 @@ class ArrowLoader:
     """Creates database `snapshot.key` through the GDS Arrow server. `drop` removes a half-made database."""
 
     def __init__(self, settings: Neo4jSettings, drop: Callable[[str], None] | None = None,
-                 timeout: float = 600.0) -> None:
+                 timeout: float = 600.0, is_unregistered: Callable[[str], bool] | None = None) -> None:
         self.settings = settings
         self.drop = drop
+        # Whether Neo4j lists no database of that name (then leftover store files of an earlier import of this
+        # very snapshot may be replaced with force=true).
+        self.is_unregistered = is_unregistered
         self.timeout = timeout
         self.where = f"{settings.host}:{settings.arrow_port}"
         scheme = "grpc+tls" if settings.tls else "grpc+tcp"
@@ -354,7 +357,17 @@ class ArrowLoader:
         self.check_protocol()
         body = {"name": database, "id_type": "INTEGER", "id_property": queries.ID_PROPERTY,
                 "concurrency": self.settings.concurrency, "force": False}
-        self.action(CREATE_DATABASE, body)
+        try:
+            self.action(CREATE_DATABASE, body)
+        except PermanentTargetError as exc:
+            # An earlier attempt at this snapshot wrote store files but its database was never registered, so
+            # DROP DATABASE IF EXISTS could not remove them and force=false refuses forever. Neo4j lists no
+            # database of this name (checked now), so those files are nobody's: replace them, once.
+            if "already exists" not in str(exc) or self.is_unregistered is None or not self.is_unregistered(database):
+                raise
+            log.warning("%s: store files of an earlier, unregistered import exist; recreating with force=true",
+                        database)
+            self.action(CREATE_DATABASE, {**body, "force": True})
         try:
             nodes, node_bytes = self.upload(database, "node", snapshot.node_files, NODE_COLUMNS)
             reply = self.action(NODE_LOAD_DONE, {"name": database})
