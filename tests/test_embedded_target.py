@@ -191,12 +191,28 @@ def test_unsupported_column_type_is_named(tmp_path, column, type_name):
     assert store_files(target) == {"databases": [], "loading": []}
 
 
-def test_relationship_to_unknown_node(tmp_path):
-    snap = custom(tmp_path, {"p": people([1, 2])}, {"k": knows([1, 2, 1], [2, 99, 98])})
+@pytest.mark.parametrize("ids", [[1, 2, 4], [7, 10**12, 5 * 10**15]], ids=["dense", "sparse"])
+def test_relationship_to_unknown_node(tmp_path, ids):
+    a, b, c = ids
+    snap = custom(tmp_path, {"p": people(ids)}, {"k": knows([a, b, a, 3, c], [b, 99, 98, c, a])})
     target = make_target(tmp_path)
-    with pytest.raises(SnapshotError, match=r"2 relationship\(s\) reference nodes.*99.*k\.parquet: 2"):
+    with pytest.raises(SnapshotError, match=r"3 relationship\(s\) reference nodes.*99.*k\.parquet: 3"):
         target.load(snap)
     assert store_files(target) == {"databases": [], "loading": []}
+
+
+def test_sparse_node_ids_resolve_to_their_tables(tmp_path):
+    big = 5 * 10**15
+    snap = custom(tmp_path, {
+        "p": people([7, big]),
+        "c": pa.table({"nodeId": pa.array([10**12], pa.int64()), "labels": pa.array(["Company"])}),
+    }, {"k": knows([7, big, 7], [big, 10**12, 10**12], "LINKED")})
+    target = make_target(tmp_path)
+    target.load(snap)
+    assert target.count(snap.key) == expected_counts(snap)
+    path = str(target.database_path(snap.key))
+    assert query(path, "MATCH (:Person)-[:LINKED]->(c:Company) RETURN count(*)") == [[2]]
+    assert query(path, "MATCH (a:Person)-[:LINKED]->(b:Person) RETURN a.nodeId, b.nodeId") == [[7, big]]
 
 
 def test_invalid_label_name_is_rejected(tmp_path):
@@ -207,20 +223,33 @@ def test_invalid_label_name_is_rejected(tmp_path):
 
 
 def test_union_schema_types_and_missing_columns(tmp_path):
-    ts = dt.datetime(2024, 5, 6, 7, 8, 9)
+    ts = dt.datetime(2024, 5, 6, 7, 8, 9, 123000)
+    utc = dt.datetime(2024, 5, 6, 7, 8, 9, 5, tzinfo=dt.timezone.utc)
     snap = custom(tmp_path, {
         "a": people([1, 2], name=pa.array(["a", "b"]), born=pa.array([dt.date(2000, 1, 1)] * 2),
                     seen=pa.array([ts] * 2, pa.timestamp("ms")), tags=pa.array([["x"], []], pa.large_list(pa.string())),
-                    n=pa.array([1, 2], pa.int32())),
-        "b": people([3], active=pa.array([True]), n=pa.array([7], pa.int64()), w=pa.array([0.5], pa.float32())),
-    }, {"k": knows([1], [3])})
+                    n=pa.array([1, 2], pa.int32()), at=pa.array([utc] * 2, pa.timestamp("us", tz="UTC")),
+                    ns=pa.array([ts] * 2, pa.timestamp("ns")), big=pa.array([2**64 - 1] * 2, pa.uint64())),
+        "b": people([3], active=pa.array([True]), n=pa.array([7], pa.int64()), w=pa.array([0.5], pa.float32()),
+                    kind=pa.array(["x"]).dictionary_encode()),
+    }, {"k": knows([1], [3], since=pa.array([2001], pa.int16()))})
     target = make_target(tmp_path)
     target.load(snap)
     path = str(target.database_path(snap.key))
-    rows = query(path, "MATCH (p:Person) RETURN p.nodeId, p.name, p.born, p.seen, p.tags, p.n, p.active, p.w "
-                       "ORDER BY p.nodeId")
-    assert rows[0] == [1, "a", dt.date(2000, 1, 1), ts, ["x"], 1, None, None]
-    assert rows[2] == [3, None, None, None, None, 7, True, 0.5]
+    rows = query(path, "MATCH (p:Person) RETURN p.nodeId, p.name, p.born, p.seen, p.tags, p.n, p.active, p.w, "
+                       "p.at, p.ns, p.big, p.kind ORDER BY p.nodeId")
+    assert rows[0] == [1, "a", dt.date(2000, 1, 1), ts, ["x"], 1, None, None, utc, ts, 2**64 - 1, None]
+    assert rows[2] == [3, None, None, None, None, 7, True, 0.5, None, None, None, "x"]
+    assert query(path, "MATCH ()-[k:KNOWS]->() RETURN k.since") == [[2001]]
+
+
+def test_sub_microsecond_timestamps_are_refused_not_truncated(tmp_path):
+    ns = pa.array([1_700_000_000_123_456_789], pa.timestamp("ns"))
+    snap = custom(tmp_path, {"p": people([1], t=ns)}, {"k": knows([1], [1])})
+    target = make_target(tmp_path)
+    with pytest.raises(SnapshotError, match=r"p\.parquet: column 't'"):
+        target.load(snap)
+    assert store_files(target) == {"databases": [], "loading": []}
 
 
 def test_point_alias_switches_atomically_and_drop_refuses_alias_target(tmp_path):

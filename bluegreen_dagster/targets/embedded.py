@@ -4,6 +4,7 @@ Layout under `embedded.path`::
 
     databases/<key>.lbug      complete databases only (a load renames its file in here when done and closed)
     loading/<key>.lbug        a load in progress (removed on failure; a stale one is removed by the next load)
+    loading/<key>.lbug.staging/   that load's staging Parquet files (removed with it)
     loading/<key>.lock        flock held while a process loads <key> (two loads of one key never interleave)
     aliases/<customer>.lbug   symlink -> ../databases/<key>.lbug, switched with os.replace (atomic)
 
@@ -18,12 +19,24 @@ Graph model:
 * One rel table per relationship type, with every (FROM, TO) table pair that occurs in the data.
 * `nodeId` is the INT64 primary key of every node table; node ids must be unique across all labels.
 
-Loading streams the Parquet files in bounded memory: pass 1 reads only the GDS id/label/type columns (to learn
-the tables, the rel table pairs, and to check ids and endpoints before anything is written), pass 2 streams
-every column in record batches and appends them with `COPY ... FROM <arrow table>` in chunks of `chunk_rows`
-rows (COPY into a non-empty table is supported by LadybugDB). The only structure that grows with the graph is
-the node-id index used to resolve relationship endpoints to their tables: sorted int64 ids + int32 table codes
-(12 bytes per node).
+Loading runs in bounded memory, one record batch (`batch_rows`) at a time:
+
+1. Check pass: reads only the GDS id / label / type columns, to learn the tables, the rel tables' (FROM, TO)
+   pairs and the union of each table's property columns, and to reject duplicate ids and dangling endpoints
+   before anything is written.
+2. Staging pass: streams every column, splits each batch by destination (node table, or rel type + pair),
+   conforms it to the table's schema (column order, casts, nulls for columns a file lacks) and appends it to
+   one staging Parquet file per destination in `loading/<key>.lbug.staging/` (~`chunk_rows` rows per write).
+3. One `COPY <table> FROM '<staging file>'` per destination; LadybugDB reads the file itself, in bounded memory
+   (its buffer pool, `buffer_pool_mb`, spills beyond that).
+
+Why not COPY chunk after chunk straight from Arrow: LadybugDB accepts COPY into a non-empty table, but each
+such COPY costs time proportional to what the table already holds (measured: 3M relationships in 250k-row
+chunks took 5x as long as one COPY, node tables 4x), so chunked COPY is quadratic in the table size.
+
+The only structure that grows with the graph is the node-id index that resolves relationship endpoints to
+their tables: a direct lookup array when ids are dense (2 bytes per id in the range), else sorted int64 ids +
+table codes (12 bytes per node).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ import ladybug as lb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.snapshots import (
@@ -101,7 +115,10 @@ _INTEGERS = {
     pa.int8(): "INT8", pa.int16(): "INT16", pa.int32(): "INT32", pa.int64(): "INT64",
     pa.uint8(): "UINT8", pa.uint16(): "UINT16", pa.uint32(): "UINT32", pa.uint64(): "UINT64",
 }
-_TIMESTAMP_UNITS = {"s": "TIMESTAMP_SEC", "ms": "TIMESTAMP_MS", "us": "TIMESTAMP", "ns": "TIMESTAMP_NS"}
+# Nanoseconds are stored as microseconds (LadybugDB reads no TIMESTAMP_NS from Parquet): the cast is checked, so a
+# value with a sub-microsecond part fails the load with the file and column named instead of being truncated.
+_TIMESTAMP_UNITS = {"s": ("TIMESTAMP_SEC", "s"), "ms": ("TIMESTAMP_MS", "ms"), "us": ("TIMESTAMP", "us"),
+                    "ns": ("TIMESTAMP", "us")}
 
 
 def column_type(arrow_type: pa.DataType) -> ColumnType | None:
@@ -122,7 +139,8 @@ def column_type(arrow_type: pa.DataType) -> ColumnType | None:
     if pa.types.is_timestamp(t):
         if t.tz is not None:
             return ColumnType("TIMESTAMP_TZ", pa.timestamp("us", tz="UTC"))
-        return ColumnType(_TIMESTAMP_UNITS[t.unit], pa.timestamp(t.unit))
+        ddl, unit = _TIMESTAMP_UNITS[t.unit]
+        return ColumnType(ddl, pa.timestamp(unit))
     if pa.types.is_date32(t) or pa.types.is_date64(t):
         return ColumnType("DATE", pa.date32())
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
@@ -164,22 +182,47 @@ class TableSchema:
         return pa.schema(head + [pa.field(name, t.arrow) for name, t in self.properties.items()])
 
 
+class NodeIndex:
+    """Node id -> node table code, for resolving relationship endpoints.
+
+    Dense ids (the usual GDS export: a range with few gaps) get a direct lookup array (2-4 bytes per id in the
+    range); sparse ids fall back to binary search in the sorted ids (12 bytes per node).
+    """
+
+    def __init__(self, sorted_ids: np.ndarray, codes: np.ndarray, ntables: int) -> None:
+        self.dense: np.ndarray | None = None
+        self.ids, self.codes = sorted_ids, codes
+        self.low = int(sorted_ids[0]) if len(sorted_ids) else 0
+        span = int(sorted_ids[-1]) - self.low + 1 if len(sorted_ids) else 0
+        if 0 < span <= 4 * len(sorted_ids) + 4096:
+            dense = np.full(span, -1, dtype=np.int16 if ntables < 2**15 else np.int32)
+            dense[sorted_ids - self.low] = codes
+            self.dense, self.ids, self.codes = dense, np.zeros(0, np.int64), np.zeros(0, np.int32)
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, node table codes; meaningless where not found) for an array of node ids."""
+        if self.dense is not None:
+            offset = ids - self.low
+            inside = (offset >= 0) & (offset < len(self.dense))
+            codes = self.dense[np.where(inside, offset, 0)].astype(np.int64)
+            found = inside & (codes >= 0)
+            return found, np.where(found, codes, 0)
+        if len(self.ids) == 0:
+            return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        found = self.ids[pos] == ids
+        return found, self.codes[pos].astype(np.int64)
+
+
 @dataclass
 class LoadPlan:
     node_tables: dict[str, TableSchema]
     rel_tables: dict[str, TableSchema]
     table_names: list[str]  # node table code -> name
-    index_ids: np.ndarray  # sorted node ids
-    index_codes: np.ndarray  # node table code of each id in index_ids
+    index: NodeIndex
 
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, node table codes) for an array of node ids."""
-        if len(self.index_ids) == 0:
-            return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=np.int32)
-        pos = np.searchsorted(self.index_ids, ids)
-        pos = np.minimum(pos, len(self.index_ids) - 1)
-        found = self.index_ids[pos] == ids
-        return found, self.index_codes[pos]
+        return self.index.lookup(ids)
 
 
 def _check_identifier(name: object, what: str, path: Path) -> str:
@@ -364,7 +407,8 @@ def plan_load(snapshot: Snapshot, batch_rows: int) -> LoadPlan:
             f"{', '.join(where)}): nodeId must be unique across all labels"
         )
     del files
-    plan = LoadPlan(node_tables, {}, table_names, ids, codes)
+    plan = LoadPlan(node_tables, {}, table_names, NodeIndex(ids, codes, len(table_names)))
+    del ids, codes
 
     # Relationships: types, the (FROM, TO) pairs that occur, endpoints that exist.
     missing_by_file: dict[Path, int] = {}
@@ -554,18 +598,26 @@ class EmbeddedTarget(GraphTarget):
             os.close(fd)
 
     def _write(self, path: Path, plan: LoadPlan) -> tuple[int, int]:
+        """Stage conformed rows per destination table, then fill the new database with one COPY per table."""
+        staging = path.parent / f"{path.name}.staging"
+        staging.mkdir()
+        node_files = self._stage_nodes(plan, staging)
+        rel_files = self._stage_relationships(plan, staging)
         db = lb.Database(str(path), buffer_pool_size=self.buffer_pool_bytes, max_num_threads=self.threads)
         try:
             conn = lb.Connection(db)
             try:
                 self._create_tables(conn, plan)
-                nodes = self._copy_nodes(conn, plan)
-                relationships = self._copy_relationships(conn, plan)
+                for name, (file, _) in node_files.items():
+                    _copy(conn, f"COPY `{name}` FROM {_path_literal(file)}", name)
+                for (name, a, b), (file, _) in rel_files.items():
+                    _copy(conn, f"COPY `{name}` FROM {_path_literal(file)} (from='{a}', to='{b}')", name)
             finally:
                 conn.close()
         finally:
             db.close()
-        return nodes, relationships
+        shutil.rmtree(staging)
+        return sum(rows for _, rows in node_files.values()), sum(rows for _, rows in rel_files.values())
 
     def _create_tables(self, conn: lb.Connection, plan: LoadPlan) -> None:
         for table in plan.node_tables.values():
@@ -577,55 +629,54 @@ class EmbeddedTarget(GraphTarget):
             props = "".join(f", `{name}` {t.ddl}" for name, t in table.properties.items())
             _ddl(conn, f"CREATE REL TABLE `{table.name}`({pairs}{props})", table)
 
-    def _copy_nodes(self, conn: lb.Connection, plan: LoadPlan) -> int:
-        buffers = _Buffers(self.chunk_rows, lambda name, data: _copy(conn, f"COPY `{name}` FROM $data", data, name))
+    def _stage_nodes(self, plan: LoadPlan, staging: Path) -> dict[str, tuple[Path, int]]:
         schemas = {name: t.arrow_schema() for name, t in plan.node_tables.items()}
         code_to_name = plan.table_names
         files = sorted({p for t in plan.node_tables.values() for p in t.files})
-        for path, batch in iter_batches(files, NODE_COLUMNS, self.batch_rows):
-            labels = _labels_as_list_array(batch.column(LABELS))
-            ids = batch.column(NODE_ID).cast(pa.int64())
-            _, codes = plan.lookup(ids.to_numpy(zero_copy_only=False))
-            for code in np.unique(codes).tolist():
-                name = code_to_name[code]
-                mask = codes == code
-                rows = batch if mask.all() else batch.filter(pa.array(mask))
-                row_labels = labels if mask.all() else labels.filter(pa.array(mask))
-                row_ids = ids if mask.all() else ids.filter(pa.array(mask))
-                buffers.add(name, _conform(rows, schemas[name], [row_ids, row_labels], path))
-        return buffers.flush_all()
+        with _Stage(staging, self.chunk_rows) as stage:
+            for path, batch in iter_batches(files, NODE_COLUMNS, self.batch_rows):
+                labels = _labels_as_list_array(batch.column(LABELS))
+                ids = batch.column(NODE_ID).cast(pa.int64())
+                _, codes = plan.lookup(ids.to_numpy(zero_copy_only=False))
+                for code in np.unique(codes).tolist():
+                    name = code_to_name[code]
+                    mask = codes == code
+                    if mask.all():
+                        rows, row_ids, row_labels = batch, ids, labels
+                    else:
+                        keep = pa.array(mask)
+                        rows, row_ids, row_labels = batch.filter(keep), ids.filter(keep), labels.filter(keep)
+                    stage.add(name, f"node-{name}.parquet", _conform(rows, schemas[name], [row_ids, row_labels], path))
+            return stage.finish()
 
-    def _copy_relationships(self, conn: lb.Connection, plan: LoadPlan) -> int:
-        def copy(key: tuple[str, str, str], data: pa.Table) -> None:
-            name, a, b = key
-            _copy(conn, f"COPY `{name}` FROM $data (from='{a}', to='{b}')", data, name)
-
-        buffers = _Buffers(self.chunk_rows, copy)
+    def _stage_relationships(self, plan: LoadPlan, staging: Path) -> dict[tuple[str, str, str], tuple[Path, int]]:
         schemas = {name: t.arrow_schema() for name, t in plan.rel_tables.items()}
         files = sorted({p for t in plan.rel_tables.values() for p in t.files})
         names = plan.table_names
-        for path, batch in iter_batches(files, RELATIONSHIP_COLUMNS, self.batch_rows):
-            src = batch.column(SOURCE_ID).cast(pa.int64())
-            dst = batch.column(TARGET_ID).cast(pa.int64())
-            _, src_codes = plan.lookup(src.to_numpy(zero_copy_only=False))
-            _, dst_codes = plan.lookup(dst.to_numpy(zero_copy_only=False))
-            types = pc.dictionary_encode(batch.column(REL_TYPE).cast(pa.string()))
-            type_list = types.dictionary.to_pylist()
-            ntables = max(1, len(names))
-            keys = (types.indices.to_numpy(zero_copy_only=False).astype(np.int64) * ntables + src_codes) * ntables \
-                + dst_codes
-            unique = np.unique(keys)
-            for key in unique.tolist():
-                t, rest = divmod(key, ntables * ntables)
-                f, d = divmod(rest, ntables)
-                rel_type = type_list[t]
-                if len(unique) == 1:
-                    rows, s, e = batch, src, dst
-                else:
-                    mask = pa.array(keys == key)
-                    rows, s, e = batch.filter(mask), src.filter(mask), dst.filter(mask)
-                buffers.add((rel_type, names[f], names[d]), _conform(rows, schemas[rel_type], [s, e], path))
-        return buffers.flush_all()
+        ntables = max(1, len(names))
+        with _Stage(staging, self.chunk_rows) as stage:
+            for path, batch in iter_batches(files, RELATIONSHIP_COLUMNS, self.batch_rows):
+                src = batch.column(SOURCE_ID).cast(pa.int64())
+                dst = batch.column(TARGET_ID).cast(pa.int64())
+                _, src_codes = plan.lookup(src.to_numpy(zero_copy_only=False))
+                _, dst_codes = plan.lookup(dst.to_numpy(zero_copy_only=False))
+                types = pc.dictionary_encode(batch.column(REL_TYPE).cast(pa.string()))
+                type_list = types.dictionary.to_pylist()
+                keys = (types.indices.to_numpy(zero_copy_only=False).astype(np.int64) * ntables + src_codes) \
+                    * ntables + dst_codes
+                unique = np.unique(keys)
+                for key in unique.tolist():
+                    t, rest = divmod(key, ntables * ntables)
+                    f, d = divmod(rest, ntables)
+                    rel_type, a, b = type_list[t], names[f], names[d]
+                    if len(unique) == 1:
+                        rows, s, e = batch, src, dst
+                    else:
+                        keep = pa.array(keys == key)
+                        rows, s, e = batch.filter(keep), src.filter(keep), dst.filter(keep)
+                    stage.add((rel_type, a, b), f"rel-{rel_type}-{a}-{b}.parquet",
+                              _conform(rows, schemas[rel_type], [s, e], path))
+            return stage.finish()
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -761,34 +812,54 @@ def _rows(result) -> list[list]:
     return out
 
 
-class _Buffers:
-    """Per-destination buffers of conformed record batches, flushed with one COPY per ~chunk_rows rows."""
+class _Stage:
+    """Conformed rows per destination table, appended to one staging Parquet file each (~chunk_rows per write)."""
 
-    def __init__(self, chunk_rows: int, copy) -> None:
+    def __init__(self, folder: Path, chunk_rows: int) -> None:
+        self.folder = folder
         self.chunk_rows = chunk_rows
-        self.copy = copy
         self.pending: dict[object, list[pa.RecordBatch]] = {}
+        self.pending_rows: dict[object, int] = {}
+        self.file_names: dict[object, str] = {}
+        self.writers: dict[object, pq.ParquetWriter] = {}
         self.rows: dict[object, int] = {}
-        self.total = 0
 
-    def add(self, key: object, batch: pa.RecordBatch) -> None:
+    def __enter__(self) -> _Stage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+
+    def add(self, key: object, file_name: str, batch: pa.RecordBatch) -> None:
+        self.file_names.setdefault(key, file_name)
         self.pending.setdefault(key, []).append(batch)
-        self.rows[key] = self.rows.get(key, 0) + batch.num_rows
-        if self.rows[key] >= self.chunk_rows:
-            self.flush(key)
+        self.pending_rows[key] = self.pending_rows.get(key, 0) + batch.num_rows
+        if self.pending_rows[key] >= self.chunk_rows:
+            self._flush(key)
 
-    def flush(self, key: object) -> None:
+    def _flush(self, key: object) -> None:
         batches = self.pending.pop(key, [])
-        self.rows.pop(key, None)
-        if batches:
-            table = pa.Table.from_batches(batches)
-            self.copy(key, table)
-            self.total += table.num_rows
+        self.pending_rows.pop(key, None)
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        writer = self.writers.get(key)
+        if writer is None:
+            writer = self.writers[key] = pq.ParquetWriter(self.folder / self.file_names[key], table.schema,
+                                                          compression="snappy")
+        writer.write_table(table)
+        self.rows[key] = self.rows.get(key, 0) + table.num_rows
 
-    def flush_all(self) -> int:
+    def finish(self) -> dict:
+        """Flush and close everything; {key: (staging file, rows)}."""
         for key in list(self.pending):
-            self.flush(key)
-        return self.total
+            self._flush(key)
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
+        return {key: (self.folder / self.file_names[key], rows) for key, rows in self.rows.items()}
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, head: list[pa.Array], path: Path) -> pa.RecordBatch:
@@ -819,14 +890,30 @@ def _ddl(conn: lb.Connection, statement: str, table: TableSchema) -> None:
         raise SnapshotError(f"{files}: LadybugDB cannot create {table.kind} table {table.name}: {exc}") from None
 
 
-def _copy(conn: lb.Connection, statement: str, data: pa.Table, name: str) -> None:
+def _copy(conn: lb.Connection, statement: str, name: str) -> None:
     try:
-        conn.execute(statement, {"data": data})
+        conn.execute(statement)
     except RuntimeError as exc:
         text = str(exc)
         if "space" in text.lower() or "disk" in text.lower():
             raise TransientTargetError(f"LadybugDB ran out of disk copying into {name}: {text}") from None
         raise PermanentTargetError(f"LadybugDB failed copying rows into {name}: {text}") from None
+
+
+# COPY FROM takes a file name only as a literal (a parameter is read as a data frame), so the staging path is
+# written into the statement: it is ours (under embedded.path + a partition key + table names that passed
+# IDENTIFIER_RE), and characters that a literal or a glob would interpret are refused outright.
+_UNSAFE_PATH_CHARS = set("'\"\\*?[]{}\n\r")
+
+
+def _path_literal(path: Path) -> str:
+    text = str(path)
+    if _UNSAFE_PATH_CHARS & set(text):
+        raise PermanentTargetError(
+            f"embedded.path {text!r} contains a quote, backslash or glob character, which LadybugDB's COPY cannot "
+            "take in a file name: choose a plain folder name"
+        )
+    return f"'{text}'"
 
 
 def _remove_with_siblings(path: Path) -> None:
