@@ -171,6 +171,25 @@ def test_failure_during_copy_removes_partial_database(tmp_path):
     assert_nothing_left(target, snap, before)
 
 
+def test_failure_inside_ladybug_removes_database_file_and_staging(tmp_path, monkeypatch):
+    snap = demo(tmp_path, people=50)
+    target = make_target(tmp_path)
+    calls = []
+
+    def failing_copy(conn, statement, name):
+        calls.append(name)
+        assert (target.root / "loading" / f"{snap.key}.lbug").exists()  # the partial database exists by now
+        raise embedded.PermanentTargetError(f"simulated COPY failure into {name}")
+
+    monkeypatch.setattr(embedded, "_copy", failing_copy)
+    with pytest.raises(embedded.PermanentTargetError, match="simulated"):
+        target.load(snap)
+    assert calls
+    assert store_files(target) == {"databases": [], "loading": []}
+    monkeypatch.undo()
+    assert not target.load(snap).reused  # and a retry starts clean
+
+
 def test_missing_required_column(tmp_path):
     snap = custom(tmp_path, {"p": pa.table({"nodeId": pa.array([1], pa.int64()), "name": ["x"]})}, {"k": knows([1], [1])})
     target = make_target(tmp_path)
@@ -324,10 +343,11 @@ def test_list_databases_customer_isolation(tmp_path):
     target.load(demo(tmp_path, "acme", 1001, people=20))
     (target.root / "loading" / "acme-1002.lbug").write_bytes(b"")
     (target.root / "loading" / "acme-corp-1003.lbug").write_bytes(b"")
+    (target.root / "loading" / "acme-1004.lock").write_bytes(b"")  # a load still in its check pass
     (target.root / "databases" / "notes.lbug").write_bytes(b"")
 
     assert [(d.name, d.status) for d in target.list_databases("acme")] == [
-        ("acme-1000", "online"), ("acme-1001", "online"), ("acme-1002", "loading")]
+        ("acme-1000", "online"), ("acme-1001", "online"), ("acme-1002", "loading"), ("acme-1004", "loading")]
     assert [(d.name, d.status) for d in target.list_databases("acme-corp")] == [
         ("acme-corp-1000", "online"), ("acme-corp-1003", "loading")]
     assert target.list_databases("other") == []

@@ -688,7 +688,9 @@ class EmbeddedTarget(GraphTarget):
 
     def list_databases(self, customer: str) -> list[DatabaseInfo]:
         found: dict[str, str] = {}
-        for name in self._names(self.loading_dir):
+        # A load shows from its first step (lock file) until its rename; a crashed load's leftovers stay listed as
+        # "loading" (cleanup leaves them alone) until the next load of that snapshot or drop_database removes them.
+        for name in self._names(self.loading_dir) + self._names(self.loading_dir, ".lock"):
             found[name] = "loading"
         for name in self._names(self.databases_dir):
             found[name] = "online"
@@ -703,11 +705,11 @@ class EmbeddedTarget(GraphTarget):
         return out
 
     @staticmethod
-    def _names(folder: Path) -> list[str]:
+    def _names(folder: Path, suffix: str = SUFFIX) -> list[str]:
         if not folder.is_dir():
             return []
-        return sorted(p.name[: -len(SUFFIX)] for p in folder.iterdir()
-                      if p.name.endswith(SUFFIX) and not p.name.startswith(".") and p.is_file())
+        return sorted(p.name[: -len(suffix)] for p in folder.iterdir()
+                      if p.name.endswith(suffix) and not p.name.startswith(".") and p.is_file())
 
     def alias_target(self, customer: str) -> str | None:
         path = self.alias_path(customer)
