@@ -178,7 +178,8 @@ class TableSchema:
         if self.kind == "node":
             head = [pa.field(NODE_ID, pa.int64()), pa.field(LABELS, pa.list_(pa.string()))]
         else:
-            head = [pa.field("_from", pa.int64()), pa.field("_to", pa.int64())]
+            # names no data column can have (they fail IDENTIFIER_RE); COPY maps columns by position
+            head = [pa.field("from id", pa.int64()), pa.field("to id", pa.int64())]
         return pa.schema(head + [pa.field(name, t.arrow) for name, t in self.properties.items()])
 
 
