@@ -11,6 +11,9 @@ import yaml
 from bluegreen_dagster.config import Settings, load_settings
 from bluegreen_dagster.resources import BluegreenResource
 
+# The real Neo4j Community server fixture (tests/neo4j_harness), for the `neo4j_community` tier.
+pytest_plugins = ["tests.neo4j_community"]
+
 
 @dataclass
 class Project:

@@ -62,6 +62,8 @@ def neo4j_community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     port = _free_port()
     command = harness_command(port)
     if isinstance(command, str):
+        if os.environ.get("BLUEGREEN_REQUIRE_NEO4J") == "1":  # CI: this tier must run, never silently skip
+            pytest.fail(f"{command} (BLUEGREEN_REQUIRE_NEO4J=1)")
         pytest.skip(command)
     log_file = tmp_path_factory.mktemp("neo4j-harness") / "harness.log"
     started = time.monotonic()

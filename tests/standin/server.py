@@ -54,14 +54,15 @@ class Standin:
 
 @contextmanager
 def start_standin(password: str = "password", user: str = "neo4j", edition: str = "enterprise",
-                  arrow: bool = True, telemetry_hint: bool = True, **dbms_options: Any) -> Iterator[Standin]:
+                  arrow: bool = True, telemetry_hint: bool = True, bolt_port: int = 0, arrow_port: int = 0,
+                  **dbms_options: Any) -> Iterator[Standin]:
     """Yield a running stand-in. `arrow=False` starts no Flight server (like Neo4j without GDS Arrow)."""
     dbms = Dbms(user=user, password=password, edition=edition, **dbms_options)
-    bolt = BoltServer(dbms, telemetry_hint=telemetry_hint).start()
+    bolt = BoltServer(dbms, port=bolt_port, telemetry_hint=telemetry_hint).start()
     flight_server = None
     try:
         if arrow:
-            flight_server = GdsArrowServer(dbms).start()
+            flight_server = GdsArrowServer(dbms, port=arrow_port).start()
         yield Standin(dbms, bolt, flight_server)
     finally:
         try:
