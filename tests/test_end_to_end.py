@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import ladybug
@@ -33,9 +34,10 @@ def wait_for(condition, timeout: float, what: str, log: Path):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; daemon log:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture
-def daemon(tmp_path: Path):
-    project = make_project(tmp_path, orchestrator={"scan_interval": 5, "keep_databases": 2})
+@contextmanager
+def running_daemon(project: Project):
+    """`dagster-daemon run -w workspace.yaml` for this project, stopped by its process group at the end."""
+    tmp_path = project.root
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "bluegreen_dagster" / "dagster_instance.yaml", home / "dagster.yaml")
@@ -46,7 +48,7 @@ def daemon(tmp_path: Path):
         proc = subprocess.Popen([str(daemon_bin), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield project, log
+        yield log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -54,6 +56,13 @@ def daemon(tmp_path: Path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path):
+    project = make_project(tmp_path, orchestrator={"scan_interval": 5, "keep_databases": 2})
+    with running_daemon(project) as log:
+        yield project, log
 
 
 def alias_of(project: Project, customer: str) -> str | None:
@@ -94,3 +103,17 @@ def test_sensor_driven_runs_switch_the_alias_forward_only(daemon) -> None:
         db.close()
     assert knows == expected_counts(snapshot_at(project.data, "acme", 1_767_000_300)).types["KNOWS"]
     print(f"first snapshot -> alias switched in {first_latency:.1f}s")
+
+
+def test_sensor_driven_runs_on_the_neo4j_target_against_the_standin(tmp_path: Path) -> None:
+    """The same daemon and workspace with `target: neo4j`, talking to the Enterprise stand-in over sockets."""
+    from tests.standin.server import start_standin
+
+    with start_standin(password="e2e-standin-pw") as standin:
+        project = make_project(tmp_path, target="neo4j", orchestrator={"scan_interval": 5},
+                               neo4j={**standin.neo4j_settings(), "online_timeout": 10})
+        with running_daemon(project) as log:
+            write_snapshot(project.data, "acme", 1_767_000_100, people=200)
+            wait_for(lambda: standin.dbms.alias_target("acme") == "acme-1767000100", 120, "the alias switch", log)
+        graph = standin.dbms.counts("acme-1767000100")
+        assert graph.type_counts() == expected_counts(snapshot_at(project.data, "acme", 1_767_000_100)).types

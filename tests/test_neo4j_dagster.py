@@ -1,0 +1,100 @@
+"""`target: neo4j` through Dagster and the CLI, against the Neo4j Enterprise STAND-IN (tests/standin): the same
+steps, sensor and commands as the embedded default, with the production Neo4jTarget talking real Bolt and real
+Arrow Flight over sockets to a server that models Enterprise + GDS (it is not Neo4j)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from bluegreen_dagster.cli import main
+from bluegreen_dagster.demo_data import write_snapshot
+from tests.conftest import Project, make_project
+from tests.standin.server import start_standin
+from tests.test_assets import metadata, run
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "standin-secret-pw"
+
+
+@pytest.fixture
+def standin():
+    with start_standin(password=PASSWORD) as s:
+        yield s
+
+
+@pytest.fixture
+def neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin) -> Project:
+    monkeypatch.setenv("STANDIN_PASSWORD", PASSWORD)
+    project = make_project(tmp_path, target="neo4j", neo4j={
+        **standin.neo4j_settings(), "password": "${STANDIN_PASSWORD}", "batch_size": 100, "online_timeout": 10},
+        orchestrator={"keep_databases": 1})
+    monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return project
+
+
+def test_refreshes_through_dagster_on_the_neo4j_target(neo4j_project: Project, standin) -> None:
+    write_snapshot(neo4j_project.data, "acme", 100, people=150)
+    write_snapshot(neo4j_project.data, "acme", 200, people=100)
+    with dg.instance_for_test() as instance:
+        first = run(neo4j_project, instance, "acme-100")
+        assert first.success
+        load = metadata(first, "snapshot_database")
+        assert load["target"] == "neo4j" and (load["nodes"], load["relationships"]) == (153, 600)
+        assert metadata(first, "alias_switch")["reader"].endswith("database=acme")
+        second = run(neo4j_project, instance, "acme-200")
+    assert second.success
+    assert metadata(second, "alias_switch")["previous"] == "acme-100"
+    assert metadata(second, "cleanup")["dropped"] == ["acme-100"]
+    assert standin.dbms.alias_target("acme") == "acme-200"
+    assert "acme-100" not in standin.dbms.database_names()
+
+
+def test_a_stream_dropped_mid_load_keeps_the_alias_and_leaves_nothing(neo4j_project: Project, standin) -> None:
+    write_snapshot(neo4j_project.data, "acme", 100, people=50)
+    write_snapshot(neo4j_project.data, "acme", 200, people=400)
+    with dg.instance_for_test() as instance:
+        assert run(neo4j_project, instance, "acme-100").success
+        standin.dbms.faults.drop_put_after_batches = 2
+        result = run(neo4j_project, instance, "acme-200")
+    assert not result.success
+    assert result.get_step_failure_events()[0].step_key == "snapshot_database"
+    assert standin.dbms.alias_target("acme") == "acme-100"
+    assert "acme-200" not in standin.dbms.database_names()
+
+
+def test_wrong_password_fails_at_once_and_never_shows_the_password(neo4j_project: Project, standin) -> None:
+    standin.dbms.password = "rotated-elsewhere"
+    write_snapshot(neo4j_project.data, "acme", 100, people=10)
+    with dg.instance_for_test() as instance:
+        result = run(neo4j_project, instance, "acme-100")
+    assert not result.success
+    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "authentication failed" in message.lower()
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retries == []
+    everything = "\n".join(str(e) for e in result.all_events)
+    assert PASSWORD not in everything
+
+
+@pytest.mark.slow
+def test_cli_load_and_status_on_the_neo4j_target(neo4j_project: Project, standin, capsys) -> None:
+    write_snapshot(neo4j_project.data, "acme", 1767741527, people=40)
+    bluegreen = Path(sys.executable).parent / "bluegreen"
+    done = subprocess.run([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, capture_output=True, text=True,
+                          timeout=180, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert PASSWORD not in done.stdout + done.stderr
+    assert standin.dbms.alias_target("acme") == "acme-1767741527"
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    [acme] = json.loads(capsys.readouterr().out)["customers"]
+    assert acme["target_database"] == "acme-1767741527"
+    assert [d["name"] for d in acme["databases"]] == ["acme-1767741527"]
