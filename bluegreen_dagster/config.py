@@ -71,7 +71,7 @@ class OrchestratorSettings(_Section):
 
 class EmbeddedSettings(_Section):
     path: Path = Path(".bluegreen/embedded")
-    # The health check refuses a load when less than this much disk is free (or twice the snapshot's size).
+    # The health check refuses a load when less than this much disk is free (or 4x the snapshot's Parquet size).
     min_free_disk_mb: int = Field(512, ge=0)
 
 
