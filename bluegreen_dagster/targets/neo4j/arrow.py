@@ -5,7 +5,7 @@ Sequence (reference neo4j.md §1.4): `v1/CREATE_DATABASE` -> DoPut node batches 
 (relationship_count checked). On any failure after the create: `v1/ABORT`, drop what was made, raise the cause.
 
 Batches stream straight from Parquet (one batch per stream in memory); up to `neo4j.concurrency` DoPut streams
-run in parallel, one per file. Types are normalised per batch; the property-type rule is in ARROW_TYPES.md.
+run in parallel, one per file. Types are normalised per batch; the property-type rule (and why) is in the README, "Property types with the GDS Arrow loader".
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _labels_as_list(column: pa.Array) -> pa.Array:
 
 def normalize_batch(batch: pa.RecordBatch, path: Path, entity: str) -> pa.RecordBatch:
     """The batch as the GDS Arrow server expects it: ids int64, labels list<string>, types string, properties by
-    the rule in ARROW_TYPES.md. Raises SnapshotError naming file and column for anything else."""
+    the README's property-type rule. Raises SnapshotError naming file and column for anything else."""
     arrays, fields = [], []
     id_columns = (NODE_ID,) if entity == "node" else (SOURCE_ID, TARGET_ID)
     for name, column in zip(batch.schema.names, batch.columns, strict=True):
