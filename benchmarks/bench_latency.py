@@ -71,6 +71,23 @@ def in_process_floor(people: int, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def run_breakdown(home: Path, drops: dict[str, float]) -> dict[str, float]:
+    """Median seconds of each leg, from the instance's run records: drop -> run created (sensor tick),
+    created -> started (queue and launch), started -> finished (the run process, including its code load)."""
+    legs: dict[str, list[float]] = {"drop_to_run_created_s": [], "created_to_started_s": [],
+                                    "started_to_finished_s": []}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for record in instance.get_run_records():
+            key = record.dagster_run.tags.get("dagster/partition")
+            if key not in drops or not record.start_time or not record.end_time:
+                continue
+            created = record.create_timestamp.timestamp()
+            legs["drop_to_run_created_s"].append(created - drops[key])
+            legs["created_to_started_s"].append(record.start_time - created)
+            legs["started_to_finished_s"].append(record.end_time - record.start_time)
+    return {name: round(statistics.median(values), 2) for name, values in legs.items() if values}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--snapshots", type=int, default=8)
@@ -90,7 +107,7 @@ def main() -> None:
     log = open(root / "dagster-dev.log", "w")
     proc = subprocess.Popen([str(dagster), "dev", "-w", str(REPO / "workspace.yaml"), "-p", str(free_port())],
                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    latencies = []
+    latencies, drops = [], {}
     try:
         time.sleep(8)  # let the webserver, daemon and code server start: not part of a snapshot's latency
         target = make_target(settings)
@@ -98,6 +115,7 @@ def main() -> None:
             ts = int(time.time()) + i
             dropped = time.perf_counter()
             write_snapshot(settings.dataset.base_path, "bench", ts, people=args.people)
+            drops[f"bench-{ts}"] = time.time()
             deadline = dropped + 180
             while target.alias_target("bench") != f"bench-{ts}":
                 if time.perf_counter() > deadline:
@@ -105,6 +123,7 @@ def main() -> None:
                 time.sleep(0.1)
             latencies.append(time.perf_counter() - dropped)
             time.sleep(1.3)  # so drops do not line up with the sensor's ticks
+        breakdown = run_breakdown(home, drops)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
@@ -117,6 +136,7 @@ def main() -> None:
         "floor_in_process_run_s": round(floor, 2),
         "orchestration_overhead_median_s": round(statistics.median(latencies) - floor, 2),
         "latencies_s": [round(x, 2) for x in latencies],
+        **breakdown,
     }, indent=2))
     shutil.rmtree(root, ignore_errors=True)
 

@@ -65,4 +65,4 @@ def test_shipped_config_yaml_is_valid_and_embedded(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("NEO4J_PASSWORD", raising=False)
     s = load_settings(Path(__file__).parent.parent / "config.yaml")
     assert s.target == "embedded"
-    assert s.orchestrator.scan_interval == 10
+    assert s.orchestrator.scan_interval == 5  # shipped for latency; unset, it defaults to 10
