@@ -104,7 +104,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     table = Table(title=f"bluegreen status ({settings.target} target)")
     for column in ("customer", "alias target", "age", "retained databases", "reader opens"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # never hide a database name behind an ellipsis
     for row in rows:
         retained = ", ".join(f"{d['name']}{'' if d['status'] == 'online' else ' (' + d['status'] + ')'}"
                              for d in row["databases"]) or "-"

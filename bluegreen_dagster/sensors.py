@@ -74,7 +74,9 @@ def failure_message(run: dg.DagsterRun, error: str) -> str:
                        description=f"Logs every failed run and, if ${ALERT_WEBHOOK_ENV} is set, posts it there "
                                    "(Slack-compatible JSON {\"text\": ...}).")
 def alert_on_failure(context: dg.RunFailureSensorContext) -> None:
-    error = context.failure_event.message or "see the run's logs"
+    steps = [f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
+             for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]
+    error = "; ".join(steps) or context.failure_event.message or "see the run's logs"
     text = failure_message(context.dagster_run, error)
     context.log.error(text)
     url = os.environ.get(ALERT_WEBHOOK_ENV)
