@@ -58,6 +58,14 @@ def build_snapshot_sensor(settings: Settings, job: dg.UnresolvedAssetJobDefiniti
     return snapshot_sensor
 
 
+def step_error(event: dg.DagsterEvent) -> str:
+    """A failed step's cause as the user should read it: a Failure's description, else the exception's message."""
+    data = event.event_specific_data
+    if data.user_failure_data and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.message.strip() if data.error else "unknown error"
+
+
 def failure_message(run: dg.DagsterRun, error: str) -> str:
     key = run.tags.get("dagster/partition", "")
     who = ""
@@ -74,9 +82,8 @@ def failure_message(run: dg.DagsterRun, error: str) -> str:
                        description=f"Logs every failed run and, if ${ALERT_WEBHOOK_ENV} is set, posts it there "
                                    "(Slack-compatible JSON {\"text\": ...}).")
 def alert_on_failure(context: dg.RunFailureSensorContext) -> None:
-    steps = [f"{e.step_key}: {e.event_specific_data.error.message.strip()}"
-             for e in context.get_step_failure_events() if e.event_specific_data and e.event_specific_data.error]
-    error = "; ".join(steps) or context.failure_event.message or "see the run's logs"
+    error = "; ".join(f"{e.step_key}: {step_error(e)}" for e in context.get_step_failure_events()) \
+        or context.failure_event.message or "see the run's logs"
     text = failure_message(context.dagster_run, error)
     context.log.error(text)
     url = os.environ.get(ALERT_WEBHOOK_ENV)
