@@ -41,12 +41,26 @@ _TIMESTAMP_RE = re.compile(r"^[0-9]{1,20}$")
 _KEY_RE = re.compile(r"^(?P<customer>[a-z](?:[a-z0-9-]*[a-z0-9])?)-(?P<timestamp>[0-9]{1,20})$")
 
 
+# Labels, relationship types and property names come from data and end up (backtick-quoted) in statement text on
+# both targets, so both accept exactly these: letters, digits and '_', starting with a letter.
+IDENTIFIER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,199}$")
+
+
 class InvalidName(ValueError):
     """A customer, timestamp or partition key that cannot name a database; the message says why."""
 
 
 class SnapshotError(ValueError):
     """The snapshot's files cannot be loaded as they are (bad input: retrying will not help)."""
+
+
+def check_identifier(name: object, kind: str, path: Path | None = None) -> str:
+    """A label, relationship type or property name from the data, checked before it may reach any statement."""
+    if not isinstance(name, str) or not IDENTIFIER_RE.match(name):
+        where = f"{path}: " if path else ""
+        raise SnapshotError(f"{where}{kind} {name!r} is not allowed: use letters, digits and '_', starting with a "
+                            "letter (e.g. Person, WORKS_AT)")
+    return name
 
 
 def validate_customer(customer: str) -> str:

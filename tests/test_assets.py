@@ -1,6 +1,5 @@
 """The refresh steps through `dagster.materialize`, on the real embedded target."""
 
-from pathlib import Path
 
 import dagster as dg
 import pytest

@@ -237,7 +237,7 @@ def test_sparse_node_ids_resolve_to_their_tables(tmp_path):
 def test_invalid_label_name_is_rejected(tmp_path):
     snap = custom(tmp_path, {"p": people([1], [["Person`) DETACH DELETE"]])}, {"k": knows([1], [1])})
     target = make_target(tmp_path)
-    with pytest.raises(SnapshotError, match=r"p\.parquet: label .* cannot be used"):
+    with pytest.raises(SnapshotError, match=r"p\.parquet: label .* is not allowed"):
         target.load(snap)
 
 

@@ -61,6 +61,7 @@ import pyarrow.parquet as pq
 
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.snapshots import (
+    IDENTIFIER_RE,
     LABELS,
     NODE_COLUMNS,
     NODE_ID,
@@ -72,6 +73,7 @@ from bluegreen_dagster.snapshots import (
     InvalidName,
     Snapshot,
     SnapshotError,
+    check_identifier,
     iter_batches,
     open_parquet,
     parse_partition_key,
@@ -91,8 +93,6 @@ DATABASES_DIR = "databases"
 LOADING_DIR = "loading"
 ALIASES_DIR = "aliases"
 
-# Labels, relationship types and property names come from data and end up (backtick-quoted) in DDL.
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # LadybugDB's internal properties; a data column with one of these names cannot be created.
 RESERVED_PROPERTIES = {"_id", "_label", "_src", "_dst"}
 # Names that go into file paths (database names given to count/drop/point_alias).
@@ -227,15 +227,6 @@ class LoadPlan:
         return self.index.lookup(ids)
 
 
-def _check_identifier(name: object, what: str, path: Path) -> str:
-    if not isinstance(name, str) or not IDENTIFIER_RE.match(name):
-        raise SnapshotError(
-            f"{path}: {what} {name!r} cannot be used as a LadybugDB name: use letters, digits and '_', "
-            "not starting with a digit"
-        )
-    return name
-
-
 def _as_int64(column: pa.Array, name: str, path: Path) -> np.ndarray:
     if column.null_count:
         raise SnapshotError(f"{path}: column {name!r} has {column.null_count} null value(s); ids must be set")
@@ -298,7 +289,7 @@ def _add_properties(table: TableSchema, path: Path, schema: pa.Schema, skip: set
     for f in schema:
         if f.name in skip:
             continue
-        _check_identifier(f.name, "property column", path)
+        check_identifier(f.name, "property column", path)
         if f.name.lower() in RESERVED_PROPERTIES:
             raise SnapshotError(f"{path}: property column {f.name!r} is a name LadybugDB reserves; rename it")
         if pa.types.is_null(f.type):
@@ -365,7 +356,7 @@ def plan_load(snapshot: Snapshot, batch_rows: int) -> LoadPlan:
             if values.null_count:
                 raise SnapshotError(f"{path}: column {LABELS!r} holds null label(s) inside label lists")
             for label in pc.unique(values).to_pylist():
-                _check_identifier(label, "label", path)
+                check_identifier(label, "label", path)
             firsts, missing = _first_labels(labels, path)
             unlabeled += missing
             if missing:
@@ -440,7 +431,7 @@ def plan_load(snapshot: Snapshot, batch_rows: int) -> LoadPlan:
             local = []
             for rel_type in encoded.dictionary.to_pylist():
                 if rel_type not in type_codes:
-                    _check_identifier(rel_type, "relationship type", path)
+                    check_identifier(rel_type, "relationship type", path)
                     names.register(rel_type, "relationship type", path)
                     type_codes[rel_type] = len(type_names)
                     type_names.append(rel_type)

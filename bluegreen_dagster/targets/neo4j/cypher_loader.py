@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import neo4j
 import pyarrow as pa
 
+from bluegreen_dagster import snapshots
 from bluegreen_dagster.snapshots import (
     LABELS,
     NODE_COLUMNS,
@@ -47,19 +47,15 @@ from bluegreen_dagster.targets.neo4j.admin import Admin
 
 log = logging.getLogger(__name__)
 
-# Letters, digits and underscores, starting with a letter; at most 200 characters. Nothing else ever reaches
-# statement text.
-IDENTIFIER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,199}$")
 
 REMOVE_BATCH = 10_000
 
 
 def check_identifier(name: Any, kind: str, path: Path | None = None) -> str:
-    if not isinstance(name, str) or not IDENTIFIER_RE.match(name) or name == queries.LOAD_LABEL:
-        where = f"{path}: " if path else ""
-        raise SnapshotError(f"{where}{kind} {name!r} is not allowed: use letters, digits and '_', starting with a "
-                            "letter (e.g. Person, WORKS_AT)")
-    return name
+    """`snapshots.check_identifier`, plus our own temporary load label, which data must not use."""
+    if name == queries.LOAD_LABEL:
+        raise SnapshotError(f"{path or 'snapshot'}: {kind} {name!r} is reserved for the loader's own use")
+    return snapshots.check_identifier(name, kind, path)
 
 
 def quoted(name: str) -> str:

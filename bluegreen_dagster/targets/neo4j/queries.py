@@ -56,7 +56,7 @@ COUNT_BY_TYPE = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS count"
 
 # --- Cypher fallback loader (neo4j.loader: cypher), sent to the snapshot's own database -------------------------
 # Labels and types are NOT parameters in index DDL (and not before 5.26 in CREATE): `{label}` / `{labels}` /
-# `{type}` are filled only with names that passed cypher_loader.IDENTIFIER_RE, backtick-quoted.
+# `{type}` are filled only with names that passed snapshots.IDENTIFIER_RE, backtick-quoted.
 
 ID_PROPERTY = "nodeId"  # the node property that holds the snapshot's node id (both loaders)
 LOAD_LABEL = "_BluegreenLoad"  # helper label on every node while relationships are written, removed at the end
