@@ -3,7 +3,7 @@
 1. The alias only moves to a database that is fully loaded and verified (re-verified under the lock), and only
    forward in time: an older snapshot never takes the alias from a newer one, however runs overlap.
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target or a database still
-   loading.
+   loading. Leftovers of a crashed load (status "failed") are removed whatever their age.
 """
 
 from __future__ import annotations
@@ -81,13 +81,16 @@ def cleanup(target: GraphTarget, customer: str, keep: int, state_path: Path,
             if sid.customer == customer:
                 databases.append((sid.ts, info))
         databases.sort(key=lambda item: item[0], reverse=True)
-        for rank, (_, info) in enumerate(databases):
-            if rank < keep:
+        for _, info in databases:  # newest first
+            if info.name in loading or info.status == "loading":
+                result.protected[info.name] = "still loading"
+            elif info.status == "failed" and info.name != alias:
+                target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
+                result.dropped.append(info.name)
+            elif len(result.kept) < keep:
                 result.kept.append(info.name)
             elif info.name == alias:
                 result.protected[info.name] = "alias target"
-            elif info.name in loading or info.status == "loading":
-                result.protected[info.name] = "still loading"
             else:
                 target.drop_database(info.name)
                 result.dropped.append(info.name)

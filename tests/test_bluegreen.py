@@ -136,3 +136,31 @@ def test_max_concurrent_loads_bounds_overlap_across_processes(tmp_path: Path, sl
         running += 1 if kind == "start" else -1
         peak = max(peak, running)
     assert peak == slots
+
+
+def test_a_crashed_loads_leftovers_are_failed_and_cleaned_but_a_live_load_is_not(project: Project) -> None:
+    import fcntl
+    import os
+
+    for ts in (100, 200):
+        load(project, "acme", ts)
+    switch(project, "acme-200")
+    loading = project.settings.embedded.path / "loading"
+    # acme-300: a run was killed mid-load (its partial file and lock file remain, nobody holds the lock).
+    (loading / "acme-300.lbug").write_bytes(b"half a database")
+    (loading / "acme-300.lock").touch()
+    # acme-400: a load is running right now in another process (it holds the lock).
+    (loading / "acme-400.lbug").write_bytes(b"being written")
+    fd = os.open(loading / "acme-400.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with make_target(project.settings) as target:
+            assert {d.name: d.status for d in target.list_databases("acme")} == {
+                "acme-100": "online", "acme-200": "online", "acme-300": "failed", "acme-400": "loading"}
+        result = rules.cleanup(make_target(project.settings), "acme", 2, project.settings.orchestrator.state_path)
+    finally:
+        os.close(fd)
+    assert result.dropped == ["acme-300"]
+    assert result.protected == {"acme-400": "still loading"}
+    assert result.kept == ["acme-200", "acme-100"]
+    assert not (loading / "acme-300.lbug").exists() and (loading / "acme-400.lbug").exists()

@@ -343,13 +343,13 @@ def test_list_databases_customer_isolation(tmp_path):
     target.load(demo(tmp_path, "acme", 1001, people=20))
     (target.root / "loading" / "acme-1002.lbug").write_bytes(b"")
     (target.root / "loading" / "acme-corp-1003.lbug").write_bytes(b"")
-    (target.root / "loading" / "acme-1004.lock").write_bytes(b"")  # a load still in its check pass
+    (target.root / "loading" / "acme-1004.lock").write_bytes(b"")  # no process holds these: crashed loads
     (target.root / "databases" / "notes.lbug").write_bytes(b"")
 
     assert [(d.name, d.status) for d in target.list_databases("acme")] == [
-        ("acme-1000", "online"), ("acme-1001", "online"), ("acme-1002", "loading"), ("acme-1004", "loading")]
+        ("acme-1000", "online"), ("acme-1001", "online"), ("acme-1002", "failed"), ("acme-1004", "failed")]
     assert [(d.name, d.status) for d in target.list_databases("acme-corp")] == [
-        ("acme-corp-1000", "online"), ("acme-corp-1003", "loading")]
+        ("acme-corp-1000", "online"), ("acme-corp-1003", "failed")]
     assert target.list_databases("other") == []
 
 

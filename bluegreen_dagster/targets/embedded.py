@@ -682,10 +682,10 @@ class EmbeddedTarget(GraphTarget):
 
     def list_databases(self, customer: str) -> list[DatabaseInfo]:
         found: dict[str, str] = {}
-        # A load shows from its first step (lock file) until its rename; a crashed load's leftovers stay listed as
-        # "loading" (cleanup leaves them alone) until the next load of that snapshot or drop_database removes them.
+        # A load shows as "loading" from its lock file until its rename; leftovers of a crashed load (no live
+        # process holds their lock) show as "failed", which cleanup removes.
         for name in self._names(self.loading_dir) + self._names(self.loading_dir, ".lock"):
-            found[name] = "loading"
+            found[name] = "loading" if self._load_in_progress(name) else "failed"
         for name in self._names(self.databases_dir):
             found[name] = "online"
         out = []
@@ -697,6 +697,19 @@ class EmbeddedTarget(GraphTarget):
                 continue
             out.append(DatabaseInfo(name, status))
         return out
+
+    def _load_in_progress(self, key: str) -> bool:
+        try:
+            fd = os.open(self.loading_dir / f"{key}.lock", os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the lock if we got it
+        return False
 
     @staticmethod
     def _names(folder: Path, suffix: str = SUFFIX) -> list[str]:
