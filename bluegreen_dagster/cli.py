@@ -4,6 +4,7 @@
     bluegreen demo-data                 write demo snapshots for a few customers
     bluegreen simulate-snapshot -c X    drop one new snapshot for customer X, atomically
     bluegreen status [--json]           alias target, its age and retained databases per customer
+    bluegreen check                     preflight: config, target health, snapshots found (exit 1 on a problem)
     bluegreen register CUSTOMER TS      add a snapshot's partition (no dagster command can), print how to run it
     bluegreen load CUSTOMER TS          register, then `dagster asset materialize` that partition
     bluegreen metrics                   Prometheus exporter of the same facts as `status`
@@ -111,6 +112,28 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                       retained, row["reader"] or "-")
     Console().print(table)
     return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Preflight for a new deployment: what the pipeline will see, and every problem in one place."""
+    out = Console()
+    out.print(f"config {config_path().resolve()}: valid, target [bold]{settings.target}[/]")
+    found = scan(settings.dataset.base_path, settings.orchestrator.settle_seconds)
+    out.print(f"snapshots under {settings.dataset.base_path}: {len(found.complete)} complete, "
+              f"{len(found.waiting)} waiting, {len(found.invalid)} invalid")
+    problems = [f"{path}: {why}" for path, why in found.invalid.items()]
+    try:
+        with make_target(settings) as target:
+            health = target.health()
+    except TargetError as exc:
+        problems.append(str(exc))
+    else:
+        out.print("target health: " + ", ".join(f"{k}={v}" for k, v in health.measurements.items()))
+        problems += health.problems
+    for problem in problems:
+        out.print(f"[red]problem:[/] {problem}")
+    out.print("[green]ready[/]" if not problems else f"[red]{len(problems)} problem(s)[/]")
+    return 1 if problems else 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -229,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="alias target, age and retained databases per customer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", help="preflight: config, target reachable and healthy, snapshots found")
+    p.set_defaults(func=cmd_check)
 
     for name, func, text in (("register", cmd_register, "add a snapshot's dynamic partition"),
                              ("load", cmd_load, "add a snapshot's partition and materialize it now")):

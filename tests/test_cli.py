@@ -72,3 +72,14 @@ def test_load_runs_dagster_asset_materialize_for_one_snapshot(project: Project) 
 
     with make_target(project.settings) as target:
         assert target.alias_target("acme") == "acme-1767741527"
+
+
+def test_check_reports_ready_or_every_problem(project: Project, capsys) -> None:
+    write_snapshot(project.data, "acme", 1767741527, people=5)
+    assert main(["check"]) == 0
+    assert "1 complete" in capsys.readouterr().out
+    (project.data / "Bad_Name").mkdir()
+    project.reconfigure(target="neo4j", neo4j={"host": "127.0.0.1", "bolt_port": 1, "password": "pw-not-shown"})
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "Bad_Name" in out and "cannot reach Neo4j" in out and "pw-not-shown" not in out

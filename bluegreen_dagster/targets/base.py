@@ -63,7 +63,8 @@ class LoadReport:
 @dataclass(frozen=True)
 class DatabaseInfo:
     name: str
-    # "online" when complete and readable; "loading" while a load is writing it; other target states as reported.
+    # "online" when complete and readable; "loading" while a load is writing it; "failed" for what a crashed load
+    # left behind (cleanup removes it); other target states (e.g. Neo4j's "offline") as the target reports them.
     status: str
 
 
