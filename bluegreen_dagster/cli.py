@@ -173,7 +173,7 @@ def _register(args: argparse.Namespace, settings: Settings) -> str:
 
     snap = snapshot_at(settings.dataset.base_path, args.customer, args.timestamp)
     if not snap.path.is_dir():
-        raise InvalidName(f"no snapshot folder at {snap.path}")
+        raise FileNotFoundError(f"no snapshot folder at {snap.path}")
     dagster_home(config_path())
     with dg.DagsterInstance.get() as instance:
         if instance.has_dynamic_partition(snapshot_partitions.name, snap.key):
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         return args.func(args, settings)
-    except (ConfigError, InvalidName, TargetError, FileExistsError) as exc:
+    except (ConfigError, InvalidName, TargetError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
 
