@@ -65,6 +65,15 @@ def daemon(tmp_path: Path):
         yield project, log
 
 
+def finished_runs(project: Project) -> set[str]:
+    """Partition keys of the daemon's successful runs, read from its instance."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(project.root / "dagster_home")) as instance:
+        return {r.tags["dagster/partition"] for r in instance.get_runs(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))}
+
+
 def alias_of(project: Project, customer: str) -> str | None:
     with make_target(project.settings) as target:
         return target.alias_target(customer)
@@ -89,7 +98,8 @@ def test_sensor_driven_runs_switch_the_alias_forward_only(daemon) -> None:
             return {d.name for d in target.list_databases("acme")}
 
     # The late older snapshot is loaded too (then kept or cleaned up), but never takes the alias.
-    time.sleep(12)
+    wait_for(lambda: finished_runs(project) == {"acme-1767000100", "acme-1767000200", "acme-1767000300"}, 120,
+             "all three runs to finish", log)
     assert alias_of(project, "acme") == "acme-1767000300"
     assert loaded() <= {"acme-1767000300", "acme-1767000200", "acme-1767000100"}
     assert "acme-1767000300" in loaded() and len(loaded()) <= 2
