@@ -7,7 +7,6 @@ transient trouble (target unreachable or over a health threshold) raises and is 
 RetryPolicy. Whatever fails, the alias stays on the last good database and the snapshot stays on disk.
 """
 
-
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,14 @@ from bluegreen_dagster.config import ConfigError, Settings
 from bluegreen_dagster.locks import load_slot
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.resources import BluegreenResource
-from bluegreen_dagster.snapshots import InvalidName, Snapshot, SnapshotError, expected_counts, snapshot_for_key
+from bluegreen_dagster.snapshots import (
+    InvalidName,
+    Snapshot,
+    SnapshotError,
+    expected_counts,
+    parse_partition_key,
+    snapshot_for_key,
+)
 from bluegreen_dagster.targets import PermanentTargetError, TransientTargetError
 
 GROUP = "bluegreen"
@@ -32,9 +38,9 @@ class TargetUnhealthy(TransientTargetError):
 
 
 @contextmanager
-def bad_input_fails_at_once(context=None, max_retries: int = 0) -> Iterator[None]:
-    """Turn errors a retry cannot fix into a Failure that is not retried; let transient ones through to the
-    RetryPolicy, except on the last attempt, where the Failure carries the cause instead of "Exceeded max_retries"."""
+def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
+    """Errors a retry cannot fix become a Failure that is not retried. Transient ones go to the RetryPolicy, except
+    on the last attempt, where a Failure carries the cause (Dagster would only say "Exceeded max_retries")."""
     try:
         yield
     except TransientTargetError as exc:
@@ -47,7 +53,7 @@ def bad_input_fails_at_once(context=None, max_retries: int = 0) -> Iterator[None
 
 def snapshot_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, settings: Settings) -> Snapshot:
     """The snapshot this partition names, which must still be on disk and complete."""
-    with bad_input_fails_at_once():
+    with step_errors():
         snapshot = snapshot_for_key(settings.dataset.base_path, context.partition_key)
     if not snapshot.path.is_dir():
         raise dg.Failure(f"snapshot folder {snapshot.path} does not exist (dataset.base_path="
@@ -64,8 +70,11 @@ def in_flight_databases(instance: dg.DagsterInstance, customer: str, this_run: s
     keys = set()
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
         key = run.tags.get("dagster/partition", "")
-        if run.run_id != this_run and key.startswith(f"{customer}-"):
-            keys.add(key)
+        try:
+            if run.run_id != this_run and parse_partition_key(key).customer == customer:
+                keys.add(key)
+        except InvalidName:
+            continue  # another job's run
     return keys
 
 
@@ -80,7 +89,7 @@ def build_assets(settings: Settings) -> list:
     def health_check(context: dg.AssetExecutionContext, bluegreen: BluegreenResource) -> dg.MaterializeResult:
         """The target can take a load now: reachable, under the memory / disk thresholds, below max_databases."""
         snapshot = snapshot_of(context, bluegreen.settings)
-        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
+        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
             health = target.health(snapshot)
             if not health.ok:
                 raise TargetUnhealthy("health check refused the load: " + "; ".join(health.problems))
@@ -95,7 +104,7 @@ def build_assets(settings: Settings) -> list:
         with load_slot(settings.orchestrator.state_path, settings.orchestrator.max_concurrent_loads,
                        holder=snapshot.key, on_wait=context.log.info):
             waited = time.monotonic() - started
-            with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
+            with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
                 report = target.load(snapshot)
         what = "already loaded; reused it" if report.reused else f"loaded {report.rows:,} rows in {report.seconds:.1f}s"
         context.log.info(f"{report.database}: {what}")
@@ -111,7 +120,7 @@ def build_assets(settings: Settings) -> list:
     def verify_counts(context: dg.AssetCheckExecutionContext, bluegreen: BluegreenResource) -> dg.AssetCheckResult:
         """Node and relationship counts, per label and type, equal the snapshot's. A mismatch drops the database."""
         snapshot = snapshot_of(context, bluegreen.settings)
-        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
+        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
             expected = expected_counts(snapshot)
             try:
                 actual = rules.verify(target, snapshot.key, expected)
@@ -128,7 +137,7 @@ def build_assets(settings: Settings) -> list:
         """The customer's alias moves to this database if it is the newest verified one; never backwards."""
         settings = bluegreen.settings
         snapshot = snapshot_of(context, settings)
-        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
+        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
             result = rules.switch_if_newest(target, snapshot.key, expected_counts(snapshot),
                                             settings.orchestrator.state_path)
             reader = target.reader_location(snapshot.id.customer)
@@ -144,7 +153,7 @@ def build_assets(settings: Settings) -> list:
         snapshot = snapshot_of(context, settings)
         customer = snapshot.id.customer
         in_flight = in_flight_databases(context.instance, customer, context.run.run_id)
-        with bad_input_fails_at_once(context, orchestrator.max_retries), bluegreen.target() as target:
+        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
             result = rules.cleanup(target, customer, settings.orchestrator.keep_databases,
                                    settings.orchestrator.state_path, in_flight)
         context.log.info(f"{customer}: dropped {result.dropped or 'nothing'}; kept {result.kept}")
