@@ -178,3 +178,17 @@ def test_reader_sees_the_graph_through_the_alias(project: Project) -> None:
     finally:
         db.close()
     assert rows[0] == expected_counts(snapshot_at(project.data, "acme", 100)).types["KNOWS"]
+
+
+def test_in_flight_runs_protect_only_their_own_customer() -> None:
+    from bluegreen_dagster.assets import in_flight_databases
+
+    with dg.instance_for_test() as instance:
+        for run_id, key, status in (("r1", "acme-100", dg.DagsterRunStatus.STARTED),
+                                    ("r2", "acme-corp-200", dg.DagsterRunStatus.STARTING),
+                                    ("r3", "acme-300", dg.DagsterRunStatus.SUCCESS),
+                                    ("me", "acme-400", dg.DagsterRunStatus.STARTED)):
+            instance.add_run(dg.DagsterRun(job_name="load_snapshot", run_id=run_id, status=status,
+                                           tags={"dagster/partition": key}))
+        assert in_flight_databases(instance, "acme", this_run="me") == {"acme-100"}
+        assert in_flight_databases(instance, "acme-corp", this_run="me") == {"acme-corp-200"}
