@@ -73,7 +73,10 @@ def collect_status(settings: Settings, now: float | None = None) -> list[dict]:
     with make_target(settings) as target:
         for customer in customers:
             current = target.alias_target(customer)
-            sid = parse_partition_key(current) if current else None
+            try:
+                sid = parse_partition_key(current) if current else None
+            except InvalidName:
+                sid = None  # an alias someone pointed at a database of their own
             created = sid.created_at if sid else None
             databases = sorted(target.list_databases(customer), key=lambda d: d.name)
             rows.append({
