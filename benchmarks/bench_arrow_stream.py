@@ -40,6 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bluegreen_dagster.demo_data import write_snapshot  # noqa: E402
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at  # noqa: E402
+# The handshake pieces the stand-in already has (a no-op handler enabling Handshake, a Bearer-sending middleware).
+from tests.standin.flight_server import _BearerMiddleware, _NoOpAuthHandler  # noqa: E402
 
 MB = 1024 * 1024
 HOST = "127.0.0.1"
@@ -61,24 +63,6 @@ def _cpu_s() -> float:
 # The sink: a GDS Arrow v1 server that counts rows and keeps none
 
 
-class _NoOpAuth(flight.ServerAuthHandler):
-    """Enables the Handshake RPC that authenticate_basic_token uses; the check is in the middleware."""
-
-    def authenticate(self, outgoing, incoming):
-        pass
-
-    def is_valid(self, token):
-        return ""
-
-
-class _Bearer(flight.ServerMiddleware):
-    def __init__(self, token: str | None) -> None:
-        self.token = token
-
-    def sending_headers(self):
-        return {"authorization": f"Bearer {self.token}"} if self.token else {}
-
-
 class _Auth(flight.ServerMiddlewareFactory):
     def __init__(self, token: str) -> None:
         super().__init__()
@@ -90,9 +74,9 @@ class _Auth(flight.ServerMiddlewareFactory):
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         if value == self.basic:
-            return _Bearer(self.token)
+            return _BearerMiddleware(self.token)
         if value == f"Bearer {self.token}":
-            return _Bearer(None)
+            return _BearerMiddleware(None)
         raise flight.FlightUnauthenticatedError("authenticate with a basic token first")
 
 
@@ -100,7 +84,7 @@ class SinkServer(flight.FlightServerBase):
     ACTIONS = ("v1/CREATE_DATABASE", "v1/NODE_LOAD_DONE", "v1/RELATIONSHIP_LOAD_DONE", "v1/ABORT")
 
     def __init__(self) -> None:
-        super().__init__(f"grpc+tcp://{HOST}:0", auth_handler=_NoOpAuth(),
+        super().__init__(f"grpc+tcp://{HOST}:0", auth_handler=_NoOpAuthHandler(),
                          middleware={"auth": _Auth(secrets.token_hex(16))})
         self.lock = threading.Lock()
         self.rows: dict[tuple[str, str], int] = {}  # (database, entity) -> rows received
