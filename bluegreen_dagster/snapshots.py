@@ -25,6 +25,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bluegreen_dagster.columns import decoded, is_integer, is_list, is_string, labels_as_lists
+
 NODES_DIR = "nodes"
 RELATIONSHIPS_DIR = "relationships"
 SUCCESS_MARKER = "_SUCCESS"
@@ -229,10 +231,9 @@ def _require_columns(path: Path, schema: pa.Schema, required: dict[str, tuple[st
             raise SnapshotError(f"{path}: missing required column {column!r} (has {', '.join(schema.names)})")
         arrow_type = schema.field(column).type
         ok = any(
-            (kind == "int" and pa.types.is_integer(arrow_type))
-            or (kind == "string" and (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-                                      or pa.types.is_dictionary(arrow_type)))
-            or (kind == "list" and (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)))
+            (kind == "int" and is_integer(arrow_type))
+            or (kind == "string" and is_string(arrow_type))
+            or (kind == "list" and is_list(arrow_type))
             for kind in kinds
         )
         if not ok:
@@ -254,16 +255,6 @@ def iter_batches(files: list[Path], required: dict[str, tuple[str, ...]], batch_
                 yield path, batch
         except (pa.ArrowException, OSError) as exc:
             raise SnapshotError(f"{path}: could not be read to the end ({exc}); replace the file and re-run") from None
-
-
-def labels_as_lists(column: pa.Array | pa.ChunkedArray) -> list[list[str]]:
-    """The `labels` column as a list of label lists, whether it holds strings or lists of strings."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(pa.string())
-    values = column.to_pylist()
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        return [list(v or []) for v in values]
-    return [[v] if v else [] for v in values]
 
 
 @dataclass(frozen=True)
@@ -309,10 +300,7 @@ def _expected_counts(snapshot: Snapshot, _fingerprint: tuple) -> GraphCounts:
             labels.update(set(node_labels))
     for _, batch in iter_batches(snapshot.relationship_files, RELATIONSHIP_COLUMNS, 65_536, columns=[REL_TYPE]):
         relationships += batch.num_rows
-        column = batch.column(0)
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(pa.string())
-        for value in column.value_counts().to_pylist():
+        for value in decoded(batch.column(0)).value_counts().to_pylist():
             types[value["values"]] += value["counts"]
     return GraphCounts(nodes, relationships, dict(labels), dict(types))
 

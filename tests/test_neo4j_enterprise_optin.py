@@ -21,7 +21,7 @@ from bluegreen_dagster.config import Settings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError, TargetError
-from bluegreen_dagster.targets.neo4j import Neo4jTarget
+from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 
 pytestmark = [
     pytest.mark.neo4j_enterprise,

@@ -20,7 +20,7 @@ __all__ = ["DatabaseInfo", "GraphTarget", "Health", "LoadReport", "PermanentTarg
 def make_target(settings: Settings) -> GraphTarget:
     """The target `config.yaml` selects. Imports lazily so the embedded default needs no Neo4j libraries loaded."""
     if settings.target == "neo4j":
-        from bluegreen_dagster.targets.neo4j import Neo4jTarget
+        from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 
         return Neo4jTarget(settings)
     from bluegreen_dagster.targets.embedded import EmbeddedTarget

@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bluegreen_dagster.columns import is_list, labels_as_list_array
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.snapshots import (
     IDENTIFIER_RE,
@@ -144,7 +145,7 @@ def column_type(arrow_type: pa.DataType) -> ColumnType | None:
         return ColumnType(ddl, pa.timestamp(unit))
     if pa.types.is_date32(t) or pa.types.is_date64(t):
         return ColumnType("DATE", pa.date32())
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    if is_list(t):
         inner = column_type(t.value_type)
         return None if inner is None else ColumnType(f"{inner.ddl}[]", pa.list_(inner.arrow))
     return None
@@ -234,21 +235,6 @@ def _as_int64(column: pa.Array, name: str, path: Path) -> np.ndarray:
         return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as exc:
         raise SnapshotError(f"{path}: column {name!r} has values that do not fit INT64 ({exc})") from None
-
-
-def _labels_as_list_array(column: pa.Array) -> pa.ListArray:
-    """The `labels` column as list<string>, whether it holds strings (one label) or lists of strings."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(pa.string())
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        column = column.cast(pa.string())
-        # "" or null -> no label (as snapshots.labels_as_lists reads it)
-        present = pc.fill_null(pc.not_equal(column, ""), False).to_numpy(zero_copy_only=False)
-        lengths = present.astype(np.int32)
-        offsets = np.zeros(len(column) + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        return pa.ListArray.from_arrays(pa.array(offsets), column.filter(pa.array(present)))
-    return column.cast(pa.list_(pa.string()))
 
 
 def _first_labels(labels: pa.ListArray, path: Path) -> tuple[pa.Array, int]:
@@ -351,7 +337,7 @@ def plan_load(snapshot: Snapshot, batch_rows: int) -> LoadPlan:
         file_tables: set[str] = set()
         for _, batch in iter_batches([path], NODE_COLUMNS, batch_rows, columns=[NODE_ID, LABELS]):
             ids = _as_int64(batch.column(0), NODE_ID, path)
-            labels = _labels_as_list_array(batch.column(1))
+            labels = labels_as_list_array(batch.column(1))
             values = labels.flatten()
             if values.null_count:
                 raise SnapshotError(f"{path}: column {LABELS!r} holds null label(s) inside label lists")
@@ -629,7 +615,7 @@ class EmbeddedTarget(GraphTarget):
         files = sorted({p for t in plan.node_tables.values() for p in t.files})
         with _Stage(staging, self.chunk_rows) as stage:
             for path, batch in iter_batches(files, NODE_COLUMNS, self.batch_rows):
-                labels = _labels_as_list_array(batch.column(LABELS))
+                labels = labels_as_list_array(batch.column(LABELS))
                 ids = batch.column(NODE_ID).cast(pa.int64())
                 _, codes = plan.lookup(ids.to_numpy(zero_copy_only=False))
                 for code in np.unique(codes).tolist():

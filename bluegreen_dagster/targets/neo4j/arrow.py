@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.flight as flight
 
+from bluegreen_dagster.columns import is_integer, is_list, is_string, labels_as_list_array
 from bluegreen_dagster.config import Neo4jSettings
 from bluegreen_dagster.snapshots import (
     LABELS,
@@ -58,19 +59,6 @@ _UNSUPPORTED_HINT = ("GDS Arrow database import takes int64, float64, string and
                      "use neo4j.loader: cypher")
 
 
-def _is_int(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t)
-
-
-def _is_str(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or (
-        pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)))
-
-
-def _is_list(t: pa.DataType) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
 def _to_int64(column: pa.Array, path: Path, name: str) -> pa.Array:
     if column.type == pa.int64():
         return column
@@ -83,15 +71,15 @@ def _to_int64(column: pa.Array, path: Path, name: str) -> pa.Array:
 
 def property_target_type(t: pa.DataType) -> pa.DataType | None:
     """The Arrow type a property column is sent as, or None when the rule rejects it."""
-    if _is_int(t):
+    if is_integer(t):
         return pa.int64()
     if pa.types.is_floating(t):
         return pa.float64()
-    if _is_str(t):
+    if is_string(t):
         return pa.string()
-    if _is_list(t):
+    if is_list(t):
         v = t.value_type
-        if _is_int(v):
+        if is_integer(v):
             return pa.list_(pa.int64())
         if pa.types.is_float32(v):
             return pa.list_(pa.float32())
@@ -107,7 +95,7 @@ def _cast_property(column: pa.Array, target: pa.DataType, path: Path, name: str)
         column = column.cast(column.type.value_type)
     if target == pa.int64():
         return _to_int64(column, path, name)
-    if pa.types.is_list(target) and _is_int(column.type.value_type) and pa.types.is_uint64(column.type.value_type):
+    if pa.types.is_list(target) and is_integer(column.type.value_type) and pa.types.is_uint64(column.type.value_type):
         flat = pc.list_flatten(column)
         if len(flat) and flat.null_count < len(flat) and (pc.max(flat).as_py() or 0) > INT64_MAX:
             raise SnapshotError(f"{path}: column {name!r} holds values that do not fit in int64")
@@ -115,23 +103,6 @@ def _cast_property(column: pa.Array, target: pa.DataType, path: Path, name: str)
         return column.cast(target)
     except pa.ArrowInvalid as exc:
         raise SnapshotError(f"{path}: column {name!r} cannot be sent as {target}: {exc}") from None
-
-
-def _labels_as_list(column: pa.Array) -> pa.Array:
-    t = column.type
-    if pa.types.is_dictionary(t):
-        column = column.cast(t.value_type)
-        t = column.type
-    if pa.types.is_large_string(t):
-        column = column.cast(pa.string())
-        t = column.type
-    if pa.types.is_string(t):
-        # One label per row -> a one-element list; null or "" -> no label.
-        values = column.to_pylist()
-        return pa.array([[v] if v else [] for v in values], pa.list_(pa.string()))
-    if _is_list(t):
-        return column.cast(pa.list_(pa.string()))
-    raise SnapshotError(f"labels column has type {t}")
 
 
 def normalize_batch(batch: pa.RecordBatch, path: Path, entity: str) -> pa.RecordBatch:
@@ -147,7 +118,7 @@ def normalize_batch(batch: pa.RecordBatch, path: Path, entity: str) -> pa.Record
             if len(column) and pc.min(column).as_py() <= 0:
                 raise SnapshotError(f"{path}: column {name!r} holds ids <= 0; GDS Arrow needs positive node ids")
         elif entity == "node" and name == LABELS:
-            column = _labels_as_list(column)
+            column = labels_as_list_array(column)
         elif entity == "relationship" and name == REL_TYPE:
             if column.null_count:
                 raise SnapshotError(f"{path}: column {name!r} has {column.null_count} null relationship types")

@@ -28,6 +28,7 @@ import neo4j
 import pyarrow as pa
 
 from bluegreen_dagster import snapshots
+from bluegreen_dagster.columns import decoded, is_float, is_integer, is_list, is_string, labels_as_lists, plain
 from bluegreen_dagster.snapshots import (
     LABELS,
     NODE_COLUMNS,
@@ -40,7 +41,6 @@ from bluegreen_dagster.snapshots import (
     SnapshotError,
     expected_counts,
     iter_batches,
-    labels_as_lists,
 )
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.admin import Admin
@@ -72,14 +72,12 @@ def _clean(value: Any) -> Any:
 
 
 def _supported(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        return _supported(t.value_type)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    t = plain(t)
+    if is_list(t):
         v = t.value_type
-        return (pa.types.is_integer(v) or pa.types.is_floating(v) or pa.types.is_boolean(v)
-                or pa.types.is_string(v) or pa.types.is_large_string(v))
-    return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t)
-            or pa.types.is_large_string(t) or pa.types.is_date(t) or pa.types.is_timestamp(t))
+        return is_integer(v) or is_float(v) or pa.types.is_boolean(v) or is_string(v)
+    return (is_integer(t) or is_float(t) or pa.types.is_boolean(t) or is_string(t) or pa.types.is_date(t)
+            or pa.types.is_timestamp(t))
 
 
 def _property_columns(batch: pa.RecordBatch, reserved: set[str], path: Path) -> list[tuple[str, list[Any]]]:
@@ -90,9 +88,7 @@ def _property_columns(batch: pa.RecordBatch, reserved: set[str], path: Path) -> 
         if not _supported(column.type):
             raise SnapshotError(f"{path}: property column {name!r} has type {column.type}, which Neo4j cannot store "
                                 "as a property: cast it to a number, string, boolean, date or a list of those")
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        out.append((name, column.to_pylist()))
+        out.append((name, decoded(column).to_pylist()))
     return out
 
 
