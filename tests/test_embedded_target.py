@@ -16,8 +16,7 @@ from bluegreen_dagster.config import parse_settings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import Snapshot, SnapshotError, expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError
-from bluegreen_dagster.targets import embedded
-from bluegreen_dagster.targets.embedded import EmbeddedTarget
+from bluegreen_dagster.targets.embedded import EmbeddedTarget, database, store
 
 
 def make_target(tmp_path: Path, **embedded) -> EmbeddedTarget:
@@ -179,10 +178,10 @@ def test_failure_inside_ladybug_removes_database_file_and_staging(tmp_path, monk
     def failing_copy(conn, statement, name):
         calls.append(name)
         assert (target.root / "loading" / f"{snap.key}.lbug").exists()  # the partial database exists by now
-        raise embedded.PermanentTargetError(f"simulated COPY failure into {name}")
+        raise PermanentTargetError(f"simulated COPY failure into {name}")
 
-    monkeypatch.setattr(embedded, "_copy", failing_copy)
-    with pytest.raises(embedded.PermanentTargetError, match="simulated"):
+    monkeypatch.setattr(database, "copy_rows", failing_copy)
+    with pytest.raises(PermanentTargetError, match="simulated"):
         target.load(snap)
     assert calls
     assert store_files(target) == {"databases": [], "loading": []}
@@ -302,7 +301,7 @@ def test_point_alias_switches_atomically_and_drop_refuses_alias_target(tmp_path)
 
 
 class _WatchedOs:
-    """Stands in for `os` inside the embedded module: checks before and after every call that the alias exists."""
+    """Stands in for `os` inside the embedded store: checks before and after every call that the alias exists."""
 
     def __init__(self, alias: Path, seen: list[str]) -> None:
         self._alias, self._seen = alias, seen
@@ -328,7 +327,7 @@ def test_alias_never_missing_during_switch(tmp_path, monkeypatch):
     target.load(b)
     target.point_alias("acme", a.key)
     seen: list[str] = []
-    monkeypatch.setattr(embedded, "os", _WatchedOs(target.root / "aliases" / "acme.lbug", seen))
+    monkeypatch.setattr(store, "os", _WatchedOs(target.root / "aliases" / "acme.lbug", seen))
     target.point_alias("acme", b.key)
     monkeypatch.undo()
     assert seen and "MISSING" not in seen
