@@ -17,67 +17,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.harness import MB, in_child, raw_read, rss_mb, write_demo_child  # noqa: E402
 from bluegreen_dagster.config import parse_settings  # noqa: E402
-from bluegreen_dagster.demo_data import write_snapshot  # noqa: E402
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at  # noqa: E402
-
-MB = 1024 * 1024
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _raw_read(files: list[Path]) -> tuple[int, float, float]:
-    start = time.perf_counter()
-    rows = 0
-    for path in files:
-        rows += pq.read_table(path).num_rows
-    return rows, time.perf_counter() - start, _rss_mb()
 
 
 def _load(root: str, data: str, customer: str, ts: int, chunk_rows: int, queue) -> None:
     from bluegreen_dagster.targets.embedded import EmbeddedTarget
 
     settings = parse_settings({"embedded": {"path": str(Path(root) / "store"), "min_free_disk_mb": 0}}, root=Path(root))
-    base_rss = _rss_mb()
+    base_rss = rss_mb()
     target = EmbeddedTarget(settings, chunk_rows=chunk_rows)
     report = target.load(snapshot_at(Path(data), customer, ts))
-    queue.put({"rows": report.rows, "seconds": report.seconds, "peak_rss_mb": _rss_mb(), "start_rss_mb": base_rss,
+    queue.put({"rows": report.rows, "seconds": report.seconds, "peak_rss_mb": rss_mb(), "start_rss_mb": base_rss,
                "db_mb": target.database_path(report.database).stat().st_size / MB})
 
 
-def _in_child(func, *args):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=func, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def _raw_child(files, queue) -> None:
-    _raw_read(files)  # warm-up: the first read of a fresh process pays for pyarrow's thread pool and allocator
-    rows, seconds, rss = _raw_read(files)
-    queue.put({"rows": rows, "seconds": seconds, "peak_rss_mb": rss})
-
-
-def _write_child(data: str, customer: str, ts: int, people: int, queue) -> None:
-    started = time.perf_counter()
-    write_snapshot(Path(data), customer, ts, people=people)
-    queue.put(time.perf_counter() - started)
+    raw_read(files)  # warm-up: the first read of a fresh process pays for pyarrow's thread pool and allocator
+    rows, _, seconds = raw_read(files)
+    queue.put({"rows": rows, "seconds": seconds, "peak_rss_mb": rss_mb()})
 
 
 def main() -> None:
@@ -89,13 +54,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
         root = Path(tmp)
         customer, ts = "bench", 1_700_000_000
-        write_seconds = _in_child(_write_child, str(root / "data"), customer, ts, args.people)
+        write_seconds = in_child(write_demo_child, str(root / "data"), customer, ts, args.people)
         snap = snapshot_at(root / "data", customer, ts)
         files = snap.node_files + snap.relationship_files
         parquet_mb = snap.size_bytes / MB
 
-        raw = _in_child(_raw_child, files)
-        load = _in_child(_load, str(root), str(root / "data"), customer, ts, args.chunk_rows)
+        raw = in_child(_raw_child, files)
+        load = in_child(_load, str(root), str(root / "data"), customer, ts, args.chunk_rows)
         expected = expected_counts(snap)
         assert load["rows"] == expected.nodes + expected.relationships, (load, expected)
         raw_rps = raw["rows"] / raw["seconds"]
@@ -117,7 +82,7 @@ def main() -> None:
             "load_vs_raw": round(load_rps / raw_rps, 4),
             "peak_rss_mb": round(load["peak_rss_mb"], 1),
             "start_rss_mb": round(load["start_rss_mb"], 1),
-            "parent_rss_mb": round(_rss_mb(), 1),
+            "parent_rss_mb": round(rss_mb(), 1),
             "peak_rss_vs_parquet": round(load["peak_rss_mb"] / parquet_mb, 2),
             "database_mb": round(load["db_mb"], 1),
         }))

@@ -1,76 +1,18 @@
-"""The embedded LadybugDB target against real database files."""
+"""Loading snapshots into the embedded LadybugDB target, against real database files."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
-import os
-from pathlib import Path
 
-import ladybug as lb
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from bluegreen_dagster.config import parse_settings
-from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import Snapshot, SnapshotError, expected_counts, snapshot_at
+from bluegreen_dagster.snapshots import SnapshotError, expected_counts
 from bluegreen_dagster.targets.base import PermanentTargetError
-from bluegreen_dagster.targets import embedded
-from bluegreen_dagster.targets.embedded import EmbeddedTarget
-
-
-def make_target(tmp_path: Path, **embedded) -> EmbeddedTarget:
-    raw = {"embedded": {"path": str(tmp_path / "store"), **embedded}}
-    return EmbeddedTarget(parse_settings(raw, root=tmp_path))
-
-
-def demo(tmp_path: Path, customer: str = "acme", ts: int = 1000, people: int = 300) -> Snapshot:
-    write_snapshot(tmp_path / "data", customer, ts, people=people)
-    return snapshot_at(tmp_path / "data", customer, ts)
-
-
-def custom(tmp_path: Path, nodes: dict[str, pa.Table], rels: dict[str, pa.Table], customer: str = "acme",
-           ts: int = 2000) -> Snapshot:
-    snap = snapshot_at(tmp_path / "data", customer, ts)
-    (snap.path / "nodes").mkdir(parents=True)
-    (snap.path / "relationships").mkdir(parents=True)
-    for name, table in nodes.items():
-        pq.write_table(table, snap.path / "nodes" / f"{name}.parquet")
-    for name, table in rels.items():
-        pq.write_table(table, snap.path / "relationships" / f"{name}.parquet")
-    return snap
-
-
-def people(ids, labels=None, **extra) -> pa.Table:
-    labels = labels if labels is not None else [["Person"]] * len(ids)
-    return pa.table({"nodeId": pa.array(ids, pa.int64()), "labels": pa.array(labels, pa.list_(pa.string())), **extra})
-
-
-def knows(src, dst, rel_type="KNOWS", **extra) -> pa.Table:
-    return pa.table({"sourceNodeId": pa.array(src, pa.int64()), "targetNodeId": pa.array(dst, pa.int64()),
-                     "relationshipType": pa.array([rel_type] * len(src)), **extra})
-
-
-def store_files(target: EmbeddedTarget) -> dict[str, list[str]]:
-    return {d: sorted(os.listdir(target.root / d)) if (target.root / d).is_dir() else []
-            for d in ("databases", "loading")}
-
-
-def query(path: str, cypher: str) -> list:
-    db = lb.Database(path, read_only=True)
-    try:
-        conn = lb.Connection(db)
-        try:
-            result = conn.execute(cypher)
-            rows = []
-            while result.has_next():
-                rows.append(result.get_next())
-            return rows
-        finally:
-            conn.close()
-    finally:
-        db.close()
+from bluegreen_dagster.targets.embedded import EmbeddedTarget, database
+from tests.embedded_helpers import assert_nothing_left, custom, demo, knows, make_target, people, query, store_files
 
 
 def test_load_counts_match_snapshot_and_alias_is_queryable(tmp_path):
@@ -139,11 +81,6 @@ def test_second_load_is_reused_and_stale_partial_is_replaced(tmp_path):
     assert target.database_path(snap.key).stat().st_mtime_ns == mtime
 
 
-def assert_nothing_left(target: EmbeddedTarget, snap: Snapshot, files_before: list[Path]) -> None:
-    assert store_files(target) == {"databases": [], "loading": []}
-    assert sorted(snap.path.rglob("*")) == files_before  # snapshot untouched
-
-
 def test_corrupt_parquet_fails_cleanly(tmp_path):
     snap = demo(tmp_path)
     bad = snap.path / "relationships" / "zzz-corrupt.parquet"
@@ -179,10 +116,10 @@ def test_failure_inside_ladybug_removes_database_file_and_staging(tmp_path, monk
     def failing_copy(conn, statement, name):
         calls.append(name)
         assert (target.root / "loading" / f"{snap.key}.lbug").exists()  # the partial database exists by now
-        raise embedded.PermanentTargetError(f"simulated COPY failure into {name}")
+        raise PermanentTargetError(f"simulated COPY failure into {name}")
 
-    monkeypatch.setattr(embedded, "_copy", failing_copy)
-    with pytest.raises(embedded.PermanentTargetError, match="simulated"):
+    monkeypatch.setattr(database, "copy_rows", failing_copy)
+    with pytest.raises(PermanentTargetError, match="simulated"):
         target.load(snap)
     assert calls
     assert store_files(target) == {"databases": [], "loading": []}
@@ -269,88 +206,6 @@ def test_sub_microsecond_timestamps_are_refused_not_truncated(tmp_path):
     with pytest.raises(SnapshotError, match=r"p\.parquet: column 't'"):
         target.load(snap)
     assert store_files(target) == {"databases": [], "loading": []}
-
-
-def test_point_alias_switches_atomically_and_drop_refuses_alias_target(tmp_path):
-    target = make_target(tmp_path)
-    old, new = demo(tmp_path, ts=1000, people=50), demo(tmp_path, ts=2000, people=60)
-    target.load(old)
-    target.load(new)
-
-    assert target.alias_target("acme") is None
-    with pytest.raises(PermanentTargetError, match="does not exist"):
-        target.point_alias("acme", "acme-3000")
-    assert target.alias_target("acme") is None
-
-    target.point_alias("acme", old.key)
-    assert target.alias_target("acme") == old.key
-    target.point_alias("acme", new.key)
-    alias = Path(target.reader_location("acme"))
-    assert alias.is_symlink() and os.readlink(alias) == f"../databases/{new.key}.lbug"
-    assert target.alias_target("acme") == new.key
-    assert target.database_path(old.key).is_file()  # the old target stays until cleanup
-    assert query(str(alias), "MATCH (p:Person) RETURN count(*)") == [[60]]
-    assert [p.name for p in alias.parent.iterdir()] == ["acme.lbug"]  # no temp link left behind
-
-    with pytest.raises(PermanentTargetError, match="alias"):
-        target.drop_database(new.key)
-    assert target.database_path(new.key).is_file()
-    target.drop_database(old.key)
-    assert not target.database_path(old.key).exists()
-    target.drop_database(old.key)  # already gone: no error
-    assert target.count(new.key).nodes == expected_counts(new).nodes
-
-
-class _WatchedOs:
-    """Stands in for `os` inside the embedded module: checks before and after every call that the alias exists."""
-
-    def __init__(self, alias: Path, seen: list[str]) -> None:
-        self._alias, self._seen = alias, seen
-
-    def __getattr__(self, name):
-        value = getattr(os, name)
-        if not callable(value) or isinstance(value, type):
-            return value
-
-        def call(*args, **kwargs):
-            self._seen.append(os.readlink(self._alias) if os.path.lexists(self._alias) else "MISSING")
-            result = value(*args, **kwargs)
-            self._seen.append(os.readlink(self._alias) if os.path.lexists(self._alias) else "MISSING")
-            return result
-
-        return call
-
-
-def test_alias_never_missing_during_switch(tmp_path, monkeypatch):
-    target = make_target(tmp_path)
-    a, b = demo(tmp_path, ts=1000, people=10), demo(tmp_path, ts=2000, people=10)
-    target.load(a)
-    target.load(b)
-    target.point_alias("acme", a.key)
-    seen: list[str] = []
-    monkeypatch.setattr(embedded, "os", _WatchedOs(target.root / "aliases" / "acme.lbug", seen))
-    target.point_alias("acme", b.key)
-    monkeypatch.undo()
-    assert seen and "MISSING" not in seen
-    assert set(seen) == {f"../databases/{a.key}.lbug", f"../databases/{b.key}.lbug"}
-    assert target.alias_target("acme") == b.key
-
-
-def test_list_databases_customer_isolation(tmp_path):
-    target = make_target(tmp_path)
-    target.load(demo(tmp_path, "acme", 1000, people=20))
-    target.load(demo(tmp_path, "acme-corp", 1000, people=20))
-    target.load(demo(tmp_path, "acme", 1001, people=20))
-    (target.root / "loading" / "acme-1002.lbug").write_bytes(b"")
-    (target.root / "loading" / "acme-corp-1003.lbug").write_bytes(b"")
-    (target.root / "loading" / "acme-1004.lock").write_bytes(b"")  # no process holds these: crashed loads
-    (target.root / "databases" / "notes.lbug").write_bytes(b"")
-
-    assert [(d.name, d.status) for d in target.list_databases("acme")] == [
-        ("acme-1000", "online"), ("acme-1001", "online"), ("acme-1002", "failed"), ("acme-1004", "failed")]
-    assert [(d.name, d.status) for d in target.list_databases("acme-corp")] == [
-        ("acme-corp-1000", "online"), ("acme-corp-1003", "failed")]
-    assert target.list_databases("other") == []
 
 
 def test_health_reports_thresholds(tmp_path):

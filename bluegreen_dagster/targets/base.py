@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 
-from bluegreen_dagster.snapshots import GraphCounts, Snapshot
+from bluegreen_dagster.snapshots import GraphCounts, InvalidName, Snapshot, parse_partition_key, validate_customer
 
 
 class TargetError(Exception):
@@ -41,11 +41,32 @@ class Health:
         return not self.problems
 
 
+def validate_database(name: str) -> str:
+    """A snapshot database name (`<customer>-<timestamp>`, see `snapshots.parse_partition_key`); anything else is
+    refused before it reaches a statement or a file path."""
+    try:
+        parse_partition_key(name)
+    except InvalidName as exc:
+        raise PermanentTargetError(f"refusing to use database name {name!r}: {exc}") from None
+    return name
+
+
+def validate_alias(customer: str) -> str:
+    """An alias name, which is the customer name (see `snapshots.validate_customer`)."""
+    try:
+        return validate_customer(customer)
+    except InvalidName as exc:
+        raise PermanentTargetError(f"refusing to use alias name {customer!r}: {exc}") from None
+
+
 @dataclass
 class LoadReport:
+    """What one load did: the result of `GraphTarget.load` and of the Neo4j loaders it uses."""
+
     database: str
     nodes: int
     relationships: int
+    # Snapshot data the load read: the Parquet files' size (embedded), the Arrow batches sent or written (Neo4j).
     bytes_read: int
     seconds: float
     # True when the database already existed fully loaded and the load was skipped (a safe re-run).

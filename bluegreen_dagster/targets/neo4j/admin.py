@@ -18,8 +18,13 @@ import neo4j
 from neo4j import exceptions as nx
 
 from bluegreen_dagster.config import Neo4jSettings
-from bluegreen_dagster.snapshots import InvalidName, parse_partition_key, validate_customer
-from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError
+from bluegreen_dagster.secrets import scrub
+from bluegreen_dagster.targets.base import (
+    PermanentTargetError,
+    TransientTargetError,
+    validate_alias,
+    validate_database,
+)
 from bluegreen_dagster.targets.neo4j import queries
 
 log = logging.getLogger(__name__)
@@ -35,22 +40,6 @@ EXISTING_DATABASE = "Neo.ClientError.Database.ExistingDatabaseFound"
 EXISTING_ALIAS = "Neo.ClientError.Database.ExistingAliasFound"
 DATABASE_LIMIT = "Neo.DatabaseError.Database.DatabaseLimitReached"
 DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
-
-
-def validate_database(name: str) -> str:
-    """A snapshot database name (`<customer>-<timestamp>`); anything else is refused before any query."""
-    try:
-        parse_partition_key(name)
-    except InvalidName as exc:
-        raise PermanentTargetError(f"refusing to use database name {name!r}: {exc}") from None
-    return name
-
-
-def validate_alias(customer: str) -> str:
-    try:
-        return validate_customer(customer)
-    except InvalidName as exc:
-        raise PermanentTargetError(f"refusing to use alias name {customer!r}: {exc}") from None
 
 
 def bolt_uri(settings: Neo4jSettings) -> str:
@@ -90,7 +79,7 @@ class Admin:
                 self._driver = make_driver(self.settings)
             except (nx.ConfigurationError, ValueError, OSError) as exc:
                 raise PermanentTargetError(f"cannot configure the Neo4j driver for {self.uri}: "
-                                           f"{self.scrub(str(exc))}") from None
+                                           f"{scrub(str(exc), self.settings.password)}") from None
         return self._driver
 
     def close(self) -> None:
@@ -98,16 +87,12 @@ class Admin:
             self._driver.close()
             self._driver = None
 
-    def scrub(self, text: str) -> str:
-        """Belt and braces: never let the password through, whatever a library put into a message."""
-        secret = self.settings.password.get_secret_value()
-        return text.replace(secret, "***") if len(secret) >= 3 else text
-
     def map_error(self, exc: Exception, what: str) -> Exception:
         """A driver exception as a target error whose message says what to fix (caller raises it `from None`)."""
         code = getattr(exc, "code", None) or ""
         gql = getattr(exc, "gql_status", None) or ""
-        message = self.scrub(getattr(exc, "message", None) or str(exc))
+        # Belt and braces: never let the password through, whatever a library put into a message.
+        message = scrub(getattr(exc, "message", None) or str(exc), self.settings.password)
         if isinstance(exc, nx.AuthError) or code == UNAUTHORIZED:
             return PermanentTargetError(
                 f"authentication failed for user {self.settings.user!r} at {self.uri}: "
@@ -152,7 +137,7 @@ class Admin:
                 if not retryable or attempt == self.attempts:
                     raise self.map_error(exc, what) from None
                 log.warning("%s: attempt %d/%d failed (%s), retrying in %.1fs", what, attempt, self.attempts,
-                            self.scrub(type(exc).__name__ + ": " + str(exc))[:300], delay)
+                            scrub(f"{type(exc).__name__}: {exc}", self.settings.password)[:300], delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
         raise AssertionError("unreachable")

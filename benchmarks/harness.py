@@ -1,0 +1,56 @@
+"""What the benchmarks share: one measurement per spawned process (so each peak RSS is its own), that process's
+peak RSS, the demo snapshot writer and the raw Parquet read every loader is compared with."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queues
+import resource
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from bluegreen_dagster.demo_data import write_snapshot
+
+MB = 1024 * 1024
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux keeps ru_maxrss across exec: measure in a fresh child)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def in_child(func, *args):
+    """Run `func(*args, queue)` in a spawned process and return what it put on the queue; fail if it died."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=func, args=(*args, queue))
+    proc.start()
+    try:
+        while True:
+            try:
+                return queue.get(timeout=1)
+            except queues.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"{func.__name__} exited with code {proc.exitcode}") from None
+    finally:
+        proc.join(timeout=30)
+
+
+def write_demo_child(data: str, customer: str, ts: int, people: int, queue) -> None:
+    """Write the demo snapshot; puts the seconds it took."""
+    started = time.perf_counter()
+    write_snapshot(Path(data), customer, ts, people=people)
+    queue.put(time.perf_counter() - started)
+
+
+def raw_read(files: list[Path]) -> tuple[int, int, float]:
+    """(rows, decoded Arrow bytes, seconds) for reading every file fully with pyarrow."""
+    start = time.perf_counter()
+    rows = nbytes = 0
+    for path in files:
+        table = pq.read_table(path)
+        rows += table.num_rows
+        nbytes += table.nbytes
+    return rows, nbytes, time.perf_counter() - start

@@ -1,0 +1,123 @@
+"""One LadybugDB database file: create its tables from a load plan, COPY the staged files in, count what it holds."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import Counter
+from pathlib import Path
+
+import ladybug as lb
+
+from bluegreen_dagster.snapshots import IDENTIFIER_RE, LABELS, NODE_ID, GraphCounts, SnapshotError
+from bluegreen_dagster.targets.base import PermanentTargetError
+from bluegreen_dagster.targets.embedded.plan import LoadPlan
+from bluegreen_dagster.targets.embedded.staging import Staged
+from bluegreen_dagster.targets.embedded.tables import TableSchema
+
+MB = 1024 * 1024
+# COPY FROM takes a file name only as a literal (a parameter is read as a data frame), so the staging path is
+# written into the statement: it is ours (under embedded.path + a partition key + table names that passed
+# IDENTIFIER_RE), and characters that a literal or a glob would interpret are refused outright.
+_UNSAFE_PATH_CHARS = set("'\"\\*?[]{}\n\r")
+
+
+def fill(path: Path, plan: LoadPlan, nodes: Staged, relationships: Staged, *, buffer_pool_bytes: int,
+         threads: int) -> None:
+    """Create the database file at `path` with the plan's tables and one COPY per staged file."""
+    db = lb.Database(str(path), buffer_pool_size=buffer_pool_bytes, max_num_threads=threads)
+    try:
+        conn = lb.Connection(db)
+        try:
+            create_tables(conn, plan)
+            for name, (file, _) in nodes.items():
+                copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)}", name)
+            for (name, a, b), (file, _) in relationships.items():
+                copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)} (from='{a}', to='{b}')", name)
+        finally:
+            conn.close()
+    finally:
+        db.close()
+
+
+def create_tables(conn: lb.Connection, plan: LoadPlan) -> None:
+    for table in plan.node_tables.values():
+        props = "".join(f", `{name}` {t.ddl}" for name, t in table.properties.items())
+        _ddl(conn, f"CREATE NODE TABLE `{table.name}`(`{NODE_ID}` INT64 PRIMARY KEY, `{LABELS}` STRING[]{props})",
+             table)
+    for table in plan.rel_tables.values():
+        pairs = ", ".join(f"FROM `{a}` TO `{b}`" for a, b in sorted(table.pairs))
+        props = "".join(f", `{name}` {t.ddl}" for name, t in table.properties.items())
+        _ddl(conn, f"CREATE REL TABLE `{table.name}`({pairs}{props})", table)
+
+
+def copy_rows(conn: lb.Connection, statement: str, name: str) -> None:
+    try:
+        conn.execute(statement)
+    except RuntimeError as exc:
+        text = str(exc)
+        if "space" in text.lower() or "disk" in text.lower():
+            # The load turns this into its one "disk full" message, with the free space measured after cleanup.
+            raise OSError(errno.ENOSPC, f"LadybugDB ran out of disk copying into {name}: {text}") from None
+        raise PermanentTargetError(f"LadybugDB failed copying rows into {name}: {text}") from None
+
+
+def count_database(path: str | os.PathLike[str]) -> GraphCounts:
+    """Node and relationship counts of a LadybugDB file (opened read-only), per label the way snapshots count."""
+    db = lb.Database(str(path), read_only=True, buffer_pool_size=256 * MB)
+    try:
+        conn = lb.Connection(db)
+        try:
+            tables = _rows(conn.execute("CALL show_tables() RETURN name, type"))
+            labels: Counter[str] = Counter()
+            types: dict[str, int] = {}
+            nodes = relationships = 0
+            for name, kind in tables:
+                if kind == "NODE":
+                    properties = {row[0] for row in _rows(conn.execute(f"CALL table_info('{name}') RETURN name"))} \
+                        if IDENTIFIER_RE.match(name) else set()
+                    if LABELS in properties:
+                        for node_labels, n in _rows(conn.execute(f"MATCH (n:`{name}`) RETURN n.`{LABELS}`, count(*)")):
+                            nodes += n
+                            for label in set(node_labels or []):
+                                labels[label] += n
+                    else:
+                        n = _rows(conn.execute(f"MATCH (n:`{name}`) RETURN count(*)"))[0][0]
+                        nodes += n
+                        if n:
+                            labels[name] += n
+                elif kind == "REL":
+                    n = _rows(conn.execute(f"MATCH ()-[r:`{name}`]->() RETURN count(*)"))[0][0]
+                    relationships += n
+                    if n:
+                        types[name] = n
+            return GraphCounts(nodes, relationships, dict(labels), types)
+        finally:
+            conn.close()
+    finally:
+        db.close()
+
+
+def _rows(result) -> list[list]:
+    out = []
+    while result.has_next():
+        out.append(result.get_next())
+    return out
+
+
+def _ddl(conn: lb.Connection, statement: str, table: TableSchema) -> None:
+    try:
+        conn.execute(statement)
+    except RuntimeError as exc:
+        files = ", ".join(str(p) for p in table.files[:3])
+        raise SnapshotError(f"{files}: LadybugDB cannot create {table.kind} table {table.name}: {exc}") from None
+
+
+def _path_literal(path: Path) -> str:
+    text = str(path)
+    if _UNSAFE_PATH_CHARS & set(text):
+        raise PermanentTargetError(
+            f"embedded.path {text!r} contains a quote, backslash or glob character, which LadybugDB's COPY cannot "
+            "take in a file name: choose a plain folder name"
+        )
+    return f"'{text}'"
