@@ -31,12 +31,13 @@ from bluegreen_dagster.config import ConfigError, Settings, config_path, load_se
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import (
     InvalidName,
+    SnapshotError,
     parse_partition_key,
     partition_key,
     scan,
     snapshot_at,
-    validate_customer,
 )
+from bluegreen_dagster.snapshots import customers as snapshot_customers
 from bluegreen_dagster.targets import TargetError, make_target
 
 console = Console(stderr=True)
@@ -62,16 +63,9 @@ def dagster_home(settings_file: Path) -> Path:
 def collect_status(settings: Settings, now: float | None = None) -> list[dict]:
     """Per customer found under dataset.base_path: alias, its target and age, retained databases, reader path."""
     now = time.time() if now is None else now
-    base = settings.dataset.base_path
-    customers = []
-    for folder in sorted(base.iterdir()) if base.is_dir() else []:
-        try:
-            customers.append(validate_customer(folder.name))
-        except InvalidName:
-            continue  # the sensor reports these
     rows = []
     with make_target(settings) as target:
-        for customer in customers:
+        for customer in snapshot_customers(settings.dataset.base_path):  # invalid ones: the sensor reports them
             current = target.alias_target(customer)
             try:
                 sid = parse_partition_key(current) if current else None
@@ -277,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         return args.func(args, settings)
-    except (ConfigError, InvalidName, TargetError, FileExistsError, FileNotFoundError) as exc:
+    except (ConfigError, InvalidName, SnapshotError, TargetError, FileExistsError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
 

@@ -1,11 +1,21 @@
-"""The snapshot's columns as Arrow types: one home for the type predicates and for reading the `labels` column,
-used by the snapshot reader (`snapshots.py`) and by every loader (`targets/`)."""
+"""The snapshot's columns: their names (the GDS convention), the types they must have, the Arrow type predicates
+and reading the `labels` column; used by the snapshot reader (`reading.py`) and by every loader (`targets/`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+NODE_ID = "nodeId"
+LABELS = "labels"
+SOURCE_ID = "sourceNodeId"
+TARGET_ID = "targetNodeId"
+REL_TYPE = "relationshipType"
+
+# Required columns and the kinds of type each may have ("int", "string", "list"); every other column is a property.
+NODE_COLUMNS = {NODE_ID: ("int",), LABELS: ("string", "list")}
+RELATIONSHIP_COLUMNS = {SOURCE_ID: ("int",), TARGET_ID: ("int",), REL_TYPE: ("string",)}
 
 
 def plain(t: pa.DataType) -> pa.DataType:
