@@ -1,7 +1,8 @@
 """deploy/dagster.yaml, the production instance settings, loaded as-is against a real PostgreSQL server: Debian's
 `postgresql` package, started by this test on a temporary data directory and a loopback port, stopped by pid.
 
-Skipped, with the reason, where PostgreSQL's server binaries are not installed (CI installs them: .ci/run)."""
+Skipped, with the reason, where PostgreSQL's server binaries are not installed; with BLUEGREEN_REQUIRE_POSTGRES=1
+(CI, which installs them) that is a failure instead."""
 
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ class PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")
+        reason = "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)"
+        if os.environ.get("BLUEGREEN_REQUIRE_POSTGRES") == "1":  # CI: must run, never silently skip
+            pytest.fail(f"{reason} (BLUEGREEN_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
     # PostgreSQL refuses to run as root: run it as the package's `postgres` user, in a folder that user owns.
     as_user = {}
     folder = Path(tempfile.mkdtemp(prefix="bluegreen-pg-"))
