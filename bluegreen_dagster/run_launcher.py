@@ -10,8 +10,9 @@ already failed by the code server itself, within a second.)
 This launcher answers run monitoring's question, in this order:
 1. Ask the code server that started the run (its address is in the run's `.dagster/grpc_info` tag) which runs
    it is executing. Listed: alive. Answering but not listing it: the worker is gone (the server was restarted).
-2. That server no longer answers: if it was on this machine (a socket or a loopback address, which is how the
-   daemon runs its own code servers), look up the worker's process id, recorded by Dagster in the run's
+2. That server no longer answers (or cannot list its runs: `dagster code-server start` is a proxy that does not
+   forward the question): if it was on this machine (a socket or a loopback address, which is how the daemon
+   runs its own code servers), look up the worker's process id, recorded by Dagster in the run's
    "Started process for run (pid: N)" event, and check that this process is still the one that started then.
 3. Otherwise nothing can be known from here: report the worker as running and leave the run to
    `max_runtime_seconds`.
@@ -60,9 +61,15 @@ class BluegreenRunLauncher(DefaultRunLauncher):
         try:
             current = _current_runs(grpc_info)
         except DagsterUserCodeUnreachableError as error:
-            if _is_deadline(error):
+            code = _grpc_code(error)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return CheckRunHealthResult(WorkerStatus.RUNNING, f"code server at {address} is slow to answer")
-            return self._check_after_server_gone(run, grpc_info, address)
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                # `dagster code-server start` is a proxy that does not forward this call; only the pid can tell.
+                why = f"code server at {address} cannot list its runs"
+            else:
+                why = f"code server at {address} no longer answers"
+            return self._check_worker_pid(run, grpc_info, why)
         if run.run_id in current:
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"code server at {address} runs it")
         return CheckRunHealthResult(
@@ -71,22 +78,19 @@ class BluegreenRunLauncher(DefaultRunLauncher):
             "(it was restarted, or the worker process was killed)",
         )
 
-    def _check_after_server_gone(self, run: DagsterRun, grpc_info: dict, address: str) -> CheckRunHealthResult:
+    def _check_worker_pid(self, run: DagsterRun, grpc_info: dict, why: str) -> CheckRunHealthResult:
         if not _is_local(grpc_info):
-            return CheckRunHealthResult(
-                WorkerStatus.RUNNING, f"code server at {address} does not answer; the worker's host is not this one"
-            )
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"{why}, and the worker's host is not this one")
         started = self._worker_start(run)
         if started is None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "no worker pid recorded yet")
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"{why}, and no worker pid is recorded yet")
         pid, started_at = started
         state = process_state(pid, started_at)
         if state == "alive":
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker process {pid} is alive")
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"{why}; worker process {pid} is alive")
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
-            f"run worker process gone (pid {pid}, {state}): it was killed or crashed together with the code "
-            f"server at {address}, which no longer answers",
+            f"run worker process gone (pid {pid}, {state}): it was killed or crashed ({why})",
             run_worker_id=str(pid),
         )
 
@@ -137,9 +141,9 @@ def _current_runs(info: dict) -> set[str]:
     return set(result.current_runs)
 
 
-def _is_deadline(error: DagsterUserCodeUnreachableError) -> bool:
+def _grpc_code(error: DagsterUserCodeUnreachableError) -> grpc.StatusCode | None:
     cause = error.__cause__
-    return isinstance(cause, grpc.RpcError) and cause.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    return cause.code() if isinstance(cause, grpc.RpcError) else None  # type: ignore[attr-defined]
 
 
 def process_state(pid: int, started_before: float) -> str:

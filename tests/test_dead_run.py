@@ -152,7 +152,12 @@ def test_run_killed_with_the_daemon_fails_within_two_minutes_and_the_queue_moves
         write_snapshot(d.project.data, "acme", 1_767_000_100, people=50)
         queued = d.wait_for(lambda: d.runs(tags={"dagster/partition": "acme-1767000100"}), 120,
                             "the sensor to submit the snapshot's run")[0]
+        # Run monitoring checks the live run and leaves it alone (no false alarm from the health check).
+        seen = len(d.log.read_text())  # the worker runs since before this point
+        d.wait_for(lambda: f"Checking run {held_run}" in d.log.read_text()[seen:], 60,
+                   "run monitoring to check the running run")
         time.sleep(3)
+        assert d.run(held_run).status == dg.DagsterRunStatus.STARTED
         assert d.run(queued.run_id).status == dg.DagsterRunStatus.QUEUED
 
         # The fault of issue 9: the daemon's process group is killed, with the code server and the run worker.

@@ -110,3 +110,34 @@ def test_a_live_code_server_is_asked_which_runs_it_executes(instance, tmp_path: 
     # The server answers and does not run it: whatever the pid says, the worker is not there (a restarted server).
     assert health.status == WorkerStatus.NOT_FOUND
     assert "answers but no longer runs this run" in health.msg
+
+
+def test_a_code_server_proxy_that_cannot_list_runs_falls_back_to_the_pid(instance, tmp_path: Path) -> None:
+    """`dagster code-server start` answers every call but "which runs do you execute?"; on this machine the
+    worker's pid still tells."""
+    code = tmp_path / "empty_location.py"
+    code.write_text("import dagster as dg\ndefs = dg.Definitions()\n")
+    port = free_port()
+    proxy = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "code-server", "start", "-f", str(code),
+                              "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = time.monotonic() + 120
+        while subprocess.run([str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check", "-p",
+                              str(port)], capture_output=True).returncode != 0:
+            assert time.monotonic() < ready and proxy.poll() is None, "the code server proxy did not start"
+            time.sleep(1)
+        alive = instance.run_launcher.check_run_worker_health(
+            started_run(instance, {"host": "127.0.0.1", "port": port}, os.getpid()))
+        gone_pid = dead_pid()
+        gone = instance.run_launcher.check_run_worker_health(
+            started_run(instance, {"host": "127.0.0.1", "port": port}, gone_pid))
+    finally:
+        os.killpg(proxy.pid, signal.SIGTERM)
+        try:
+            proxy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proxy.pid, signal.SIGKILL)
+            proxy.wait()
+    assert alive.status == WorkerStatus.RUNNING and "cannot list its runs" in alive.msg
+    assert gone.status == WorkerStatus.FAILED and f"pid {gone_pid}, no such process" in gone.msg

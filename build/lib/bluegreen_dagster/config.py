@@ -1,0 +1,154 @@
+"""The one home of configuration: `config.yaml`, validated with pydantic.
+
+Every entry point (CLI, Dagster definitions, the daemon) calls `load_settings()`, which reads the file named by
+`BLUEGREEN_CONFIG` (default `./config.yaml`). `${VAR}` and `${VAR:-default}` expand from the environment; a
+missing variable or a wrong value fails at load with the key's dotted name. Relative paths are resolved against
+the config file's folder, so the daemon, the webserver and the CLI agree whatever their working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+CONFIG_ENV_VAR = "BLUEGREEN_CONFIG"
+DEFAULT_CONFIG_PATH = "config.yaml"
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key and what to fix."""
+
+
+class _Section(BaseModel):
+    # A typo in a key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Neo4jSettings(_Section):
+    host: str = "localhost"
+    bolt_port: int = Field(7687, ge=1, le=65535)
+    arrow_port: int = Field(8491, ge=1, le=65535)
+    user: str = "neo4j"
+    password: SecretStr = SecretStr("")
+    tls: bool = False
+    # PEM file with the CA that signed the server's certificate; the system store is used when unset.
+    tls_ca_file: Path | None = None
+    concurrency: int = Field(4, ge=1, le=256)
+    # `arrow` needs GDS Enterprise with the Arrow Flight server; `cypher` works on any Neo4j Enterprise.
+    loader: Literal["arrow", "cypher"] = "arrow"
+    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    # Seconds to wait for a new database to come online after the load.
+    online_timeout: float = Field(300, gt=0)
+
+
+class DatasetSettings(_Section):
+    base_path: Path = Path("data")
+
+
+class OrchestratorSettings(_Section):
+    max_concurrent_loads: int = Field(1, ge=1, le=64)
+    scan_interval: int = Field(10, ge=1, le=86_400)
+    max_databases: int = Field(50, ge=1)
+    heap_threshold_percent: float = Field(85, gt=0, le=100)
+    pagecache_threshold_percent: float = Field(90, gt=0, le=100)
+    max_retries: int = Field(3, ge=0, le=100)
+    retry_backoff_base: float = Field(2, gt=0, le=3600)
+    keep_databases: int = Field(2, ge=1)
+    # A snapshot without an _SUCCESS marker counts as complete once no file in it changed for this long.
+    settle_seconds: float = Field(30, ge=0)
+    # Bounds the work of one sensor tick; the rest is picked up by the next ticks.
+    max_runs_per_tick: int = Field(20, ge=1, le=500)
+    # Local lock files (load slots, per-customer alias lock) shared by every run on this machine.
+    state_path: Path = Path(".bluegreen/state")
+
+
+class EmbeddedSettings(_Section):
+    path: Path = Path(".bluegreen/embedded")
+    # The health check refuses a load when less than this much disk is free (or 4x the snapshot's Parquet size).
+    min_free_disk_mb: int = Field(512, ge=0)
+
+
+class Settings(_Section):
+    target: Literal["embedded", "neo4j"] = "embedded"
+    neo4j: Neo4jSettings = Neo4jSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @model_validator(mode="after")
+    def _neo4j_needs_password(self) -> Settings:
+        if self.target == "neo4j" and not self.neo4j.password.get_secret_value():
+            raise ValueError("neo4j.password is empty: set it, e.g. password: ${NEO4J_PASSWORD} and export NEO4J_PASSWORD")
+        return self
+
+    def resolve_paths(self, root: Path) -> Settings:
+        """Make relative paths absolute against `root` (the config file's folder)."""
+
+        def absolute(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else (root / p).resolve()
+
+        self.dataset.base_path = absolute(self.dataset.base_path)
+        self.embedded.path = absolute(self.embedded.path)
+        self.orchestrator.state_path = absolute(self.orchestrator.state_path)
+        self.neo4j.tls_ca_file = absolute(self.neo4j.tls_ca_file)
+        return self
+
+
+def _expand_env(node: Any, key: str, env: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{key}.{k}" if key else str(k), env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{key}[{i}]", env) for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{key}: environment variable {name} is not set (export it, or write ${{{name}:-default}})")
+
+    return _ENV_PATTERN.sub(substitute, node)
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH))
+
+
+def parse_settings(raw: dict[str, Any] | None, *, root: Path, env: dict[str, str] | None = None, source: str = "config") -> Settings:
+    """Validate an already-parsed YAML mapping (after `${VAR}` expansion)."""
+    expanded = _expand_env(raw or {}, "", dict(os.environ) if env is None else env)
+    try:
+        settings = Settings.model_validate(expanded)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            value = "" if err["type"] in ("missing", "extra_forbidden") or "password" in where else f" (got {err.get('input')!r})"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {msg}{value}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+    return settings.resolve_paths(root)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, expand and validate the config file (default: $BLUEGREEN_CONFIG or ./config.yaml)."""
+    file = Path(path) if path is not None else config_path()
+    if not file.is_file():
+        raise ConfigError(f"config file {file} not found: create it or set {CONFIG_ENV_VAR} to its path")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections (neo4j:, dataset:, orchestrator:, ...)")
+    return parse_settings(raw, root=file.resolve().parent, source=str(file))

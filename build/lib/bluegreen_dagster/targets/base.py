@@ -1,0 +1,119 @@
+"""The one small interface the pipeline needs from a graph store.
+
+The Dagster layer (and the blue/green rules in `bluegreen_dagster.bluegreen`) only ever call these methods, so the
+embedded LadybugDB target and the Neo4j Enterprise target are interchangeable through `config.yaml`'s `target:`.
+
+Errors are split by what a retry can do: `TransientTargetError` (server down, busy, over a health threshold) is
+retried by the step's RetryPolicy; `PermanentTargetError` and `SnapshotError` (bad input, wrong password, wrong
+edition, name taken) fail at once with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from bluegreen_dagster.snapshots import GraphCounts, Snapshot
+
+
+class TargetError(Exception):
+    """Base of target errors; the message is meant for the user."""
+
+
+class TransientTargetError(TargetError):
+    """Retrying later may succeed (unreachable, busy, over a threshold)."""
+
+
+class PermanentTargetError(TargetError):
+    """Retrying will not help until someone changes something (credentials, edition, configuration, data)."""
+
+
+@dataclass
+class Health:
+    """Result of the pre-load health check. `problems` is empty when a load may start."""
+
+    problems: list[str] = field(default_factory=list)
+    # Numbers measured, for the UI: e.g. heap_percent, pagecache_percent, databases, free_disk_mb.
+    measurements: dict[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class LoadReport:
+    database: str
+    nodes: int
+    relationships: int
+    bytes_read: int
+    seconds: float
+    # True when the database already existed fully loaded and the load was skipped (a safe re-run).
+    reused: bool = False
+
+    @property
+    def rows(self) -> int:
+        return self.nodes + self.relationships
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    name: str
+    # "online" when complete and readable; "loading" while a load is writing it; "failed" for what a crashed load
+    # left behind (cleanup removes it); other target states (e.g. Neo4j's "offline") as the target reports them.
+    status: str
+
+
+class GraphTarget(abc.ABC):
+    """What the pipeline needs from a graph store. Database names are partition keys (see `snapshots`)."""
+
+    kind: str
+
+    @abc.abstractmethod
+    def health(self, snapshot: Snapshot | None = None) -> Health:
+        """Whether a load may start now; raise TransientTargetError only when the target cannot be reached."""
+
+    @abc.abstractmethod
+    def load(self, snapshot: Snapshot) -> LoadReport:
+        """Create database `snapshot.key` and fill it from the snapshot's Parquet files.
+
+        Idempotent: if that database already exists complete, return a report with reused=True. On any failure
+        remove what was created (never any other database) and raise.
+        """
+
+    @abc.abstractmethod
+    def count(self, database: str) -> GraphCounts:
+        """Node and relationship counts, total and per label / type, read from the database itself."""
+
+    @abc.abstractmethod
+    def list_databases(self, customer: str) -> list[DatabaseInfo]:
+        """This customer's snapshot databases (names `<customer>-<timestamp>`), including ones still loading."""
+
+    @abc.abstractmethod
+    def alias_target(self, customer: str) -> str | None:
+        """The database the customer's alias points at, or None if there is no alias yet."""
+
+    @abc.abstractmethod
+    def point_alias(self, customer: str, database: str) -> None:
+        """Create the alias or move it to `database`, atomically. Forward-only checks are the caller's job."""
+
+    @abc.abstractmethod
+    def drop_database(self, database: str) -> None:
+        """Remove a database (no error if it is gone). Must refuse to drop the target of an alias."""
+
+    def reader_location(self, customer: str) -> str | None:
+        """What a reader opens to query the customer's current graph (a path or a URI and alias name)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> GraphTarget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

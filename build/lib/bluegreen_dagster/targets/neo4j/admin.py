@@ -1,0 +1,243 @@
+"""Neo4j administration over Bolt: databases, aliases, health, counts.
+
+Every administration statement goes to the `system` database as an auto-commit `session.run` (WAIT commands
+must not run inside an explicit transaction), wrapped in our own bounded retry loop on `is_retryable()` errors,
+because auto-commit runs are never retried by the driver. Names are validated before any query and always sent
+as `$parameters` (statements live in `queries.py`). Driver errors are mapped to `TransientTargetError` /
+`PermanentTargetError` with a message that says what to fix; the password never appears in a message or log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import neo4j
+from neo4j import exceptions as nx
+
+from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.snapshots import InvalidName, parse_partition_key, validate_customer
+from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError
+from bluegreen_dagster.targets.neo4j import queries
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ENTERPRISE_ONLY = "this needs Neo4j Enterprise; use target: embedded to try it without one"
+
+UNSUPPORTED_ADMIN = "Neo.ClientError.Statement.UnsupportedAdministrationCommand"
+NOT_SYSTEM_DATABASE = "Neo.ClientError.Statement.NotSystemDatabaseError"
+UNAUTHORIZED = "Neo.ClientError.Security.Unauthorized"
+EXISTING_DATABASE = "Neo.ClientError.Database.ExistingDatabaseFound"
+EXISTING_ALIAS = "Neo.ClientError.Database.ExistingAliasFound"
+DATABASE_LIMIT = "Neo.DatabaseError.Database.DatabaseLimitReached"
+DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
+
+
+def validate_database(name: str) -> str:
+    """A snapshot database name (`<customer>-<timestamp>`); anything else is refused before any query."""
+    try:
+        parse_partition_key(name)
+    except InvalidName as exc:
+        raise PermanentTargetError(f"refusing to use database name {name!r}: {exc}") from None
+    return name
+
+
+def validate_alias(customer: str) -> str:
+    try:
+        return validate_customer(customer)
+    except InvalidName as exc:
+        raise PermanentTargetError(f"refusing to use alias name {customer!r}: {exc}") from None
+
+
+def bolt_uri(settings: Neo4jSettings) -> str:
+    return f"bolt://{settings.host}:{settings.bolt_port}"
+
+
+def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
+    """A direct (bolt://) driver; TLS from neo4j.tls with neo4j.tls_ca_file or the system store."""
+    config: dict[str, Any] = {"connection_timeout": 10.0, "max_connection_pool_size": max(4, settings.concurrency * 2),
+                              "user_agent": "bluegreen-dagster"}
+    if settings.tls:
+        config["encrypted"] = True
+        config["trusted_certificates"] = (neo4j.TrustCustomCAs(str(settings.tls_ca_file)) if settings.tls_ca_file
+                                          else neo4j.TrustSystemCAs())
+    return neo4j.GraphDatabase.driver(bolt_uri(settings), auth=(settings.user, settings.password.get_secret_value()),
+                                      **config)
+
+
+class Admin:
+    """Administration and read helpers over one driver. Not thread-safe to close while in use."""
+
+    def __init__(self, settings: Neo4jSettings, *, attempts: int = 5, backoff: float = 0.5,
+                 driver: neo4j.Driver | None = None) -> None:
+        self.settings = settings
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.uri = bolt_uri(settings)
+        self._driver = driver
+
+    # ---------------------------------------------------------------------------------------------------------
+    # plumbing
+
+    @property
+    def driver(self) -> neo4j.Driver:
+        if self._driver is None:
+            try:
+                self._driver = make_driver(self.settings)
+            except (nx.ConfigurationError, ValueError, OSError) as exc:
+                raise PermanentTargetError(f"cannot configure the Neo4j driver for {self.uri}: "
+                                           f"{self.scrub(str(exc))}") from None
+        return self._driver
+
+    def close(self) -> None:
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
+
+    def scrub(self, text: str) -> str:
+        """Belt and braces: never let the password through, whatever a library put into a message."""
+        secret = self.settings.password.get_secret_value()
+        return text.replace(secret, "***") if len(secret) >= 3 else text
+
+    def map_error(self, exc: Exception, what: str) -> Exception:
+        """A driver exception as a target error whose message says what to fix (caller raises it `from None`)."""
+        code = getattr(exc, "code", None) or ""
+        gql = getattr(exc, "gql_status", None) or ""
+        message = self.scrub(getattr(exc, "message", None) or str(exc))
+        if isinstance(exc, nx.AuthError) or code == UNAUTHORIZED:
+            return PermanentTargetError(
+                f"authentication failed for user {self.settings.user!r} at {self.uri}: "
+                "check neo4j.user / NEO4J_PASSWORD")
+        if code == UNSUPPORTED_ADMIN or gql == "51N27" or (
+                code == NOT_SYSTEM_DATABASE and "Unsupported administration command" in message):
+            return PermanentTargetError(f"{what}: {ENTERPRISE_ONLY} (server said: {code or gql})")
+        if code == EXISTING_DATABASE or gql == "42N11":
+            return PermanentTargetError(f"{what}: a database or alias with that name already exists ({message})")
+        if code == EXISTING_ALIAS:
+            return PermanentTargetError(
+                f"{what}: refused, an alias points at this database; move the alias first ({message})")
+        if code == DATABASE_LIMIT:
+            return TransientTargetError(
+                f"{what}: the server's database limit is reached (dbms.max_databases); drop old snapshot "
+                f"databases or raise the limit ({message})")
+        if code == DATABASE_NOT_FOUND:
+            return PermanentTargetError(f"{what}: database not found ({message})")
+        if isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)):
+            return TransientTargetError(f"cannot reach Neo4j at {self.uri}: {message}")
+        if isinstance(exc, nx.UnsupportedServerProduct) or isinstance(exc, nx.ConfigurationError):
+            return PermanentTargetError(f"{what}: {self.uri} is not a usable Neo4j server ({message})")
+        if isinstance(exc, nx.Neo4jError) and exc.is_retryable():
+            return TransientTargetError(f"{what}: Neo4j is busy or unavailable, retry later ({code}: {message})")
+        if isinstance(exc, nx.DriverError) and exc.is_retryable():
+            return TransientTargetError(f"{what}: {message}")
+        if isinstance(exc, (nx.Neo4jError, nx.DriverError)):
+            return PermanentTargetError(f"{what} failed: {code + ': ' if code else ''}{message}")
+        if isinstance(exc, OSError):
+            return TransientTargetError(f"cannot reach Neo4j at {self.uri}: {message}")
+        return PermanentTargetError(f"{what} failed: {type(exc).__name__}: {message}")
+
+    def _with_retry(self, what: str, call: Callable[[], T]) -> T:
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return call()
+            except (nx.Neo4jError, nx.DriverError, OSError) as exc:
+                retryable = isinstance(exc, OSError) or exc.is_retryable()
+                if isinstance(exc, nx.AuthError) or getattr(exc, "code", None) == UNAUTHORIZED:
+                    retryable = False
+                if not retryable or attempt == self.attempts:
+                    raise self.map_error(exc, what) from None
+                log.warning("%s: attempt %d/%d failed (%s), retrying in %.1fs", what, attempt, self.attempts,
+                            self.scrub(type(exc).__name__ + ": " + str(exc))[:300], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
+
+    def run(self, query: str, params: dict[str, Any] | None = None, *, database: str | None = "system",
+            what: str | None = None) -> list[dict[str, Any]]:
+        """Auto-commit run (our own retry loop); `database=None` means the user's home database. Query parameters
+        go in `params` (a `$database` parameter must not collide with the session's database)."""
+        params = params or {}
+        label = what or " ".join(query.split()[:3])
+
+        def call() -> list[dict[str, Any]]:
+            with self.driver.session(database=database) as session:
+                return [record.data() for record in session.run(query, params)]
+
+        return self._with_retry(label, call)
+
+    def read(self, database: str, query: str, what: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A managed read transaction on a data database (the driver retries transient errors itself)."""
+
+        def call() -> list[dict[str, Any]]:
+            records, _, _ = self.driver.execute_query(query, params or {}, database_=database,
+                                                      routing_=neo4j.RoutingControl.READ)
+            return [record.data() for record in records]
+
+        return self._with_retry(what, call)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # statements
+
+    def components(self) -> dict[str, Any]:
+        rows = self.run(queries.COMPONENTS, what="connecting to Neo4j")
+        kernel = next((r for r in rows if r.get("name") == "Neo4j Kernel"), rows[0] if rows else {})
+        return {"version": (kernel.get("versions") or ["?"])[0], "edition": kernel.get("edition", "?")}
+
+    def database_status(self, name: str) -> tuple[str, str] | None:
+        """(currentStatus, statusMessage) or None when no database has that name."""
+        validate_database(name)
+        rows = self.run(queries.DATABASE_STATUS, {"name": name}, what=f"reading the status of database {name}")
+        if not rows:
+            return None
+        statuses = {r["currentStatus"] for r in rows}
+        status = statuses.pop() if len(statuses) == 1 else "mixed"
+        return status, "; ".join(sorted({r.get("statusMessage") or "" for r in rows} - {""}))
+
+    def list_databases(self, customer: str) -> list[tuple[str, str]]:
+        validate_alias(customer)
+        rows = self.run(queries.LIST_DATABASES, {"prefix": f"{customer}-"}, what=f"listing databases of {customer}")
+        return [(r["name"], r["currentStatus"]) for r in rows]
+
+    def count_databases(self) -> int:
+        rows = self.run(queries.COUNT_DATABASES, what="counting databases")
+        return int(rows[0]["databases"]) if rows else 0
+
+    def alias_target(self, customer: str) -> str | None:
+        validate_alias(customer)
+        rows = self.run(queries.ALIAS_TARGET, {"alias": customer}, what=f"reading alias {customer}")
+        return rows[0]["database"] if rows else None
+
+    def create_alias(self, customer: str, database: str) -> None:
+        validate_alias(customer), validate_database(database)
+        self.run(queries.CREATE_ALIAS, {"alias": customer, "database": database},
+                 what=f"creating alias {customer} for {database}")
+
+    def alter_alias(self, customer: str, database: str) -> None:
+        validate_alias(customer), validate_database(database)
+        self.run(queries.ALTER_ALIAS, {"alias": customer, "database": database},
+                 what=f"moving alias {customer} to {database}")
+
+    def create_database(self, name: str) -> None:
+        validate_database(name)
+        self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}")
+
+    def drop_database(self, name: str) -> None:
+        validate_database(name)
+        self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}")
+
+    def heap_percent(self) -> float | None:
+        rows = self.run(queries.HEAP, what="reading heap usage")
+        if not rows or not rows[0].get("max"):
+            return None
+        return 100.0 * float(rows[0]["used"]) / float(rows[0]["max"])
+
+    def pagecache_percent(self) -> float | None:
+        """Page cache usage from the Enterprise metrics gauge; None when the server does not publish it."""
+        rows = self.run(queries.PAGECACHE, database=None, what="reading page cache usage")
+        ratios = [float(r["ratio"]) for r in rows if r.get("ratio") is not None]
+        return 100.0 * max(ratios) if ratios else None

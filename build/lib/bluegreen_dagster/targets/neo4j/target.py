@@ -1,0 +1,231 @@
+"""The Neo4j Enterprise target: one database per snapshot, loaded through GDS Arrow (or Cypher), a per-customer
+alias switched with `ALTER ALIAS`, old databases dropped with `DROP DATABASE ... RESTRICT` semantics.
+
+Composition: `admin.Admin` (Bolt, `system` database), `arrow.ArrowLoader` (GDS Arrow Flight v1) and
+`cypher_loader.CypherLoader` (fallback). Every statement text lives in `queries.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from bluegreen_dagster.config import Settings
+from bluegreen_dagster.snapshots import GraphCounts, InvalidName, Snapshot, parse_partition_key, validate_customer
+from bluegreen_dagster.targets.base import (
+    DatabaseInfo,
+    GraphTarget,
+    Health,
+    LoadReport,
+    PermanentTargetError,
+    TargetError,
+    TransientTargetError,
+)
+from bluegreen_dagster.targets.neo4j import queries
+from bluegreen_dagster.targets.neo4j.admin import Admin, validate_alias, validate_database
+
+log = logging.getLogger(__name__)
+
+# The session names the database (never query text); still, only plain database names are accepted.
+_DATABASE_NAME_RE = re.compile(r"^[a-z][a-z0-9.-]{1,62}$")
+# Statuses in which a database is still coming up: wait, do not drop.
+_COMING_UP = {"starting", "store copying"}
+# How long an Arrow-made database may stay invisible before `CREATE DATABASE $name WAIT` mounts its store.
+_MOUNT_AFTER_SECONDS = 15.0
+
+
+class Neo4jTarget(GraphTarget):
+    kind = "neo4j"
+
+    def __init__(self, settings: Settings, *, admin: Admin | None = None, poll_interval: float = 1.0) -> None:
+        self.settings = settings
+        self.neo4j = settings.neo4j
+        self.admin = admin or Admin(settings.neo4j)
+        self.poll_interval = poll_interval
+
+    def close(self) -> None:
+        self.admin.close()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # health
+
+    def health(self, snapshot: Snapshot | None = None) -> Health:
+        orch = self.settings.orchestrator
+        health = Health()
+        components = self.admin.components()  # raises TransientTargetError when unreachable
+        health.measurements["version"] = components["version"]
+        health.measurements["edition"] = components["edition"]
+
+        heap = self.admin.heap_percent()
+        if heap is None:
+            health.measurements["heap_percent"] = "unknown"
+        else:
+            health.measurements["heap_percent"] = round(heap, 1)
+            if heap > orch.heap_threshold_percent:
+                health.problems.append(f"heap {heap:.1f}% used, over heap_threshold_percent "
+                                       f"{orch.heap_threshold_percent:g}%")
+        try:
+            pagecache = self.admin.pagecache_percent()
+        except PermanentTargetError as exc:
+            log.info("page cache usage not readable: %s", exc)
+            pagecache = None
+        if pagecache is None:
+            health.measurements["pagecache_percent"] = "unknown"  # Community, or metrics disabled
+        else:
+            health.measurements["pagecache_percent"] = round(pagecache, 1)
+            if pagecache > orch.pagecache_threshold_percent:
+                health.problems.append(f"page cache {pagecache:.1f}% used, over pagecache_threshold_percent "
+                                       f"{orch.pagecache_threshold_percent:g}%")
+
+        databases = self.admin.count_databases()
+        health.measurements["databases"] = databases
+        if databases >= orch.max_databases:
+            health.problems.append(f"{databases} standard databases, max_databases is {orch.max_databases}: "
+                                   "wait for cleanup or lower keep_databases")
+        if snapshot is not None:
+            health.measurements["snapshot_bytes"] = snapshot.size_bytes
+        return health
+
+    # ---------------------------------------------------------------------------------------------------------
+    # load
+
+    def _status(self, name: str) -> tuple[str, str] | None:
+        return self.admin.database_status(name)
+
+    def load(self, snapshot: Snapshot) -> LoadReport:
+        name = validate_database(snapshot.key)
+        start = time.monotonic()
+        status = self._status(name)
+        if status is not None:
+            current, message = status
+            if current == "online":
+                counts = self.count(name)
+                if counts.nodes and queries.LOAD_LABEL not in counts.labels:
+                    log.info("%s already exists and is online: reusing it", name)
+                    return LoadReport(name, counts.nodes, counts.relationships, 0, 0.0, reused=True)
+                # Empty, or still carrying the Cypher loader's helper label: an interrupted load. Start again.
+                log.warning("%s is online but its load never finished: dropping it and loading again", name)
+                self.admin.drop_database(name)
+            elif current in _COMING_UP:
+                raise TransientTargetError(f"database {name} exists and is {current}; try again when it is online")
+            else:
+                # A leftover of a failed attempt at this same snapshot (offline, dirty, initial...): start again.
+                log.warning("%s exists in status %s (%s): dropping it and loading again", name, current, message)
+                self.admin.drop_database(name)
+
+        if self.neo4j.loader == "arrow":
+            from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
+
+            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
+                                 is_unregistered=lambda n: self._status(n) is None)
+            try:
+                result = loader.load(snapshot)  # aborts and drops by itself on failure
+            finally:
+                loader.close()
+            try:
+                self.wait_online(name, mount_if_missing=True)
+            except BaseException:
+                self._drop_quietly(name)
+                raise
+            nodes, rels, read = result.nodes, result.relationships, result.bytes_sent
+        else:
+            from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
+
+            self.admin.create_database(name)
+            try:
+                self.wait_online(name, mount_if_missing=False)
+                result = CypherLoader(self.admin, self.neo4j.batch_size).write(name, snapshot)
+            except BaseException:
+                self._drop_quietly(name)
+                raise
+            nodes, rels, read = result.nodes, result.relationships, result.bytes_read
+        return LoadReport(name, nodes, rels, read, time.monotonic() - start)
+
+    def _drop_quietly(self, name: str) -> None:
+        try:
+            self.admin.drop_database(name)
+        except TargetError as exc:
+            log.error("could not drop %s after a failed load: %s", name, exc)
+
+    def wait_online(self, name: str, *, mount_if_missing: bool) -> None:
+        """Poll until `currentStatus = 'online'`; an Arrow-made store that never appears is mounted once."""
+        deadline = time.monotonic() + self.neo4j.online_timeout
+        first_missing = None
+        mounted = False
+        status: tuple[str, str] | None = None
+        while True:
+            status = self._status(name)
+            if status is not None and status[0] == "online":
+                return
+            now = time.monotonic()
+            if status is None:
+                first_missing = first_missing or now
+                if mount_if_missing and not mounted and now - first_missing >= min(_MOUNT_AFTER_SECONDS,
+                                                                                  self.neo4j.online_timeout / 4):
+                    log.info("%s did not appear after the import: CREATE DATABASE to mount its store", name)
+                    self.admin.create_database(name)
+                    mounted = True
+                    continue
+            elif status[0] == "quarantined":
+                raise PermanentTargetError(f"database {name} is quarantined: {status[1]}")
+            if now >= deadline:
+                seen = f"status {status[0]}" + (f": {status[1]}" if status[1] else "") if status else "not listed"
+                raise TransientTargetError(f"database {name} is not online after {self.neo4j.online_timeout:g}s "
+                                           f"({seen}); see the Neo4j debug log")
+            time.sleep(self.poll_interval)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # reading
+
+    def count(self, database: str) -> GraphCounts:
+        """Counts read from `database` (a snapshot database, or any existing one such as Community's `neo4j`)."""
+        if not isinstance(database, str) or not _DATABASE_NAME_RE.match(database):
+            raise PermanentTargetError(f"refusing to count {database!r}: not a Neo4j database name")
+        what = f"counting {database}"
+        return self._counts(self.admin.read(database, queries.COUNT_NODES, what),
+                            self.admin.read(database, queries.COUNT_BY_LABEL, what),
+                            self.admin.read(database, queries.COUNT_BY_TYPE, what))
+
+    @staticmethod
+    def _counts(nodes: list[dict], labels: list[dict], types: list[dict]) -> GraphCounts:
+        by_type = {r["type"]: int(r["count"]) for r in types}
+        return GraphCounts(nodes=int(nodes[0]["count"]) if nodes else 0, relationships=sum(by_type.values()),
+                           labels={r["label"]: int(r["count"]) for r in labels}, types=by_type)
+
+    def list_databases(self, customer: str) -> list[DatabaseInfo]:
+        validate_alias(customer)
+        out = []
+        for name, status in self.admin.list_databases(customer):
+            try:
+                sid = parse_partition_key(name)
+            except InvalidName:
+                continue
+            if sid.customer == customer:
+                out.append(DatabaseInfo(name, status))
+        return sorted(out, key=lambda d: parse_partition_key(d.name).ts)
+
+    def alias_target(self, customer: str) -> str | None:
+        return self.admin.alias_target(customer)
+
+    def point_alias(self, customer: str, database: str) -> None:
+        validate_alias(customer)
+        validate_database(database)
+        self.admin.create_alias(customer, database)
+        current = self.admin.alias_target(customer)
+        if current != database:
+            self.admin.alter_alias(customer, database)
+            current = self.admin.alias_target(customer)
+        if current != database:
+            raise PermanentTargetError(f"alias {customer} points at {current!r} after moving it to {database}")
+
+    def drop_database(self, database: str) -> None:
+        self.admin.drop_database(database)
+
+    def reader_location(self, customer: str) -> str | None:
+        validate_customer(customer)
+        scheme = "bolt+s" if self.neo4j.tls else "bolt"
+        return f"{scheme}://{self.neo4j.host}:{self.neo4j.bolt_port} database={customer}"
+
+
+__all__ = ["Neo4jTarget"]
