@@ -141,3 +141,16 @@ def test_a_code_server_proxy_that_cannot_list_runs_falls_back_to_the_pid(instanc
             proxy.wait()
     assert alive.status == WorkerStatus.RUNNING and "cannot list its runs" in alive.msg
     assert gone.status == WorkerStatus.FAILED and f"pid {gone_pid}, no such process" in gone.msg
+
+
+@pytest.mark.parametrize("path", ["bluegreen_dagster/dagster_instance.yaml", "deploy/dagster.yaml"])
+def test_shipped_instances_use_the_launcher_and_poll_often_enough(path: str) -> None:
+    """A dead run is failed within two minutes only with this launcher and a poll well under that."""
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / path).read_text())
+    assert raw["run_launcher"] == LAUNCHER
+    monitoring = raw["run_monitoring"]
+    assert monitoring["enabled"] is True and monitoring["poll_interval_seconds"] <= 60
+    assert monitoring.get("max_resume_run_attempts", 0) == 0  # the DefaultRunLauncher cannot resume a run
+    assert monitoring["free_slots_after_run_end_seconds"] > 0  # a dead run's pool slots come back
