@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 CONFIG_ENV_VAR = "BLUEGREEN_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -80,8 +81,17 @@ class EmbeddedSettings(_Section):
 class SlackAlertSettings(_Section):
     webhook_url: SecretStr = SecretStr("")      # incoming webhook
     bot_token: SecretStr = SecretStr("")        # xoxb-... bot token, used with `channel` (chat.postMessage)
-    channel: str = ""
+    channel: str = Field("", validate_default=True)
     api_url: str = "https://slack.com/api/"     # Slack Web API base; changed only for a proxy (or a test)
+
+    @field_validator("channel")
+    @classmethod
+    def _token_needs_channel(cls, channel: str, info: ValidationInfo) -> str:
+        # A field validator, not a model one: its error shows only this field's value, never the token.
+        token = info.data.get("bot_token")
+        if token is not None and token.get_secret_value() and not channel:
+            raise ValueError("a Slack bot_token needs a channel to post to, e.g. channel: \"#data-alerts\"")
+        return channel
 
 
 class EmailAlertSettings(_Section):
@@ -92,7 +102,14 @@ class EmailAlertSettings(_Section):
     user: str = ""
     password: SecretStr = SecretStr("")
     sender: str = "bluegreen@localhost"
-    to: list[str] = []
+    to: list[str] = Field([], validate_default=True)
+
+    @field_validator("to")
+    @classmethod
+    def _host_needs_recipients(cls, to: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("host") and not to:
+            raise ValueError("e-mail alerts need at least one recipient, e.g. to: [oncall@example.com]")
+        return to
 
 
 class WebhookAlertSettings(_Section):
