@@ -410,3 +410,27 @@ def test_half_configured_channels_are_refused_without_echoing_secrets(tmp_path: 
     with pytest.raises(ConfigError, match=r"alerts\.slack\.channel: .*needs a channel") as err:
         parse_settings({"alerts": {"slack": {"bot_token": "xoxb-secret-1"}}}, root=tmp_path)
     assert "xoxb-secret-1" not in str(err.value)
+
+
+def test_a_run_failure_sensor_sends_the_alert_of_a_real_failed_run() -> None:
+    """How sensors.py uses it: a run-failure sensor calls notify_run_failure with the alerts settings."""
+    from bluegreen_dagster.alerts import notify_run_failure
+
+    with http_receiver() as (url, received):
+        alerts = settings(webhook={"url": f"{url}/hook"})
+
+        @dg.run_failure_sensor(name="alert_on_failure")
+        def alert_on_failure(context: dg.RunFailureSensorContext) -> None:
+            assert notify_run_failure(context, alerts) == {"webhook": True}
+
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("snapshots", [KEY])
+            result = dg.materialize([snapshot_database, verify_counts, alias_switch], partition_key=KEY,
+                                    instance=instance, raise_on_error=False, tags={"customer": "acme-corp"})
+            context = dg.build_run_status_sensor_context(
+                sensor_name="alert_on_failure", dagster_event=result.get_run_failure_event(),
+                dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+            alert_on_failure(context)
+    payload = json.loads(received[0][2])
+    assert payload["kind"] == "verification_blocked" and payload["run_id"] == result.run_id
+    assert payload["cause"] == "acme-corp-1767741527: Person: expected 300 nodes, found 299"
