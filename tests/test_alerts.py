@@ -144,7 +144,18 @@ def test_a_worker_killed_by_a_signal_names_the_signal(tmp_path: Path) -> None:
         instance.report_run_failed(run)
         alert = alert_for_run(instance, instance.get_run_by_id(run.run_id), WEB)
     assert alert.kind == "run_worker_died"
-    assert alert.cause == "the run worker died during step snapshot_database: terminated by signal 9 (SIGKILL)"
+    assert alert.cause.startswith("the run worker died during step snapshot_database: terminated by signal 9 (SIGKILL); "
+                                  "often the out-of-memory killer")
+
+
+def test_a_run_stopped_by_run_monitoring_says_it_timed_out(tmp_path: Path) -> None:
+    instance, run = killed_run(tmp_path)
+    with instance:
+        instance.report_run_failed(run, "Exceeded maximum runtime of 21600 seconds.")  # run monitoring's words
+        alert = alert_for_run(instance, instance.get_run_by_id(run.run_id), WEB)
+    assert alert.kind == "run_failed" and alert.step == "snapshot_database"
+    assert alert.cause == "Exceeded maximum runtime of 21600 seconds."
+    assert "bluegreen load acme-corp 1767741527" in alert.action
 
 
 def test_a_blocked_switch_without_a_failed_run_has_its_own_alert() -> None:

@@ -28,16 +28,16 @@ PARTITION_TAG = "dagster/partition"
 CUSTOMER_TAG = "customer"
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run-retry daemon will re-launch
 
-# Messages Dagster writes when a run is failed by someone other than its own run worker (1.13: the default of
-# `report_run_failed`, run monitoring, the max-runtime guard, the forced mark after a failed termination).
-_FAILED_FROM_OUTSIDE = (
+# Messages Dagster writes when a run's worker is gone and someone else fails the run (1.13: the default message of
+# `report_run_failed`, run monitoring's worker health check, the forced mark after a failed termination).
+_WORKER_GONE = (
     "marked as failed from outside the execution context",
     "Detected run worker status",
     "forcibly marked as failed",
     "run worker",
-    "Run timed out due to taking longer than",
-    "Exceeded maximum runtime",
 )
+# Run monitoring's time limits: the run did not die, it was stopped for taking too long.
+_TIMED_OUT = ("Run timed out due to taking longer than", "Exceeded maximum runtime")
 # Engine events that say how the worker process ended (`dagster._utils.get_run_crash_explanation`).
 _CRASH_RE = re.compile(r"(terminated by signal \d+ \(\w+\)|unexpectedly exited with code -?\d+)")
 
@@ -187,11 +187,14 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
                   for m in [_CRASH_RE.search(ev.message or "")] if m), None)
     reason = getattr(data, "failure_reason", None)
     error = getattr(data, "error", None)
-    from_outside = crash is not None or any(s in message for s in _FAILED_FROM_OUTSIDE) or (
-        reason is not None and reason.value in ("UNEXPECTED_TERMINATION", "RUN_WORKER_RESTART", "START_TIMEOUT"))
+    timed_out = any(s in message for s in _TIMED_OUT)
+    worker_gone = not timed_out and (crash is not None or any(s in message for s in _WORKER_GONE) or (
+        reason is not None and reason.value in ("UNEXPECTED_TERMINATION", "RUN_WORKER_RESTART")))
 
-    if from_outside and error is None:
+    if worker_gone and error is None:
         how = crash or _outside_detail(message)
+        if crash and "SIGKILL" in crash:
+            how += "; often the out-of-memory killer, or the worker was killed with its daemon or host"
         where = f" during step {step}" if step else ""
         return Alert(kind="run_worker_died", step=step, cause=f"the run worker died{where}: {how}",
                      action=f"The alias was not moved. {next_step}", **common)
