@@ -445,3 +445,13 @@ def test_a_run_failure_sensor_sends_the_alert_of_a_real_failed_run() -> None:
     payload = json.loads(received[0][2])
     assert payload["kind"] == "verification_blocked" and payload["run_id"] == result.run_id
     assert payload["cause"] == "acme-corp-1767741527: Person: expected 300 nodes, found 299"
+
+
+def test_a_retried_sentry_post_resends_the_same_event(log) -> None:
+    """A 503 from Sentry is retried with the same event id, so a post that did arrive is not counted twice."""
+    with http_receiver(status=503, body=b"busy") as (url, received):
+        host = url.removeprefix("http://")
+        result = send_alert(ALERT, settings(attempts=2, sentry={"dsn": f"http://k@{host}/7"}), log)
+    assert result == {"sentry": False} and len(received) == 2
+    ids = {json.loads(body.decode().split("\n")[0])["event_id"] for _, _, body in received}
+    assert len(ids) == 1

@@ -9,6 +9,7 @@ a failure is logged, with every configured secret masked, and the result says wh
 from __future__ import annotations
 
 import email.policy
+import functools
 import json
 import smtplib
 import ssl
@@ -118,12 +119,11 @@ def _webhook(alert: Alert, settings: AlertSettings) -> None:
     _post_json(settings.webhook.url.get_secret_value(), alert.payload(), settings.timeout_seconds, headers)
 
 
-def _sentry(alert: Alert, settings: AlertSettings) -> None:
-    """sentry-sdk builds the event (tags, fingerprint, context, SDK info) and its envelope; we post the envelope to
-    the DSN's envelope endpoint ourselves, so delivery is synchronous, retried by us and known to have happened."""
+@functools.lru_cache(maxsize=16)
+def _sentry_envelopes(alert: Alert, dsn: str, environment: str) -> tuple[bytes, ...]:
+    """The alert as Sentry envelopes, built once per alert so a retried post re-sends the same event id."""
     import sentry_sdk
     from sentry_sdk.transport import Transport
-    from sentry_sdk.utils import Dsn
 
     envelopes: list[bytes] = []
 
@@ -131,24 +131,35 @@ def _sentry(alert: Alert, settings: AlertSettings) -> None:
         def capture_envelope(self, envelope) -> None:
             envelopes.append(envelope.serialize())
 
-    dsn = settings.sentry.dsn.get_secret_value()
     # A client of our own, not sentry_sdk.init(): no global hooks, integrations or threads in the caller's process.
     client = sentry_sdk.Client(dsn=dsn, transport=Collect, default_integrations=False,
-                               auto_enabling_integrations=False, environment=settings.sentry.environment)
-    scope = sentry_sdk.Scope(client=client)
-    for tag in ("customer", "snapshot", "step", "kind", "partition", "run_id"):
-        value = getattr(alert, tag)
-        if value:
-            scope.set_tag(tag, value[:200])
-    scope.set_context("bluegreen", alert.payload())
-    scope.fingerprint = ["bluegreen", alert.kind, alert.customer or "-", alert.step or "-"]
-    client.capture_event({"message": f"{alert.title}: {alert.cause}", "level": "error", "logger": "bluegreen"},
-                         scope=scope)
-    client.flush(timeout=1)
+                               auto_enabling_integrations=False, environment=environment)
+    try:
+        scope = sentry_sdk.Scope(client=client)
+        for tag in ("customer", "snapshot", "step", "kind", "partition", "run_id"):
+            value = getattr(alert, tag)
+            if value:
+                scope.set_tag(tag, value[:200])
+        scope.set_context("bluegreen", alert.payload())
+        scope.fingerprint = ["bluegreen", alert.kind, alert.customer or "-", alert.step or "-"]
+        client.capture_event({"message": f"{alert.title}: {alert.cause}", "level": "error", "logger": "bluegreen"},
+                             scope=scope)
+        client.flush(timeout=1)
+    finally:
+        client.close()
     if not envelopes:
         raise Permanent("sentry-sdk produced no event (check alerts.sentry.dsn)")
+    return tuple(envelopes)
+
+
+def _sentry(alert: Alert, settings: AlertSettings) -> None:
+    """sentry-sdk builds the event (tags, fingerprint, context, SDK info) and its envelope; we post the envelope to
+    the DSN's envelope endpoint ourselves, so delivery is synchronous, retried by us and known to have happened."""
+    from sentry_sdk.utils import Dsn
+
+    dsn = settings.sentry.dsn.get_secret_value()
     auth = Dsn(dsn).to_auth("bluegreen-dagster")
-    for body in envelopes:
+    for body in _sentry_envelopes(alert, dsn, settings.sentry.environment):
         _post_json(auth.get_api_url(), body, settings.timeout_seconds, {"X-Sentry-Auth": auth.to_header()},
                    content_type="application/x-sentry-envelope")
 
