@@ -158,6 +158,23 @@ def test_a_run_stopped_by_run_monitoring_says_it_timed_out(tmp_path: Path) -> No
     assert "bluegreen load acme-corp 1767741527" in alert.action
 
 
+def test_a_run_that_dagster_will_retry_is_not_alerted_yet() -> None:
+    from bluegreen_dagster.alerts import notify_run_failure
+
+    with http_receiver() as (url, received), \
+            dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 1}}) as instance:
+        instance.add_dynamic_partitions("snapshots", [KEY])
+        result = dg.materialize([refused_load], partition_key=KEY, instance=instance, raise_on_error=False,
+                                tags={"customer": "acme-corp", "dagster/max_retries": "1"})
+        alert = alert_for_run(instance, result.dagster_run, WEB)
+        assert alert.will_retry and "Dagster retries the run automatically" in alert.action
+        context = dg.build_run_status_sensor_context(
+            sensor_name="alert_on_failure", dagster_event=result.get_run_failure_event(),
+            dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+        assert notify_run_failure(context, settings(webhook={"url": f"{url}/hook"})) == {}
+    assert received == []
+
+
 def test_a_blocked_switch_without_a_failed_run_has_its_own_alert() -> None:
     alert = blocked_switch_alert("acme-corp", "1767741527", "plausibility",
                                  "nodes would shrink from 1000 to 10 (99%, more than max_shrink_percent 50)",

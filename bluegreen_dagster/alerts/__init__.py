@@ -14,7 +14,9 @@ __all__ = ["Alert", "alert_for_run", "blocked_switch_alert", "configured_channel
 
 
 def notify_run_failure(context: dg.RunFailureSensorContext, settings: AlertSettings) -> dict[str, bool]:
-    """Log the failed run's alert in the sensor's tick log and send it; {channel: delivered}. Never raises."""
+    """Log the failed run's alert in the sensor's tick log and send it; {channel: delivered}. Never raises.
+
+    A run that Dagster's run retries will re-launch has not failed for good: it is logged, not sent."""
     try:
         alert = alert_for_run(context.instance, context.dagster_run, settings.dagster_webserver_url)
     except Exception as exc:  # an unreadable event log must not stop the alert: say what is known
@@ -25,5 +27,8 @@ def notify_run_failure(context: dg.RunFailureSensorContext, settings: AlertSetti
                       cause=context.failure_event.message or "see the run's logs", action="See the run in the UI.",
                       run_id=run.run_id, run_url=f"{settings.dagster_webserver_url.rstrip('/')}/runs/{run.run_id}",
                       job=run.job_name)
+    if alert.will_retry:
+        context.log.info(f"{alert.title}; Dagster retries the run, so no alert is sent yet. Cause: {alert.cause}")
+        return {}
     context.log.error(alert.text())
     return send_alert(alert, settings, context.log)

@@ -62,6 +62,7 @@ class Alert:
     run_id: str | None = None
     run_url: str | None = None
     job: str | None = None
+    will_retry: bool = False    # Dagster's run retries will re-launch this run: not a failure for good yet
 
     @property
     def title(self) -> str:
@@ -148,10 +149,10 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
     url = run_url(webserver_url, run.run_id)
     entries = instance.all_logs(run.run_id, of_type=_EVENTS)
     events = [(e, e.dagster_event) for e in entries if e.dagster_event is not None]
-    common = dict(customer=customer, snapshot=timestamp, partition=key, run_id=run.run_id, run_url=url,
-                  job=run.job_name)
-    retry = _retry_hint(customer, timestamp)
     auto = run.tags.get(WILL_RETRY_TAG) == "true"
+    common = dict(customer=customer, snapshot=timestamp, partition=key, run_id=run.run_id, run_url=url,
+                  job=run.job_name, will_retry=auto)
+    retry = _retry_hint(customer, timestamp)
     next_step = "Dagster retries the run automatically." if auto else f"To retry: {retry}."
 
     failed_checks = [ev.event_specific_data for _, ev in events
