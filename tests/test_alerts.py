@@ -472,3 +472,10 @@ def test_a_retried_sentry_post_resends_the_same_event(log) -> None:
     assert result == {"sentry": False} and len(received) == 2
     ids = {json.loads(body.decode().split("\n")[0])["event_id"] for _, _, body in received}
     assert len(ids) == 1
+
+
+def test_the_readme_documents_the_webhook_payload_as_sent() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("The JSON webhook receives:"):]
+    example = json.loads(section[section.index("```json") + 7:section.index("```", section.index("```json") + 7)])
+    assert set(example) == set(ALERT.payload())
