@@ -479,3 +479,47 @@ def test_the_readme_documents_the_webhook_payload_as_sent() -> None:
     section = readme[readme.index("The JSON webhook receives:"):]
     example = json.loads(section[section.index("```json") + 7:section.index("```", section.index("```json") + 7)])
     assert set(example) == set(ALERT.payload())
+
+
+# ---- the project's own steps -------------------------------------------------------------------------------------
+
+def test_the_pipelines_failed_verification_alerts_with_the_differing_counts(project, monkeypatch) -> None:
+    """The real steps (assets.py) on the embedded target, with a load that silently lost a node."""
+    from bluegreen_dagster.assets import build_assets
+    from bluegreen_dagster.demo_data import write_snapshot
+    from bluegreen_dagster.targets.embedded import EmbeddedTarget
+
+    write_snapshot(project.data, "acme", 200, people=20)
+    real_count = EmbeddedTarget.count
+
+    def short_by_one(self, database):
+        counts = real_count(self, database)
+        return type(counts)(counts.nodes - 1, counts.relationships, counts.labels, counts.types)
+
+    monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("snapshots", ["acme-200"])
+        result = dg.materialize(build_assets(project.settings), partition_key="acme-200", instance=instance,
+                                resources={"bluegreen": project.resource}, raise_on_error=False,
+                                tags={"customer": "acme"})
+        alert = alert_for_run(instance, result.dagster_run, WEB)
+    [check] = result.get_asset_check_evaluations()
+    assert alert.kind == "verification_blocked" and alert.cause == check.description
+    assert "expected 21, found 20" in alert.cause
+    assert (alert.customer, alert.snapshot, alert.step) == ("acme", "200", "verify_counts (check on snapshot_database)")
+
+
+def test_the_pipelines_bad_input_alerts_with_the_file(project) -> None:
+    from bluegreen_dagster.assets import build_assets
+    from bluegreen_dagster.demo_data import write_snapshot
+
+    write_snapshot(project.data, "acme", 200, people=20)
+    (project.data / "acme/200/relationships/knows-00000.parquet").write_bytes(b"garbage")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("snapshots", ["acme-200"])
+        result = dg.materialize(build_assets(project.settings), partition_key="acme-200", instance=instance,
+                                resources={"bluegreen": project.resource}, raise_on_error=False)
+        alert = alert_for_run(instance, result.dagster_run, WEB)
+    assert alert.kind == "run_failed" and alert.step == "snapshot_database"
+    assert "knows-00000.parquet" in alert.cause and "Error occurred while executing" not in alert.cause
+    assert "(after" not in alert.cause  # bad input is not retried
