@@ -195,8 +195,8 @@ def _deliver(name: str, send: Callable[[Alert, AlertSettings], None], alert: Ale
             if isinstance(exc, Permanent) or attempt == settings.attempts:
                 lines.append(("error", f"alert channel {name} failed after {attempt} attempt(s), skipped: {error}"))
                 return False, lines
-            lines.append(("warning", f"alert channel {name}: attempt {attempt}/{settings.attempts} failed: "
-                                     f"{error}; retrying in {delay:g}s"))
+            retrying = f"alert channel {name}: attempt {attempt}/{settings.attempts} failed: {error}; "
+            lines.append(("warning", retrying + f"retrying in {delay:g}s"))
             time.sleep(delay)
             delay *= 2
     return False, lines

@@ -150,8 +150,8 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
     entries = instance.all_logs(run.run_id, of_type=_EVENTS)
     events = [(e, e.dagster_event) for e in entries if e.dagster_event is not None]
     auto = run.tags.get(WILL_RETRY_TAG) == "true"
-    common = dict(customer=customer, snapshot=timestamp, partition=key, run_id=run.run_id, run_url=url,
-                  job=run.job_name, will_retry=auto)
+    common = {"customer": customer, "snapshot": timestamp, "partition": key, "run_id": run.run_id, "run_url": url,
+              "job": run.job_name, "will_retry": auto}
     retry = _retry_hint(customer, timestamp)
     next_step = "Dagster retries the run automatically." if auto else f"To retry: {retry}."
 
