@@ -9,11 +9,13 @@ run queues behind the customer's other runs like a sensor run. Runs go through t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+import time
+from urllib.parse import unquote, urlsplit
 
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 from gql import Client, GraphQLRequest, gql
 from gql.transport.requests import RequestsHTTPTransport
+from requests.auth import HTTPBasicAuth
 
 from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
 from bluegreen_dagster.partitions import SNAPSHOTS_PARTITIONS_NAME
@@ -21,6 +23,7 @@ from bluegreen_dagster.snapshots import partition_key, validate_customer, valida
 
 PARTITION_TAG = "dagster/partition"
 CUSTOMER_TAG = "customer"
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 _REPOSITORIES = gql("""
 query BluegreenRepositories {
@@ -61,19 +64,22 @@ class Triggered:
 class SnapshotTrigger:
     """A connection to one Dagster webserver, e.g. `SnapshotTrigger("http://127.0.0.1:3000")`.
 
-    `headers` go with every request (e.g. the Authorization a reverse proxy in front of the UI expects).
+    `headers` go with every request (e.g. the Authorization a reverse proxy in front of the UI expects); a
+    user:password in the URL becomes HTTP basic auth and is left out of every message.
     """
 
     def __init__(self, webserver_url: str, *, headers: dict[str, str] | None = None, timeout: int = 60):
         parts = urlsplit(webserver_url if "://" in webserver_url else f"http://{webserver_url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TriggerError(f"webserver URL {webserver_url!r} is not http(s)://host[:port][/prefix]")
+            raise TriggerError("the webserver URL is not http(s)://host[:port][/prefix]")
         prefix = parts.path.rstrip("/")
-        self.url = f"{parts.scheme}://{parts.netloc}{prefix}"
-        endpoint = f"{self.url}/graphql"
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        self.url = f"{parts.scheme}://{host}{prefix}"
+        auth = HTTPBasicAuth(unquote(parts.username), unquote(parts.password or "")) if parts.username else None
         # One transport for both clients: the Dagster client for runs, a plain gql client for the partition
         # mutation, which the Dagster client has no method for.
-        self._transport = RequestsHTTPTransport(url=endpoint, use_json=True, timeout=timeout, headers=headers)
+        self._transport = RequestsHTTPTransport(url=f"{self.url}/graphql", use_json=True, timeout=timeout,
+                                                headers=headers, auth=auth)
         self.dagster = DagsterGraphQLClient(parts.hostname, port_number=parts.port, use_https=parts.scheme == "https",
                                             transport=self._transport, path_prefix=prefix)
         self._gql = Client(transport=self._transport)
@@ -132,6 +138,18 @@ class SnapshotTrigger:
             return self.dagster.get_run_status(run_id).value
         except DagsterGraphQLClientError as exc:
             raise TriggerError(f"reading run {run_id} from {self.url} failed: {exc}") from None
+
+
+    def wait(self, run_id: str, timeout: float = 3600, poll_seconds: float = 2) -> str:
+        """Poll until the run ends; its final status (SUCCESS, FAILURE or CANCELED). TriggerError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.run_status(run_id)
+            if status in FINISHED:
+                return status
+            if time.monotonic() > deadline:
+                raise TriggerError(f"run {run_id} is still {status} after {timeout:g}s; see {self.url}/runs/{run_id}")
+            time.sleep(poll_seconds)
 
 
 def trigger_load(webserver_url: str, customer: str, timestamp: str | int, *,

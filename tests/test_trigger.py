@@ -118,9 +118,8 @@ def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dag
     assert (triggered.location, triggered.repository) == ("bluegreen", "__repository__")
 
     trigger = SnapshotTrigger(url)
-    status = wait_for(lambda: trigger.run_status(triggered.run_id) in ("SUCCESS", "FAILURE", "CANCELED")
-                      and trigger.run_status(triggered.run_id), 180, "the triggered run to finish", *logs)
-    assert status == "SUCCESS", f"run {triggered.run_id} ended {status}"
+    status = trigger.wait(triggered.run_id, timeout=180, poll_seconds=0.5)
+    assert status == "SUCCESS", f"run {triggered.run_id} ended {status}; logs in {logs}"
     assert alias_of(project, "acme-corp") == "acme-corp-1767741527"
 
     with dg.DagsterInstance.from_config(str(project.root / "dagster_home")) as instance:
@@ -150,3 +149,7 @@ def test_an_unreachable_webserver_is_a_clear_error() -> None:
         trigger_load(url, "acme-corp", "1767741527")
     with pytest.raises(TriggerError, match="is not http"):
         SnapshotTrigger("ftp://example.com")
+    # Credentials in the URL are sent as basic auth, never shown.
+    with pytest.raises(TriggerError) as err:
+        trigger_load(f"http://ops:pa55word@127.0.0.1:{free_port()}", "acme-corp", "1767741527")
+    assert "pa55word" not in str(err.value) and "ops:" not in str(err.value)
