@@ -185,6 +185,23 @@ def test_a_run_that_dagster_will_retry_is_not_alerted_yet() -> None:
     assert received == []
 
 
+def test_a_failed_run_of_another_job_names_the_job() -> None:
+    @dg.op
+    def move_alias() -> None:
+        raise dg.Failure(description="database acme-corp-1 is not retained; pick one of: acme-corp-2")
+
+    @dg.job
+    def rollback():
+        move_alias()
+
+    with dg.instance_for_test() as instance:
+        result = rollback.execute_in_process(instance=instance, raise_on_error=False, tags={"customer": "acme-corp"})
+        alert = alert_for_run(instance, result.dagster_run, WEB)
+    assert alert.title == "bluegreen: acme-corp: rollback failed"
+    assert alert.customer == "acme-corp" and alert.snapshot is None and alert.step == "move_alias"
+    assert alert.cause.startswith("database acme-corp-1 is not retained")
+
+
 def test_a_blocked_switch_without_a_failed_run_has_its_own_alert() -> None:
     alert = blocked_switch_alert("acme-corp", "1767741527", "plausibility",
                                  "nodes would shrink from 1000 to 10 (99%, more than max_shrink_percent 50)",

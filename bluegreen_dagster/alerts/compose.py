@@ -66,9 +66,10 @@ class Alert:
 
     @property
     def title(self) -> str:
+        failed = "load failed" if self.partition or not self.job else f"{self.job} failed"
         what = {"verification_blocked": "verification blocked the switch",
                 "run_worker_died": "the run worker died",
-                "run_failed": "load failed"}[self.kind]
+                "run_failed": failed}[self.kind]
         who = f"{self.customer} snapshot {self.snapshot}" if self.customer and self.snapshot \
             else self.partition or self.customer or (f"run {self.run_id[:8]}" if self.run_id else "a run")
         return f"bluegreen: {who}: {what}"
