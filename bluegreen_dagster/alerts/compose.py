@@ -1,0 +1,218 @@
+"""What an alert says: from a failed Dagster run (the run record and its event log) to an `Alert` with the
+customer, the snapshot, the failed step, the real cause and a link to the run.
+
+The real cause is not what Dagster prints at the run level:
+- a failed blocking check fails its step with "DagsterAssetCheckFailedError: 1 blocking asset check failed"; the
+  cause is the check's own description (what differed), from its ASSET_CHECK_EVALUATION event;
+- a step that raised `dg.Failure` carries the description; any other exception is wrapped in
+  "Error occurred while executing op ...", and the cause is the innermost exception;
+- a run whose worker process vanished is failed from outside ("marked as failed from outside the execution
+  context", run monitoring, a code server noticing its child died); the cause is that the run worker died, with the
+  signal or exit code when an engine event recorded it, else "process gone".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import dagster as dg
+from dagster._core.events import DagsterEventType  # the event type enum is not re-exported at the top level
+
+from bluegreen_dagster.snapshots import InvalidName, parse_partition_key
+
+AlertKind = Literal["verification_blocked", "run_worker_died", "run_failed"]
+
+PARTITION_TAG = "dagster/partition"
+CUSTOMER_TAG = "customer"
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run-retry daemon will re-launch
+
+# Messages Dagster writes when a run's worker is gone and someone else fails the run (1.13: the default message of
+# `report_run_failed`, run monitoring's worker health check, the forced mark after a failed termination).
+_WORKER_GONE = (
+    "marked as failed from outside the execution context",
+    "Detected run worker status",
+    "forcibly marked as failed",
+    "run worker",
+)
+# Run monitoring's time limits: the run did not die, it was stopped for taking too long.
+_TIMED_OUT = ("Run timed out due to taking longer than", "Exceeded maximum runtime")
+# Engine events that say how the worker process ended (`dagster._utils.get_run_crash_explanation`).
+_CRASH_RE = re.compile(r"(terminated by signal \d+ \(\w+\)|unexpectedly exited with code -?\d+)")
+
+_EVENTS = {
+    DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
+    DagsterEventType.STEP_SKIPPED, DagsterEventType.STEP_UP_FOR_RETRY, DagsterEventType.ASSET_CHECK_EVALUATION,
+    DagsterEventType.ENGINE_EVENT, DagsterEventType.PIPELINE_FAILURE,
+}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert, the same for every channel. `text()` is the human message; `payload()` the structured form."""
+
+    kind: AlertKind
+    customer: str | None
+    snapshot: str | None        # the snapshot's timestamp
+    partition: str | None       # partition key = database name
+    step: str | None
+    cause: str
+    action: str                 # what happens next / how to retry
+    run_id: str | None = None
+    run_url: str | None = None
+    job: str | None = None
+    will_retry: bool = False    # Dagster's run retries will re-launch this run: not a failure for good yet
+
+    @property
+    def title(self) -> str:
+        failed = "load failed" if self.partition or not self.job else f"{self.job} failed"
+        what = {"verification_blocked": "verification blocked the switch",
+                "run_worker_died": "the run worker died",
+                "run_failed": failed}[self.kind]
+        who = f"{self.customer} snapshot {self.snapshot}" if self.customer and self.snapshot \
+            else self.partition or self.customer or (f"run {self.run_id[:8]}" if self.run_id else "a run")
+        return f"bluegreen: {who}: {what}"
+
+    def text(self) -> str:
+        lines = [self.title,
+                 f"customer: {self.customer or '-'}   snapshot: {self.snapshot or '-'}   step: {self.step or '-'}",
+                 f"cause: {self.cause}",
+                 self.action]
+        if self.run_url:
+            lines.append(f"run: {self.run_url}")
+        return "\n".join(lines)
+
+    def payload(self) -> dict:
+        return {"event": "bluegreen.alert", "title": self.title, **asdict(self), "text": self.text()}
+
+
+def run_url(webserver_url: str | None, run_id: str) -> str | None:
+    return f"{webserver_url.rstrip('/')}/runs/{run_id}" if webserver_url else None
+
+
+def _who(run: dg.DagsterRun) -> tuple[str | None, str | None, str | None]:
+    """(customer, timestamp, partition key) from the run's tags; a foreign key keeps only what is known."""
+    key = run.tags.get(PARTITION_TAG)
+    if key:
+        try:
+            sid = parse_partition_key(key)
+            return sid.customer, sid.timestamp, key
+        except InvalidName:
+            pass
+    return run.tags.get(CUSTOMER_TAG), None, key
+
+
+def _retry_hint(customer: str | None, timestamp: str | None) -> str:
+    ui = "re-execute the run in the UI (Runs -> this run -> Re-execute)"
+    if customer and timestamp:
+        return f"`bluegreen load {customer} {timestamp}` or {ui}"
+    return ui
+
+
+def _innermost(error) -> str:
+    """The deepest cause of a SerializableErrorInfo chain, as "Type: message" on one line."""
+    while error is not None and (error.cause is not None or error.context is not None):
+        error = error.cause or error.context
+    if error is None:
+        return ""
+    return error.message.strip()
+
+
+def _step_cause(event: dg.DagsterEvent) -> str:
+    data = event.event_specific_data
+    if data is not None and data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    if data is not None and data.error is not None:
+        return _innermost(data.error) or data.error.message.strip()
+    return event.message or "the step failed without an error message"
+
+
+def _check_name(evaluation) -> str:
+    return f"{evaluation.check_name} (check on {evaluation.asset_key.to_user_string()})"
+
+
+def blocked_switch_alert(customer: str, timestamp: str, check: str, cause: str, *, run_id: str | None = None,
+                         webserver_url: str | None = None, job: str | None = None) -> Alert:
+    """A switch refused before the alias moved (a failed verification, a refused plausibility gate, a failed smoke
+    query), for code that blocks a switch without failing its run."""
+    url = run_url(webserver_url, run_id) if run_id else None
+    return Alert(kind="verification_blocked", customer=customer, snapshot=str(timestamp),
+                 partition=f"{customer}-{timestamp}", step=check, cause=cause,
+                 action="The alias was not moved; it still serves the last good database. Fix the snapshot at its "
+                        f"source, then drop it again or retry: {_retry_hint(customer, str(timestamp))}.",
+                 run_id=run_id, run_url=url, job=job)
+
+
+def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_url: str | None) -> Alert:
+    """The alert for a failed run, with the real cause read from the run's event log."""
+    customer, timestamp, key = _who(run)
+    url = run_url(webserver_url, run.run_id)
+    entries = instance.all_logs(run.run_id, of_type=_EVENTS)
+    events = [(e, e.dagster_event) for e in entries if e.dagster_event is not None]
+    auto = run.tags.get(WILL_RETRY_TAG) == "true"
+    common = {"customer": customer, "snapshot": timestamp, "partition": key, "run_id": run.run_id, "run_url": url,
+              "job": run.job_name, "will_retry": auto}
+    retry = _retry_hint(customer, timestamp)
+    next_step = "Dagster retries the run automatically." if auto else f"To retry: {retry}."
+
+    failed_checks = [ev.event_specific_data for _, ev in events
+                     if ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+                     and not ev.event_specific_data.passed and ev.event_specific_data.blocking]
+    if failed_checks:
+        evaluation = failed_checks[-1]
+        alert = blocked_switch_alert(customer or "", timestamp or "", _check_name(evaluation),
+                                     evaluation.description or f"check {evaluation.check_name} did not pass",
+                                     run_id=run.run_id, webserver_url=webserver_url, job=run.job_name)
+        return Alert(**{**asdict(alert), **common})
+
+    step_failures = [ev for _, ev in events if ev.event_type == DagsterEventType.STEP_FAILURE]
+    if step_failures:
+        event = step_failures[-1]
+        retries = sum(1 for _, ev in events
+                      if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == event.step_key)
+        cause = _step_cause(event) + (f" (after {retries + 1} attempts)" if retries else "")
+        return Alert(kind="run_failed", step=event.step_key, cause=cause,
+                     action=f"The alias was not moved. Fix the cause, then: {retry}." if not auto
+                     else f"The alias was not moved. {next_step}", **common)
+
+    # No step failed: the run itself failed, from inside (resources, job loading) or from outside (worker gone).
+    run_failures = [(entry, ev) for entry, ev in events if ev.event_type == DagsterEventType.PIPELINE_FAILURE]
+    message = (run_failures[-1][1].message or "") if run_failures else ""
+    data = run_failures[-1][1].event_specific_data if run_failures else None
+    finished = {ev.step_key for _, ev in events if ev.event_type in (
+        DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED)}
+    in_progress = [ev.step_key for _, ev in events
+                   if ev.event_type == DagsterEventType.STEP_START and ev.step_key not in finished]
+    step = in_progress[-1] if in_progress else None
+    crash = next((m.group(1) for entry, ev in reversed(events) if ev.event_type == DagsterEventType.ENGINE_EVENT
+                  for m in [_CRASH_RE.search(ev.message or "")] if m), None)
+    reason = getattr(data, "failure_reason", None)
+    error = getattr(data, "error", None)
+    timed_out = any(s in message for s in _TIMED_OUT)
+    worker_gone = not timed_out and (crash is not None or any(s in message for s in _WORKER_GONE) or (
+        reason is not None and reason.value in ("UNEXPECTED_TERMINATION", "RUN_WORKER_RESTART")))
+
+    if worker_gone and error is None:
+        how = crash or _outside_detail(message)
+        if crash and "SIGKILL" in crash:
+            how += "; often the out-of-memory killer, or the worker was killed with its daemon or host"
+        where = f" during step {step}" if step else ""
+        return Alert(kind="run_worker_died", step=step, cause=f"the run worker died{where}: {how}",
+                     action=f"The alias was not moved. {next_step}", **common)
+
+    engine_errors = [ev.event_specific_data.error for _, ev in events
+                     if ev.event_type == DagsterEventType.ENGINE_EVENT and ev.event_specific_data is not None
+                     and getattr(ev.event_specific_data, "error", None) is not None]
+    detail = _innermost(error) if error is not None else (_innermost(engine_errors[-1]) if engine_errors else "")
+    cause = detail or message.strip() or "the run failed without an error message; see the run's logs"
+    return Alert(kind="run_failed", step=step, cause=cause,
+                 action=f"The alias was not moved. Fix the cause, then: {retry}." if not auto
+                 else f"The alias was not moved. {next_step}", **common)
+
+
+def _outside_detail(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    if "marked as failed from outside" in first or not first:
+        return "process gone (no exit status was recorded; killed with its daemon or host?)"
+    return first
