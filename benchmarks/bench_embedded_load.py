@@ -7,6 +7,7 @@ Prints ONE JSON object:
                      second of two reads, files in the page cache as they are for the load)
   load_rows_per_s    EmbeddedTarget.load (check pass, staging pass, one COPY per table, close and rename)
   load_vs_raw        load_rows_per_s / raw_rows_per_s
+  load_phase_seconds the load's plan (check pass), staging and copy (CREATE TABLE, COPY, close) phases
   peak_rss_mb        peak resident memory of this process (ru_maxrss), after the load
   parquet_mb         total size of the snapshot's Parquet files; peak_rss_vs_parquet = peak_rss_mb / parquet_mb
 Writing the demo data, the raw read and the load each run in their own child process, so each peak RSS is its
@@ -35,8 +36,8 @@ def _load(root: str, data: str, customer: str, ts: int, chunk_rows: int, queue) 
     base_rss = rss_mb()
     target = EmbeddedTarget(settings, chunk_rows=chunk_rows)
     report = target.load(snapshot_at(Path(data), customer, ts))
-    queue.put({"rows": report.rows, "seconds": report.seconds, "peak_rss_mb": rss_mb(), "start_rss_mb": base_rss,
-               "db_mb": target.database_path(report.database).stat().st_size / MB})
+    queue.put({"rows": report.rows, "seconds": report.seconds, "phases": report.phases, "peak_rss_mb": rss_mb(),
+               "start_rss_mb": base_rss, "db_mb": target.database_path(report.database).stat().st_size / MB})
 
 
 def _raw_child(files, queue) -> None:
@@ -79,6 +80,7 @@ def main() -> None:
             "raw_peak_rss_mb": round(raw["peak_rss_mb"], 1),
             "load_seconds": round(load["seconds"], 3),
             "load_rows_per_s": round(load_rps),
+            "load_phase_seconds": {k: round(v, 3) for k, v in load["phases"].items()},
             "load_vs_raw": round(load_rps / raw_rps, 4),
             "peak_rss_mb": round(load["peak_rss_mb"], 1),
             "start_rss_mb": round(load["start_rss_mb"], 1),

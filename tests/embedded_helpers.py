@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -71,3 +72,9 @@ def query(path: str, cypher: str) -> list:
 def assert_nothing_left(target: EmbeddedTarget, snap: Snapshot, files_before: list[Path]) -> None:
     assert store_files(target) == {"databases": [], "loading": []}
     assert sorted(snap.path.rglob("*")) == files_before  # snapshot untouched
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path: to prove a snapshot was not changed."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -11,7 +11,7 @@ import pytest
 from bluegreen_dagster.snapshots import expected_counts
 from bluegreen_dagster.targets.base import TransientTargetError
 from bluegreen_dagster.targets.embedded import database, staging
-from tests.embedded_helpers import demo, make_target, query, store_files
+from tests.embedded_helpers import demo, file_hashes, make_target, query, store_files
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 
@@ -32,13 +32,13 @@ def _assert_failed_cleanly(target, live, new, files_before, message: str) -> Non
     assert store_files(target) == {"databases": [f"{live.key}.lbug"], "loading": []}
     assert target.alias_target("acme") == live.key
     assert query(target.reader_location("acme"), "MATCH (p:Person) RETURN count(*)") == [[40]]
-    assert sorted(new.path.rglob("*")) == files_before
-    assert target.list_databases("acme") == [d for d in target.list_databases("acme") if d.name == live.key]
+    assert file_hashes(new.path) == files_before
+    assert [(d.name, d.status) for d in target.list_databases("acme")] == [(live.key, "online")]
 
 
 def test_staging_write_hits_a_full_disk(tmp_path, monkeypatch):
     target, live, new = _live_and_next(tmp_path)
-    files_before = sorted(new.path.rglob("*"))
+    files_before = file_hashes(new.path)
     real_writer = staging.ParquetWriter
     opened: list[Path] = []
 
@@ -61,7 +61,7 @@ def test_staging_write_hits_a_full_disk(tmp_path, monkeypatch):
 
 def test_ladybug_hits_a_full_disk_while_copying(tmp_path, monkeypatch):
     target, live, new = _live_and_next(tmp_path)
-    files_before = sorted(new.path.rglob("*"))
+    files_before = file_hashes(new.path)
     real_copy = database.copy_rows
     copies: list[str] = []
 

@@ -23,6 +23,8 @@ def test_load_counts_match_snapshot_and_alias_is_queryable(tmp_path):
 
     expected = expected_counts(snap)
     assert not report.reused
+    assert list(report.phases) == ["plan", "staging", "copy"]
+    assert 0 < sum(report.phases.values()) <= report.seconds
     assert (report.nodes, report.relationships) == (expected.nodes, expected.relationships)
     assert report.bytes_read == snap.size_bytes
     assert target.count(snap.key) == expected

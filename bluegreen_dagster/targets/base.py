@@ -71,6 +71,8 @@ class LoadReport:
     seconds: float
     # True when the database already existed fully loaded and the load was skipped (a safe re-run).
     reused: bool = False
+    # Seconds per phase of the load, in the order they ran (each loader names its own, e.g. plan, staging, copy).
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:

@@ -104,7 +104,7 @@ class EmbeddedTarget(GraphTarget):
             remove_with_siblings(partial)  # stale file of a crashed attempt
             try:
                 bytes_read = snapshot.size_bytes
-                nodes, relationships = self._write(partial, snapshot)
+                nodes, relationships, phases = self._write(partial, snapshot)
                 os.replace(partial, final)
                 fsync_dir(self.store.databases_dir)
             except BaseException as exc:
@@ -112,24 +112,31 @@ class EmbeddedTarget(GraphTarget):
                 if _is_disk_full(exc):
                     raise self._disk_full(snapshot, exc) from None
                 raise
-        return LoadReport(key, nodes, relationships, bytes_read, time.monotonic() - started)
+        return LoadReport(key, nodes, relationships, bytes_read, time.monotonic() - started, phases=phases)
 
     def _reused(self, key: str, started: float) -> LoadReport:
         counts = self.count(key)
         return LoadReport(key, counts.nodes, counts.relationships, 0, time.monotonic() - started, reused=True)
 
-    def _write(self, path: Path, snapshot: Snapshot) -> tuple[int, int]:
-        """Plan, stage conformed rows per destination table, then fill the new database with one COPY per table."""
+    def _write(self, path: Path, snapshot: Snapshot) -> tuple[int, int, dict[str, float]]:
+        """Plan, stage conformed rows per destination table, then fill the new database with one COPY per table.
+
+        Returns (nodes, relationships, seconds per phase)."""
+        started = time.monotonic()
         plan = plan_load(snapshot, self.batch_rows)
+        planned = time.monotonic()
         folder = path.parent / f"{path.name}.staging"
         folder.mkdir()
         nodes = stage_nodes(plan, folder, self.batch_rows, self.chunk_rows)
         relationships = stage_relationships(plan, folder, self.batch_rows, self.chunk_rows)
+        staged = time.monotonic()
         fill(path, plan, nodes, relationships, buffer_pool_bytes=self.buffer_pool_bytes, threads=self.threads)
         shutil.rmtree(folder)
-        return sum(rows for _, rows in nodes.values()), sum(rows for _, rows in relationships.values())
+        phases = {"plan": planned - started, "staging": staged - planned, "copy": time.monotonic() - staged}
+        return sum(rows for _, rows in nodes.values()), sum(rows for _, rows in relationships.values()), phases
 
     def _disk_full(self, snapshot: Snapshot, exc: BaseException) -> TransientTargetError:
+        # Transient: another customer's cleanup may free the space before the step's retry.
         need, why = self._room_needed(snapshot)
         return TransientTargetError(
             f"disk full while loading {snapshot.key} into {self.root} ({exc}); the partial database was removed. "
