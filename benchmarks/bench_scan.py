@@ -78,13 +78,15 @@ def walk_customers(base: str) -> int:
     return n
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
+def timed(fn, repeat: int) -> tuple[float, object, float]:
+    """Median wall seconds, the last result, median CPU seconds of this process (less noisy on a busy machine)."""
+    times, cpu, out = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), out, statistics.median(cpu)
 
 
 def bench_size(root: Path, customers: int, snapshots: int, repeat: int) -> dict:
@@ -93,8 +95,8 @@ def bench_size(root: Path, customers: int, snapshots: int, repeat: int) -> dict:
     newest = build_tree(base, customers, snapshots)
     built = time.perf_counter() - start
     b = str(base)
-    walk_all_s, _ = timed(lambda: walk_all(b), repeat)
-    scan_all_s, found = timed(lambda: scan(base, 3600), repeat)
+    walk_all_s, _, walk_all_cpu = timed(lambda: walk_all(b), repeat)
+    scan_all_s, found, scan_all_cpu = timed(lambda: scan(base, 3600), repeat)
     assert len(found.complete) == customers * snapshots and not found.waiting and not found.invalid
     # One new snapshot for the last customer: the tick must find it and nothing else.
     new_ts = newest["customer-00000"] + 60
@@ -103,8 +105,8 @@ def bench_size(root: Path, customers: int, snapshots: int, repeat: int) -> dict:
         os.makedirs(folder / sub)
         (folder / sub / "part-0.parquet").write_bytes(b"PAR1")
     (folder / "_SUCCESS").touch()
-    walk_customers_s, _ = timed(lambda: walk_customers(b), repeat)
-    scan_new_s, found = timed(lambda: scan(base, 3600, newer_than=newest), repeat)
+    walk_customers_s, _, walk_customers_cpu = timed(lambda: walk_customers(b), repeat)
+    scan_new_s, found, scan_new_cpu = timed(lambda: scan(base, 3600, newer_than=newest), repeat)
     assert [s.key for s in found.complete] == [f"customer-00000-{new_ts}"], found
     shutil.rmtree(base)
     return {
@@ -114,6 +116,8 @@ def bench_size(root: Path, customers: int, snapshots: int, repeat: int) -> dict:
         "walk_customers_s": round(walk_customers_s, 4), "scan_new_s": round(scan_new_s, 4),
         "scan_new_vs_walk_customers": round(scan_new_s / walk_customers_s, 2),
         "scan_new_vs_scan_all": round(scan_new_s / scan_all_s, 3),
+        "cpu_s": {"walk_all": round(walk_all_cpu, 4), "scan_all": round(scan_all_cpu, 4),
+                  "walk_customers": round(walk_customers_cpu, 4), "scan_new": round(scan_new_cpu, 4)},
         "goal_scan_new_under_s": 1.0,
     }
 
@@ -147,13 +151,13 @@ def bench_fingerprint(root: Path, people: int, repeat: int) -> dict:
         return sum(pq.read_table(f).num_rows for f in files)
 
     read()  # warm the page cache for all three
-    full_s, _ = timed(full, repeat)
-    footer_s, _ = timed(footers, repeat)
-    read_s, rows = timed(read, repeat)
+    full_s, _, _cpu = timed(full, repeat)
+    footer_s, _, _cpu = timed(footers, repeat)
+    read_s, rows, _cpu = timed(read, repeat)
     first = time.perf_counter()
     snap.fingerprint()
     fingerprint_first_s = time.perf_counter() - first
-    again_s, _ = timed(snap.fingerprint, repeat)
+    again_s, _, _cpu = timed(snap.fingerprint, repeat)
     shutil.rmtree(folder)
     return {
         "people": people, "rows": rows, "files": len(files), "parquet_mb": round(size / 1e6, 1),
