@@ -168,6 +168,11 @@ def bench_fingerprint(root: Path, people: int, repeat: int) -> dict:
     }
 
 
+def progress(result: dict) -> dict:
+    print(json.dumps(result), file=sys.stderr, flush=True)  # each size as it finishes: big trees take minutes
+    return result
+
+
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
@@ -187,7 +192,7 @@ def main() -> None:
     try:
         sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
         out = {"machine": machine(),
-               "scan": [bench_size(root, c, s, args.repeat) for c, s in sizes],
+               "scan": [progress(bench_size(root, c, s, args.repeat)) for c, s in sizes],
                "fingerprint": bench_fingerprint(root, args.people, args.repeat)}
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -5,6 +5,7 @@ complete, no snapshot file changed, and the message a user sees names the cause 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -59,7 +60,10 @@ def test_symlink_out_of_base_path(project: Project, tmp_path: Path, capsys: pyte
         snapshot_for_key(project.data, "acme-200")
     code, out = check_output(capsys)
     assert code == 1 and "leads outside dataset.base_path" in out
-    said = " ".join([*found.invalid, *found.invalid.values(), str(err.value), out])
+    assert main(["status", "--json"]) == 0
+    status = capsys.readouterr().out
+    assert [c["alias"] for c in json.loads(status)["customers"]] == ["acme"]  # no bogus customer 'sys'
+    said = " ".join([*found.invalid, *found.invalid.values(), str(err.value), out, status])
     assert str(outside) not in said and "shadow-x" not in said and "passwd-dir" not in said
     assert tree_state(project.data, outside) == before
 
