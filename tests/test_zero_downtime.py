@@ -2,9 +2,11 @@
 relationships in a loop while 20 snapshots of different sizes are dropped and switched by the real pipeline.
 
 The pipeline is driven the way production runs it: `dagster-daemon run -w workspace.yaml` with our instance
-settings; snapshots are dropped with `bluegreen simulate-snapshot` (atomic rename, `_SUCCESS` last), the
-snapshot sensor launches one run per snapshot. Each snapshot has a different number of people, so each has its
-own (nodes, relationships) pair, read from its Parquet files here, independently of the package.
+settings, and the snapshot sensor launching one run per snapshot. The test is the producer: it writes each
+snapshot in the README's format into a hidden folder, `_SUCCESS` last, and renames it into place, keeping a few
+snapshots ahead of the alias so the sensor and the customer's run queue always have work (a new interpreter per
+drop, as `bluegreen simulate-snapshot` would be, costs seconds of CPU on a 2-core machine). Each snapshot has its
+own size, so each has its own (nodes, relationships) pair.
 
 Asserted: no read failed; every read returned the counts of exactly one complete snapshot; no reader ever went
 back to an older snapshot; the alias moved 20 times, forward only, ending at the newest. Printed: reads, failures,
@@ -21,27 +23,43 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import make_project
-from tests.dagster_processes import bluegreen, running_daemon, wait_for
+from tests.dagster_processes import running_daemon, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CUSTOMER = "zdt-corp"
 SWITCHES = 20  # snapshots switched while the readers read (plus one that is live before they start)
 READERS = 3
-IN_FLIGHT = 2  # snapshots dropped but not yet live: one loading, one queued keeps the pipeline busy
+IN_FLIGHT = 6  # snapshots dropped but not yet live: the sensor and the run queue always have work
+DROP_EVERY_S = 1.0  # the producer's pace while the backlog has room
 SWITCH_WINDOW_S = 0.5  # a read that overlaps [switch - 0.5 s, switch + 0.5 s] counts as a read during a switch
 
 
-def people_of(i: int) -> int:
-    return 60 + 40 * i  # nodes = people + people // 50 companies, relationships = 4 * people: distinct per i
-
-
-def parquet_rows(folder: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet")))
+def write_snapshot(base_path: Path, timestamp: int, people: int) -> tuple[int, int]:
+    """A producer's drop: `people` Person nodes in a ring where everyone KNOWS the next two, plus one Company
+    everyone WORKS_AT. Returns its (nodes, relationships)."""
+    ids = pa.array(range(1, people + 1), pa.int64())
+    company = people + 1
+    source = [i for i in range(1, people + 1) for _ in range(3)]
+    target = [t for i in range(1, people + 1) for t in ((i % people) + 1, ((i + 1) % people) + 1, company)]
+    kinds = ["KNOWS", "KNOWS", "WORKS_AT"] * people
+    tmp = base_path / CUSTOMER / f".{timestamp}.tmp"
+    (tmp / "nodes").mkdir(parents=True)
+    (tmp / "relationships").mkdir()
+    pq.write_table(pa.table({"nodeId": ids, "labels": pa.array(["Person"] * people), "age": pa.array(
+        [20 + i % 50 for i in range(people)], pa.int64())}), tmp / "nodes" / "people.parquet")
+    pq.write_table(pa.table({"nodeId": pa.array([company], pa.int64()), "labels": ["Company"]}),
+                   tmp / "nodes" / "companies.parquet")
+    pq.write_table(pa.table({"sourceNodeId": pa.array(source, pa.int64()), "targetNodeId": pa.array(target, pa.int64()),
+                             "relationshipType": kinds}), tmp / "relationships" / "edges.parquet")
+    (tmp / "_SUCCESS").touch()
+    tmp.rename(base_path / CUSTOMER / str(timestamp))
+    return people + 1, 3 * people
 
 
 def read_loop(alias: str, stop_file: str, out_file: str) -> None:
@@ -86,6 +104,29 @@ class AliasWatcher(threading.Thread):
             time.sleep(0.005)
 
 
+class Dropper(threading.Thread):
+    """Drops snapshots 1..N, each as soon as fewer than IN_FLIGHT dropped ones are still waiting to go live, so
+    the sensor always finds new work and the customer's run queue never runs dry."""
+
+    def __init__(self, drop, watcher: AliasWatcher, timestamps: list[int], began: float) -> None:
+        super().__init__(daemon=True)
+        self.drop, self.watcher, self.timestamps, self.began = drop, watcher, timestamps, began
+        self.stopping, self.error = threading.Event(), None
+
+    def run(self) -> None:
+        try:
+            for i in range(1, len(self.timestamps)):
+                while live_index(self.watcher.current(), self.timestamps) < i - IN_FLIGHT:
+                    if self.stopping.wait(0.1):
+                        return
+                self.drop(i)
+                self.stopping.wait(DROP_EVERY_S)
+                print(f"{time.monotonic() - self.began:6.1f}s dropped snapshot {i}; live: {self.watcher.current()}",
+                      flush=True)
+        except Exception as exc:  # reported by the test
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
 def test_readers_never_fail_and_always_see_one_complete_snapshot_during_20_switches(tmp_path: Path) -> None:
     project = make_project(tmp_path, orchestrator={"scan_interval": 5, "keep_databases": 2})
     alias = project.settings.embedded.path / "aliases" / f"{CUSTOMER}.lbug"
@@ -94,10 +135,7 @@ def test_readers_never_fail_and_always_see_one_complete_snapshot_during_20_switc
     valid: dict[tuple[int, int], int] = {}  # (nodes, relationships) -> snapshot index
 
     def drop(i: int) -> None:
-        bluegreen(project, "simulate-snapshot", "--customer", CUSTOMER, "--people", str(people_of(i)),
-                  "--timestamp", str(timestamps[i]))
-        folder = project.data / CUSTOMER / str(timestamps[i])
-        valid[(parquet_rows(folder / "nodes"), parquet_rows(folder / "relationships"))] = i
+        valid[write_snapshot(project.data, timestamps[i], people=50 + 25 * i)] = i
 
     watcher = AliasWatcher(alias)
     stop_file = tmp_path / "stop-readers"
@@ -113,18 +151,16 @@ def test_readers_never_fail_and_always_see_one_complete_snapshot_during_20_switc
             r.start()
         wait_for(lambda: all(o.exists() and o.stat().st_size for o in outputs), 60, "every reader's first read")
         switching = time.monotonic()
+        dropper = Dropper(drop, watcher, timestamps, switching)
+        dropper.start()
         try:
-            for i in range(1, SWITCHES + 1):
-                # Drop the next one as soon as fewer than IN_FLIGHT dropped snapshots are waiting to go live.
-                wait_for(lambda: live_index(watcher.current(), timestamps) >= i - IN_FLIGHT, 120,
-                         f"snapshot {i - IN_FLIGHT} to go live", log)
-                drop(i)
-                print(f"{time.monotonic() - switching:6.1f}s dropped snapshot {i}, live: {watcher.current()}", flush=True)
-            wait_for(lambda: watcher.current() == f"{CUSTOMER}-{timestamps[-1]}", 120,
+            wait_for(lambda: dropper.error or watcher.current() == f"{CUSTOMER}-{timestamps[-1]}", 600,
                      "the newest snapshot to go live", log)
+            assert not dropper.error, f"dropping snapshots failed: {dropper.error}"
             switch_seconds = time.monotonic() - switching
             time.sleep(1.0)  # reads after the last switch
         finally:
+            dropper.stopping.set()
             stop_file.touch()
             for r in readers:
                 r.join(timeout=30)
@@ -132,6 +168,7 @@ def test_readers_never_fail_and_always_see_one_complete_snapshot_during_20_switc
                     r.kill()
             watcher.stopping.set()
             watcher.join()
+            dropper.join()
 
     assert len(valid) == SWITCHES + 1, "two snapshots have the same counts; the test could not tell them apart"
     exit_codes = [r.exitcode for r in readers]
