@@ -33,11 +33,19 @@ def wait_for(condition, timeout: float, what: str, log: Path | None = None, inte
 
 
 def dagster_home(root: Path) -> Path:
-    """`root/dagster_home` with the instance settings we ship (created once, shared by daemon and webserver)."""
+    """`root/dagster_home` with the instance settings we ship (created once, shared by daemon and webserver).
+
+    Its storage is created here, once: a daemon and a webserver started together on a fresh SQLite home both
+    create the schema, and the loser's code location then fails to load with "Version table 'alembic_version'
+    has more than one head present"."""
     home = root / "dagster_home"
     if not (home / "dagster.yaml").exists():
+        import dagster as dg
+
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "bluegreen_dagster" / "dagster_instance.yaml", home / "dagster.yaml")
+        with dg.DagsterInstance.from_config(str(home)):
+            pass
     return home
 
 

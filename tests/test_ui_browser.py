@@ -195,8 +195,9 @@ def test_dropped_snapshot_runs_from_the_sensor_and_succeeds(ui: UI) -> None:
     assert "snapshot_sensor" in row.inner_text(), f"not launched by the sensor: {row.inner_text()}"
     ui.shot("runs-sensor-run-succeeded")
     row.locator("a[href*='/runs/']").first.click()  # the run id
-    ui.page.get_by_text(f'Finished execution of run for "load_snapshot"').first.wait_for()
+    ui.page.get_by_text('Finished execution of run for "load_snapshot"').first.wait_for()
     text = ui.text()
+    assert "Launched by snapshot_sensor" in text and f"partition: {ui.good_key}" in text
     for step in ("health_check", "snapshot_database", "alias_switch", "cleanup"):
         assert step in text, f"step {step} missing on the run page"
     assert status(ui.project)[GOOD] == ui.good_key, "the UI says success but the alias did not move"
@@ -204,12 +205,16 @@ def test_dropped_snapshot_runs_from_the_sensor_and_succeeds(ui: UI) -> None:
 
 
 def test_failed_snapshot_shows_its_cause_on_the_run_page(ui: UI) -> None:
+    live_before = status(ui.project)[BAD]
     row = run_row(ui, ui.bad_key, "Failure", 120)
     row.locator("a[href*='/runs/']").first.click()
-    ui.page.get_by_text(ui.bad_file.name).first.wait_for()  # the cause names the file
+    ui.page.get_by_text(ui.bad_file.name).first.wait_for()  # the cause names the file...
     text = ui.text()
-    assert "not a readable Parquet file" in text or "Parquet" in text, "the cause does not say what is wrong"
-    assert status(ui.project)[BAD] != ui.bad_key, "a corrupt snapshot went live"
+    # ...and says what is wrong with it, in the same message.
+    assert re.search(rf"{re.escape(ui.bad_file.name)}[^\n]*(not a readable|corrupt|invalid|magic bytes)", text,
+                     re.IGNORECASE), "the run page names the file but not what is wrong with it"
+    assert "Launched by snapshot_sensor" in text and f"partition: {ui.bad_key}" in text
+    assert status(ui.project)[BAD] == live_before != ui.bad_key, "the alias moved away from the last good database"
     ui.shot("run-page-failed-snapshot-cause")
 
 

@@ -10,15 +10,13 @@ own size, so each has its own (nodes, relationships) pair.
 
 Asserted: no read failed; every read returned the counts of exactly one complete snapshot; no reader ever went
 back to an older snapshot; the alias moved 20 times, forward only, ending at the newest. Printed: reads, failures,
-the longest read latency during a switch, as a JSON line (`zero_downtime {...}`).
+the longest read latency during a switch, and one JSON line (`zero_downtime {...}`).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -29,59 +27,37 @@ import pytest
 
 from tests.conftest import make_project
 from tests.dagster_processes import running_daemon, wait_for
+from tests.zero_downtime_readers import first_reads_done, ladybug_reader, reader_processes, summarize
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CUSTOMER = "zdt-corp"
 SWITCHES = 20  # snapshots switched while the readers read (plus one that is live before they start)
-READERS = 3
 IN_FLIGHT = 6  # snapshots dropped but not yet live: the sensor and the run queue always have work
 DROP_EVERY_S = 1.0  # the producer's pace while the backlog has room
-SWITCH_WINDOW_S = 0.5  # a read that overlaps [switch - 0.5 s, switch + 0.5 s] counts as a read during a switch
 
 
 def write_snapshot(base_path: Path, timestamp: int, people: int) -> tuple[int, int]:
     """A producer's drop: `people` Person nodes in a ring where everyone KNOWS the next two, plus one Company
     everyone WORKS_AT. Returns its (nodes, relationships)."""
-    ids = pa.array(range(1, people + 1), pa.int64())
     company = people + 1
     source = [i for i in range(1, people + 1) for _ in range(3)]
     target = [t for i in range(1, people + 1) for t in ((i % people) + 1, ((i + 1) % people) + 1, company)]
-    kinds = ["KNOWS", "KNOWS", "WORKS_AT"] * people
     tmp = base_path / CUSTOMER / f".{timestamp}.tmp"
     (tmp / "nodes").mkdir(parents=True)
     (tmp / "relationships").mkdir()
-    pq.write_table(pa.table({"nodeId": ids, "labels": pa.array(["Person"] * people), "age": pa.array(
-        [20 + i % 50 for i in range(people)], pa.int64())}), tmp / "nodes" / "people.parquet")
+    pq.write_table(pa.table({"nodeId": pa.array(range(1, people + 1), pa.int64()),
+                             "labels": pa.array(["Person"] * people),
+                             "age": pa.array([20 + i % 50 for i in range(people)], pa.int64())}),
+                   tmp / "nodes" / "people.parquet")
     pq.write_table(pa.table({"nodeId": pa.array([company], pa.int64()), "labels": ["Company"]}),
                    tmp / "nodes" / "companies.parquet")
     pq.write_table(pa.table({"sourceNodeId": pa.array(source, pa.int64()), "targetNodeId": pa.array(target, pa.int64()),
-                             "relationshipType": kinds}), tmp / "relationships" / "edges.parquet")
+                             "relationshipType": ["KNOWS", "KNOWS", "WORKS_AT"] * people}),
+                   tmp / "relationships" / "edges.parquet")
     (tmp / "_SUCCESS").touch()
     tmp.rename(base_path / CUSTOMER / str(timestamp))
     return people + 1, 3 * people
-
-
-def read_loop(alias: str, stop_file: str, out_file: str) -> None:
-    """One reader process: what a customer's service does, open the alias read-only, count, close, again."""
-    import ladybug
-
-    with open(out_file, "w", buffering=1) as out:
-        while not os.path.exists(stop_file):
-            started = time.time()
-            record: dict = {"start": started}
-            try:
-                db = ladybug.Database(alias, read_only=True)
-                try:
-                    conn = ladybug.Connection(db)
-                    record["nodes"] = conn.execute("MATCH (n) RETURN count(n)").get_next()[0]
-                    record["rels"] = conn.execute("MATCH ()-[r]->() RETURN count(r)").get_next()[0]
-                finally:
-                    db.close()
-            except Exception as exc:  # a failed read is the result we look for, not a crash of the reader
-                record["error"] = f"{type(exc).__name__}: {exc}"
-            record["end"] = time.time()
-            out.write(json.dumps(record) + "\n")
 
 
 class AliasWatcher(threading.Thread):
@@ -105,24 +81,23 @@ class AliasWatcher(threading.Thread):
 
 
 class Dropper(threading.Thread):
-    """Drops snapshots 1..N, each as soon as fewer than IN_FLIGHT dropped ones are still waiting to go live, so
-    the sensor always finds new work and the customer's run queue never runs dry."""
+    """Drops snapshots 1..N, each as soon as fewer than IN_FLIGHT dropped ones are still waiting to go live."""
 
-    def __init__(self, drop, watcher: AliasWatcher, timestamps: list[int], began: float) -> None:
+    def __init__(self, drop, live_index, count: int, began: float) -> None:
         super().__init__(daemon=True)
-        self.drop, self.watcher, self.timestamps, self.began = drop, watcher, timestamps, began
+        self.drop, self.live_index, self.count, self.began = drop, live_index, count, began
         self.stopping, self.error = threading.Event(), None
 
     def run(self) -> None:
         try:
-            for i in range(1, len(self.timestamps)):
-                while live_index(self.watcher.current(), self.timestamps) < i - IN_FLIGHT:
+            for i in range(1, self.count):
+                while self.live_index() < i - IN_FLIGHT:
                     if self.stopping.wait(0.1):
                         return
                 self.drop(i)
-                self.stopping.wait(DROP_EVERY_S)
-                print(f"{time.monotonic() - self.began:6.1f}s dropped snapshot {i}; live: {self.watcher.current()}",
+                print(f"{time.monotonic() - self.began:6.1f}s dropped snapshot {i}; live: {self.live_index()}",
                       flush=True)
+                self.stopping.wait(DROP_EVERY_S)
         except Exception as exc:  # reported by the test
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -131,90 +106,49 @@ def test_readers_never_fail_and_always_see_one_complete_snapshot_during_20_switc
     project = make_project(tmp_path, orchestrator={"scan_interval": 5, "keep_databases": 2})
     alias = project.settings.embedded.path / "aliases" / f"{CUSTOMER}.lbug"
     base_ts = int(time.time()) - 10_000
-    timestamps = [base_ts + i for i in range(SWITCHES + 1)]
+    keys = [f"{CUSTOMER}-{base_ts + i}" for i in range(SWITCHES + 1)]
     valid: dict[tuple[int, int], int] = {}  # (nodes, relationships) -> snapshot index
 
     def drop(i: int) -> None:
-        valid[write_snapshot(project.data, timestamps[i], people=50 + 25 * i)] = i
+        valid[write_snapshot(project.data, base_ts + i, people=50 + 25 * i)] = i
 
     watcher = AliasWatcher(alias)
-    stop_file = tmp_path / "stop-readers"
-    outputs = [tmp_path / f"reader-{n}.jsonl" for n in range(READERS)]
-    readers = [multiprocessing.get_context("spawn").Process(target=read_loop, args=(str(alias), str(stop_file), str(o)))
-               for o in outputs]
+
+    def live_index() -> int:
+        current = watcher.current()
+        return keys.index(current) if current in keys else -1
+
     began = time.monotonic()
     with running_daemon(project) as log:
         drop(0)
-        wait_for(lambda: watcher.current() == f"{CUSTOMER}-{timestamps[0]}", 120, "the first snapshot to go live", log)
+        wait_for(lambda: live_index() == 0, 180, "the first snapshot to go live", log)
         watcher.start()
-        for r in readers:
-            r.start()
-        wait_for(lambda: all(o.exists() and o.stat().st_size for o in outputs), 60, "every reader's first read")
-        switching = time.monotonic()
-        dropper = Dropper(drop, watcher, timestamps, switching)
-        dropper.start()
-        try:
-            wait_for(lambda: dropper.error or watcher.current() == f"{CUSTOMER}-{timestamps[-1]}", 600,
-                     "the newest snapshot to go live", log)
-            assert not dropper.error, f"dropping snapshots failed: {dropper.error}"
-            switch_seconds = time.monotonic() - switching
-            time.sleep(1.0)  # reads after the last switch
-        finally:
-            dropper.stopping.set()
-            stop_file.touch()
-            for r in readers:
-                r.join(timeout=30)
-                if r.is_alive():
-                    r.kill()
-            watcher.stopping.set()
-            watcher.join()
-            dropper.join()
+        with reader_processes(ladybug_reader, (str(alias),), tmp_path) as readers:
+            wait_for(lambda: first_reads_done(tmp_path), 60, "every reader's first read")
+            switching = time.monotonic()
+            dropper = Dropper(drop, live_index, SWITCHES + 1, switching)
+            dropper.start()
+            try:
+                wait_for(lambda: dropper.error or live_index() == SWITCHES, 800, "the newest snapshot to go live", log)
+                assert not dropper.error, f"dropping snapshots failed: {dropper.error}"
+                switch_seconds = time.monotonic() - switching
+                time.sleep(1.0)  # reads after the last switch
+            finally:
+                dropper.stopping.set()
+                dropper.join()
+        watcher.stopping.set()
+        watcher.join()
 
     assert len(valid) == SWITCHES + 1, "two snapshots have the same counts; the test could not tell them apart"
-    exit_codes = [r.exitcode for r in readers]
-    reads = [[json.loads(line) for line in o.read_text().splitlines()] for o in outputs]
-    all_reads = [rec for per_reader in reads for rec in per_reader]
-    failures = [rec for rec in all_reads if "error" in rec]
-    wrong = [rec for rec in all_reads if "error" not in rec and (rec["nodes"], rec["rels"]) not in valid]
-    backwards = []
-    for n, per_reader in enumerate(reads):
-        seen = [valid[(rec["nodes"], rec["rels"])] for rec in per_reader if (rec.get("nodes"), rec.get("rels")) in valid]
-        backwards += [(n, a, b) for a, b in zip(seen, seen[1:]) if b < a]
-
-    switch_times = [t for t, target in watcher.changes[1:]]  # the first entry is the alias as the watcher found it
-    targets = [target for _, target in watcher.changes]
-    latencies = [rec["end"] - rec["start"] for rec in all_reads]
-    during = [rec["end"] - rec["start"] for rec in all_reads
-              if any(rec["start"] <= t + SWITCH_WINDOW_S and rec["end"] >= t - SWITCH_WINDOW_S for t in switch_times)]
-    snapshots_seen = {valid[(r["nodes"], r["rels"])] for r in all_reads if (r.get("nodes"), r.get("rels")) in valid}
-    result = {
-        "readers": READERS, "reads": len(all_reads), "failed_reads": len(failures), "wrong_counts": len(wrong),
-        "went_backwards": len(backwards), "switches": len(switch_times),
-        "snapshots_seen_by_readers": len(snapshots_seen),
-        "max_read_latency_during_switch_s": round(max(during), 4) if during else None,
-        "reads_during_switch": len(during),
-        "max_read_latency_s": round(max(latencies), 4) if latencies else None,
-        "median_read_latency_s": round(statistics.median(latencies), 4) if latencies else None,
-        "switching_seconds": round(switch_seconds, 1), "total_seconds": round(time.monotonic() - began, 1),
-        "pipeline": "dagster-daemon + snapshot_sensor",
-    }
-    print(f"\nzero downtime: {result['reads']} reads by {READERS} processes during {result['switches']} switches "
-          f"in {result['switching_seconds']}s; {result['failed_reads']} failed; longest read during a switch "
-          f"{result['max_read_latency_during_switch_s']}s (longest overall {result['max_read_latency_s']}s)")
+    switch_times = [t for t, _ in watcher.changes[1:]]  # the first entry is the alias as the watcher found it
+    result, problems = summarize(readers, tmp_path, valid, switch_times)
+    result.update(switching_seconds=round(switch_seconds, 1), total_seconds=round(time.monotonic() - began, 1),
+                  pipeline="dagster-daemon + snapshot_sensor", target="embedded")
+    print(f"\nzero downtime: {result['reads']} reads by {result['readers']} processes during {result['switches']} "
+          f"switches in {result['switching_seconds']}s; {result['failed_reads']} failed; longest read during a "
+          f"switch {result['max_read_latency_during_switch_s']}s (longest overall {result['max_read_latency_s']}s)")
     print("zero_downtime " + json.dumps(result))
 
-    assert exit_codes == [0] * READERS, f"a reader process died: exit codes {exit_codes}"
-    assert not failures, f"{len(failures)} of {len(all_reads)} reads failed, e.g. {failures[:3]}"
-    assert not wrong, f"reads that match no complete snapshot: {wrong[:3]}; valid (nodes, rels): {sorted(valid)}"
-    assert not backwards, f"readers went back to older snapshots (reader, from, to): {backwards[:5]}"
-    assert all(len(per_reader) > 0 for per_reader in reads), "a reader never read"
-    expected_targets = [f"{CUSTOMER}-{ts}" for ts in timestamps]
-    assert targets == expected_targets, f"the alias did not move forward through every snapshot: {targets}"
-    # Readers really read across the switches, not only the first and the last snapshot.
-    assert len(snapshots_seen) >= SWITCHES // 2, f"readers saw only snapshots {sorted(snapshots_seen)}"
-
-
-def live_index(target: str | None, timestamps: list[int]) -> int:
-    """Which snapshot (index into timestamps) the alias serves now, -1 for none."""
-    keys = [f"{CUSTOMER}-{ts}" for ts in timestamps]
-    return keys.index(target) if target in keys else -1
+    assert not problems, "\n".join(problems)
+    targets = [target for _, target in watcher.changes]
+    assert targets == keys, f"the alias did not move forward through every snapshot, one at a time: {targets}"
