@@ -76,6 +76,11 @@ class UI:
         return self.page.inner_text("body")
 
 
+def flat(text: str) -> str:
+    """Page text with every run of whitespace (newlines, no-break spaces between tags) as one space."""
+    return " ".join(text.split())
+
+
 def status(project: Project) -> dict[str, str | None]:
     """Customer -> the database its alias serves, from `bluegreen status --json`."""
     rows = json.loads(bluegreen(project, "status", "--json").stdout)["customers"]
@@ -197,7 +202,7 @@ def test_dropped_snapshot_runs_from_the_sensor_and_succeeds(ui: UI) -> None:
     row.locator("a[href*='/runs/']").first.click()  # the run id
     ui.page.get_by_text('Finished execution of run for "load_snapshot"').first.wait_for()
     text = ui.text()
-    assert "Launched by snapshot_sensor" in text and f"partition: {ui.good_key}" in text
+    assert "Launched by snapshot_sensor" in flat(text) and f"partition: {ui.good_key}" in text
     for step in ("health_check", "snapshot_database", "alias_switch", "cleanup"):
         assert step in text, f"step {step} missing on the run page"
     assert status(ui.project)[GOOD] == ui.good_key, "the UI says success but the alias did not move"
@@ -213,7 +218,7 @@ def test_failed_snapshot_shows_its_cause_on_the_run_page(ui: UI) -> None:
     # ...and says what is wrong with it, in the same message.
     assert re.search(rf"{re.escape(ui.bad_file.name)}[^\n]*(not a readable|corrupt|invalid|magic bytes)", text,
                      re.IGNORECASE), "the run page names the file but not what is wrong with it"
-    assert "Launched by snapshot_sensor" in text and f"partition: {ui.bad_key}" in text
+    assert "Launched by snapshot_sensor" in flat(text) and f"partition: {ui.bad_key}" in text
     assert status(ui.project)[BAD] == live_before != ui.bad_key, "the alias moved away from the last good database"
     ui.shot("run-page-failed-snapshot-cause")
 
