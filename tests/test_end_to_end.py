@@ -3,13 +3,7 @@ instance settings, the embedded target and a temp data folder. Drop snapshots, w
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import ladybug
@@ -19,43 +13,9 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
+from tests.dagster_processes import running_daemon, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, timeout: float, what: str, log: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; daemon log:\n{log.read_text()[-4000:]}")
-
-
-@contextmanager
-def running_daemon(project: Project):
-    """`dagster-daemon run -w workspace.yaml` for this project, stopped by its process group at the end."""
-    tmp_path = project.root
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO / "bluegreen_dagster" / "dagster_instance.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "BLUEGREEN_CONFIG": str(project.config_file)}
-    log = tmp_path / "daemon.log"
-    daemon_bin = Path(sys.executable).parent / "dagster-daemon"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(daemon_bin), "run", "-w", str(REPO / "workspace.yaml")], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture

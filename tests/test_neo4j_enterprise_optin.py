@@ -74,6 +74,52 @@ def test_load_verify_switch_cleanup(target, tmp_path):
         pytest.fail(f"could not clean up on the server: {'; '.join(problems)}")
 
 
+def test_readers_through_the_alias_see_zero_downtime_during_20_switches(target, tmp_path):
+    """The zero-downtime loop of tests/test_zero_downtime.py against real Enterprise: three processes read through
+    the alias with the driver while 20 snapshots of different sizes are loaded, verified, switched and cleaned up
+    (keep 2), one after another as fast as the server takes them."""
+    import json
+    import time
+
+    from tests.zero_downtime_readers import first_reads_done, neo4j_reader, reader_processes, summarize
+
+    customer = f"bgtest{secrets.token_hex(3)}"
+    state = tmp_path / "state"
+    reader_args = (os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""),
+                   customer)
+    valid, switch_times = {}, []
+
+    def load_and_switch(i: int) -> None:
+        write_snapshot(tmp_path / "data", customer, 1767741527 + i, people=100 + 20 * i)
+        snapshot = snapshot_at(tmp_path / "data", customer, 1767741527 + i)
+        expected = expected_counts(snapshot)
+        valid[(expected.nodes, expected.relationships)] = i
+        target.load(snapshot)
+        bluegreen.verify(target, snapshot.key, expected)
+        started = time.time()
+        assert bluegreen.switch_if_newest(target, snapshot.key, expected, state).switched
+        if i:  # the first switch happens before the readers start
+            switch_times.append((started + time.time()) / 2)
+        bluegreen.cleanup(target, customer, keep=2, state_path=state)
+
+    try:
+        load_and_switch(0)
+        with reader_processes(neo4j_reader, reader_args, tmp_path) as readers:
+            deadline = time.monotonic() + 60
+            while not first_reads_done(tmp_path) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for i in range(1, 21):
+                load_and_switch(i)
+            time.sleep(1.0)
+        result, problems = summarize(readers, tmp_path, valid, switch_times)
+        print("zero_downtime " + json.dumps({**result, "target": "neo4j", "loader": target.settings.neo4j.loader}))
+        assert not problems, "\n".join(problems)
+    finally:
+        problems = _remove_everything(target, customer)
+    if problems:
+        pytest.fail(f"could not clean up on the server: {'; '.join(problems)}")
+
+
 def _remove_everything(target: Neo4jTarget, customer: str) -> list[str]:
     problems = []
     try:  # test-only statement (not in queries.py); its parse is checked in test_neo4j_community.py
