@@ -274,6 +274,17 @@ def test_cypher_loader_blue_green(standin, tmp_path):
     assert {"CREATE_LOAD_MARKER", "CREATE_NODES", "CREATE_RELATIONSHIPS", "DELETE_LOAD_MARKER"} <= used
 
 
+def test_cypher_load_interrupted_midway_is_loaded_again_not_reused(standin, tmp_path):
+    """A process that died mid-load leaves an online database that still has the loader's marker node."""
+    settings = make_settings(standin, tmp_path, loader="cypher", batch_size=40)
+    standin.dbms.add_database("acme-100", nodes={("c", -1): (q.LOAD_LABEL,), ("c", -2): ("Person",)})
+    with Neo4jTarget(settings, poll_interval=0.01) as target:
+        report = target.load(snapshot(settings, "acme", 100, people=30))
+        assert not report.reused and (report.nodes, report.relationships) == (31, 120)
+        counts = target.count("acme-100")
+    assert q.LOAD_LABEL not in counts.labels and counts.nodes == 31
+
+
 def test_retry_after_unmounted_store_recovers(standin, settings, target):
     """Store files of an Arrow import whose database was never registered survive DROP DATABASE IF EXISTS; a retry
     of the same snapshot must not fail with ALREADY_EXISTS forever."""

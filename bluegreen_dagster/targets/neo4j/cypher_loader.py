@@ -106,7 +106,9 @@ def _property_map(names: list[str]) -> str:
 
 def _groups(codes: np.ndarray, order_by: np.ndarray | None = None) -> list[tuple[int, np.ndarray | None]]:
     """(code, row indices) per distinct code; indices None when one code covers the batch in its own order."""
-    if len(codes) and (codes == codes[0]).all() and order_by is None:
+    if not len(codes):
+        return []
+    if (codes == codes[0]).all() and order_by is None:
         return [(int(codes[0]), None)]
     order = np.lexsort((order_by, codes)) if order_by is not None else np.argsort(codes, kind="stable")
     sorted_codes = codes[order]
@@ -160,17 +162,28 @@ class CypherLoader:
         self.admin = admin
         self.batch_size = batch_size
         self.prepare_seconds = 0.0
+        self._filter_notices = True
 
     def _write(self, database: str, query: str, what: str, params: dict[str, Any]) -> dict[str, Any]:
         def work(tx: neo4j.ManagedTransaction) -> dict[str, Any]:
             record = tx.run(query, params).single()
             return record.data() if record is not None else {}
 
+        def session() -> neo4j.Session:
+            # id() is deprecated in Cypher 5: unfiltered, every statement would log a deprecation notice.
+            quiet = {"notifications_disabled_classifications": ["DEPRECATION"]} if self._filter_notices else {}
+            return self.admin.driver.session(database=database, **quiet)
+
         def call() -> dict[str, Any]:
-            # id() is deprecated in Cypher 5: without this every statement would log a deprecation notice.
-            with self.admin.driver.session(database=database,
-                                           notifications_disabled_classifications=["DEPRECATION"]) as session:
-                return session.execute_write(work)
+            try:
+                with session() as s:
+                    return s.execute_write(work)
+            except neo4j.exceptions.ConfigurationError:
+                if not self._filter_notices:
+                    raise
+                self._filter_notices = False  # Neo4j before 5.7 (Bolt < 5.2) has no notification filters
+                with session() as s:
+                    return s.execute_write(work)
 
         return self.admin._with_retry(what, call)
 
