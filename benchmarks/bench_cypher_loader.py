@@ -15,8 +15,9 @@ indexes) before every load, and the counts are checked after every load (outside
          `UNWIND $rows AS row MATCH (a:Node {nodeId: row.s}) MATCH (b:Node {nodeId: row.t})
          CREATE (a)-[r:$(row.type)]->(b) SET r += row.props`, one managed transaction per --batch-size rows
 
-One warm-up round on a small snapshot (the JIT of a fresh server is cold: the first load runs ~3x slower), then
---repeat rounds alternating which loader goes first. Per loader: wall seconds and rows/s (median), CPU seconds
+--warmup rounds of both loaders on the same snapshot, not counted (the JIT of a fresh server is cold: the first
+loads run 2-4x slower, and a smaller warm-up snapshot was not enough), then --repeat rounds alternating which
+loader goes first. Per loader: wall seconds and rows/s (median), CPU seconds
 of this process (client) and of the server process (from /proc), and for ours the phase times the loader
 reports. On a shared machine wall time swings with other load; the CPU seconds do much less, so both ratios are
 printed. Prints ONE JSON object.
@@ -182,15 +183,14 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=25000)
     parser.add_argument("--batch-size", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--warmup-people", type=int, default=4000)
+    parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
     logging.getLogger("neo4j").setLevel(logging.ERROR)
 
     with tempfile.TemporaryDirectory(prefix="bench-cypher-") as tmp:
         base = Path(tmp)
-        write_snapshot(base / "data", "bench", 1, people=args.warmup_people)
-        write_snapshot(base / "data", "bench", 2, people=args.people)
-        warm, snapshot = snapshot_at(base / "data", "bench", 1), snapshot_at(base / "data", "bench", 2)
+        write_snapshot(base / "data", "bench", 1, people=args.people)
+        snapshot = snapshot_at(base / "data", "bench", 1)
         expected = expected_counts(snapshot)
         rows = expected.nodes + expected.relationships
         load_before = os.getloadavg()
@@ -201,8 +201,9 @@ def main() -> None:
                 "host": host, "bolt_port": int(port), "user": USER, "password": PASSWORD, "loader": "cypher"}})
             admin = Admin(settings.neo4j)
             driver = admin.driver
-            for name in ("ours", "naive"):
-                measure(name, server, driver, admin, warm, args.batch_size)
+            for _ in range(args.warmup):
+                for name in ("ours", "naive"):
+                    measure(name, server, driver, admin, snapshot, args.batch_size)
             runs: dict[str, list[dict]] = {"ours": [], "naive": []}
             for round_ in range(args.repeat):
                 for name in (("ours", "naive") if round_ % 2 == 0 else ("naive", "ours")):
@@ -214,7 +215,7 @@ def main() -> None:
         ours, naive_ = summary(runs["ours"], rows), summary(runs["naive"], rows)
         print(json.dumps({
             "rows": rows, "nodes": expected.nodes, "relationships": expected.relationships,
-            "batch_size": args.batch_size, "repeat": args.repeat,
+            "batch_size": args.batch_size, "warmup": args.warmup, "repeat": args.repeat,
             "ours": ours, "naive": naive_,
             "ratio": round(ours["rows_per_s"] / naive_["rows_per_s"], 2),
             "ratio_cpu": round(naive_["cpu_seconds"] / ours["cpu_seconds"], 2),
