@@ -259,9 +259,7 @@ def test_health_reports_heap_and_database_count(standin, settings, target):
 # --- the Cypher fallback loader -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dynamic", [True, False])
-def test_cypher_loader_blue_green(standin, tmp_path, dynamic):
-    standin.dbms.dynamic_labels = dynamic
+def test_cypher_loader_blue_green(standin, tmp_path):
     settings = make_settings(standin, tmp_path, loader="cypher", batch_size=40)
     with Neo4jTarget(settings, poll_interval=0.01) as target:
         for ts in (100, 200):
@@ -273,7 +271,18 @@ def test_cypher_loader_blue_green(standin, tmp_path, dynamic):
     assert standin.dbms.aliases == {"acme": "acme-200"}
     assert not standin.dbms.events_of("v1/CREATE_DATABASE")
     used = {what for server, what, _ in standin.dbms.events if server == "bolt"}
-    assert ("CREATE_NODES_DYNAMIC" in used) == dynamic and ("CREATE_NODES_STATIC" in used) != dynamic
+    assert {"CREATE_LOAD_MARKER", "CREATE_NODES", "CREATE_RELATIONSHIPS", "DELETE_LOAD_MARKER"} <= used
+
+
+def test_cypher_load_interrupted_midway_is_loaded_again_not_reused(standin, tmp_path):
+    """A process that died mid-load leaves an online database that still has the loader's marker node."""
+    settings = make_settings(standin, tmp_path, loader="cypher", batch_size=40)
+    standin.dbms.add_database("acme-100", nodes={("c", -1): (q.LOAD_LABEL,), ("c", -2): ("Person",)})
+    with Neo4jTarget(settings, poll_interval=0.01) as target:
+        report = target.load(snapshot(settings, "acme", 100, people=30))
+        assert not report.reused and (report.nodes, report.relationships) == (31, 120)
+        counts = target.count("acme-100")
+    assert q.LOAD_LABEL not in counts.labels and counts.nodes == 31
 
 
 def test_retry_after_unmounted_store_recovers(standin, settings, target):

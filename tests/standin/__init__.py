@@ -9,7 +9,7 @@ What it models (`dbms.Dbms`, shared by both servers, thread-safe):
   transactions, PULL/DISCARD streaming, FAILED/IGNORED/RESET semantics, TELEMETRY.
 - Exactly the Cypher statements in `bluegreen_dagster/targets/neo4j/queries.py`, recognised by their text
   (`{label}`-style templates match backtick-quoted names), including the Cypher fallback loader's UNWIND writes
-  (each executed by hand; `Dbms.dynamic_labels = False` makes its `$(...)` probe fail). Any other statement fails
+  (each executed by hand, `id(n)` included). Any other statement fails
   with Neo.ClientError.Statement.SyntaxError, so drift is loud; a test checks every queries.py statement has a
   handler. Administration statements are
   accepted only on `system` (stricter than Neo4j, which routes them there itself).

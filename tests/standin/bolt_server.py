@@ -64,6 +64,8 @@ def _template_regex(template: str) -> re.Pattern[str]:
         if field_name is not None:
             if field_name == "labels":  # one or more :`Label`
                 parts.append(r"(?P<labels>(?::`[^`]+`)*)")
+            elif field_name == "properties":  # [, ]`name`: $p0[i], `other`: $p1[i] (or nothing)
+                parts.append(r"(?P<properties>(?:,? ?`[^`]+`: \$p\d+\[i\])*)")
             else:
                 parts.append(rf"(?P<{field_name}>`[^`]+`)")
     return re.compile("^" + "".join(parts) + "$")
@@ -262,23 +264,24 @@ class Executor:
 
 
     # --- the Cypher fallback loader (cypher_loader.py) -----------------------------------------------------------
-    # Not a Cypher engine: each template is executed by hand, with its exact meaning (UNWIND rows, CREATE with
-    # labels, MATCH on the helper label's nodeId, REMOVE the helper label in batches). Writes apply at COMMIT.
+    # Not a Cypher engine: each template is executed by hand, with its exact meaning (UNWIND over the row numbers
+    # of parallel lists, CREATE with static labels / type and properties, where a null value sets nothing;
+    # MATCH by internal id; id(n) returned). Writes apply at COMMIT.
 
     @staticmethod
     def _names(captured: str) -> tuple[str, ...]:
         return tuple(re.findall(r"`([^`]+)`", captured or ""))
 
     @staticmethod
-    def _rows(p: dict[str, Any], keys: tuple[str, ...]) -> list[dict[str, Any]]:
-        rows = p.get("rows")
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in keys) for r in rows):
+    def _columns(p: dict[str, Any], first: tuple[str, ...], captured: str) -> tuple[int, list[tuple[str, list]]]:
+        """Row count and (property name, values) pairs; every list must be as long as the first one."""
+        pairs = re.findall(r"`([^`]+)`: \$(p\d+)\[i\]", captured or "")
+        lists = [p.get(name) for name in first] + [p.get(param) for _, param in pairs]
+        if not all(isinstance(values, list) for values in lists) or len({len(v) for v in lists}) > 1:
+            # Neo4j would index past the end of a shorter list and read null; our loader never sends that.
             raise DbmsError("Neo.ClientError.Statement.TypeError",
-                            f"$rows must be a list of maps with keys {', '.join(keys)}")
-        for row in rows:
-            if not isinstance(row.get("props", {}), dict):
-                raise DbmsError("Neo.ClientError.Statement.TypeError", "row.props must be a map")
-        return rows
+                            f"${', $'.join(first)} and the property lists must be lists of one length")
+        return len(lists[0]), [(name, p[param]) for name, param in pairs]
 
     def _schema(self, db):
         self.dbms.counts(db)  # exists, not system, online
@@ -287,102 +290,76 @@ class Executor:
     def _q_CREATE_ID_INDEX(self, p, db, label):
         return self._schema(db)
 
-    def _q_CREATE_LOAD_INDEX(self, p, db):
-        return self._schema(db)
-
-    def _q_DROP_LOAD_INDEX(self, p, db):
-        return self._schema(db)
-
     def _q_AWAIT_INDEXES(self, p, db):
         self.dbms.counts(db)
         return Result([], kind="r")
 
-    def _q_PROBE_DYNAMIC_LABELS(self, p, db):
-        if not self.dbms.dynamic_labels:
-            raise DbmsError("Neo.ClientError.Statement.SyntaxError",
-                            "Invalid input '$': expected a label name (dynamic labels need Cypher 5.26+)")
-        self.dbms.counts(db)
-        return Result([], kind="rw")
-
-    def _create_nodes(self, db, rows, static_labels: tuple[str, ...] | None) -> Result:
+    def _q_CREATE_LOAD_MARKER(self, p, db):
         graph = self.dbms.counts(db)
-        load = queries.LOAD_LABEL
-        planned = []
-        for row in rows:
-            if static_labels is None:
-                labels = row.get("labels")
-                if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
-                    raise DbmsError("Neo.ClientError.Statement.TypeError", "row.labels must be a list of strings")
-            else:
-                labels = list(static_labels)
-            props = {k: v for k, v in (row.get("props") or {}).items() if v is not None}
-            props["nodeId"] = row["id"]
-            planned.append((tuple(labels) + (load,), props))
 
         def apply() -> None:
             with self.dbms.lock:
-                for labels, props in planned:
-                    graph.create_node(labels, props, load)
+                graph.create_node((queries.LOAD_LABEL,), {})
 
-        return Result(["created"], [[len(planned)]], kind="w", apply=apply,
-                      stats={"nodes-created": len(planned)})
+        return Result(["created"], [[1]], kind="w", apply=apply, stats={"nodes-created": 1, "labels-added": 1})
 
-    def _q_CREATE_NODES_DYNAMIC(self, p, db):
-        return self._create_nodes(db, self._rows(p, ("id", "labels")), None)
-
-    def _q_CREATE_NODES_STATIC(self, p, db, labels):
-        return self._create_nodes(db, self._rows(p, ("id",)), self._names(labels))
-
-    def _create_relationships(self, db, rows, static_type: str | None) -> Result:
+    def _q_DELETE_LOAD_MARKER(self, p, db):
         graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            markers = [key for key, labels in graph.nodes.items() if queries.LOAD_LABEL in labels]
+            attached = {key for a, _, b in graph.relationships for key in (a, b)} & set(markers)
+        if attached:
+            raise DbmsError("Neo.ClientError.Schema.ConstraintValidationFailed",
+                            "Cannot delete node, because it still has relationships. To delete this node, you must "
+                            "first delete its relationships.")
+
+        def apply() -> None:
+            with self.dbms.lock:
+                for key in markers:
+                    graph.nodes.pop(key, None)
+                    graph.node_properties.pop(key, None)
+
+        return Result(["removed"], [[len(markers)]], kind="w", apply=apply, stats={"nodes-deleted": len(markers)})
+
+    def _q_CREATE_NODES(self, p, db, labels, properties):
+        graph = self.dbms.counts(db)
+        count, columns = self._columns(p, ("ids",), properties)
+        static_labels = self._names(labels)
+        planned = []
+        for i in range(count):
+            props = {name: values[i] for name, values in columns if values[i] is not None}
+            props["nodeId"] = p["ids"][i]
+            planned.append(props)
+        with self.dbms.lock:
+            made = list(graph.reserve_ids(count))
+
+        def apply() -> None:
+            with self.dbms.lock:
+                for props, internal_id in zip(planned, made, strict=True):
+                    graph.create_node(static_labels, props, internal_id)
+
+        return Result(["rows", "ids"], [[list(range(count)), made]], kind="w", apply=apply,
+                      stats={"nodes-created": count})
+
+    def _q_CREATE_RELATIONSHIPS(self, p, db, type, properties):  # noqa: A002 - the template's field name
+        graph = self.dbms.counts(db)
+        count, columns = self._columns(p, ("s", "t"), properties)
+        rel_type = self._names(type)[0]
         planned = []
         with self.dbms.lock:
-            for row in rows:
-                rel_type = static_type if static_type is not None else row.get("type")
-                if not isinstance(rel_type, str) or not rel_type:
-                    raise DbmsError("Neo.ClientError.Statement.TypeError", "row.type must be a non-empty string")
-                props = {k: v for k, v in (row.get("props") or {}).items() if v is not None}
-                for a in list(graph.load_ids.get(row["s"], ())):
-                    for b in list(graph.load_ids.get(row["t"], ())):
-                        planned.append((a, rel_type, b, props))
+            for i in range(count):
+                a, b = ("c", p["s"][i]), ("c", p["t"][i])
+                if a in graph.nodes and b in graph.nodes:  # MATCH by id: an unknown id matches nothing
+                    planned.append((a, b, {name: values[i] for name, values in columns if values[i] is not None}))
 
         def apply() -> None:
             with self.dbms.lock:
-                for a, rel_type, b, props in planned:
+                for a, b, props in planned:
                     graph.relationships.append((a, rel_type, b))
                     graph.relationship_properties.append(props)
 
         return Result(["created"], [[len(planned)]], kind="w", apply=apply,
                       stats={"relationships-created": len(planned)})
-
-    def _q_CREATE_RELATIONSHIPS_DYNAMIC(self, p, db):
-        return self._create_relationships(db, self._rows(p, ("s", "t", "type")), None)
-
-    def _q_CREATE_RELATIONSHIPS_STATIC(self, p, db, type):  # noqa: A002 - the template's field name
-        names = self._names(type)
-        return self._create_relationships(db, self._rows(p, ("s", "t")), names[0])
-
-    def _q_REMOVE_LOAD_LABEL(self, p, db):
-        limit = p.get("limit")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise DbmsError("Neo.ClientError.Statement.ArgumentError", "LIMIT needs a non-negative integer")
-        graph = self.dbms.counts(db)
-        with self.dbms.lock:
-            chosen = [key for keys in graph.load_ids.values() for key in keys][:limit]
-
-        def apply() -> None:
-            load = queries.LOAD_LABEL
-            with self.dbms.lock:
-                gone = set(chosen)
-                for key in chosen:
-                    if key in graph.nodes:
-                        graph.nodes[key] = tuple(x for x in graph.nodes[key] if x != load)
-                for node_id in list(graph.load_ids):
-                    graph.load_ids[node_id] = [k for k in graph.load_ids[node_id] if k not in gone]
-                    if not graph.load_ids[node_id]:
-                        del graph.load_ids[node_id]
-
-        return Result(["removed"], [[len(chosen)]], kind="w", apply=apply, stats={"labels-removed": len(chosen)})
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -65,19 +65,21 @@ class Graph:
     node_properties: dict[Any, dict[str, Any]] = field(default_factory=dict)
     relationships: list[tuple[Any, str, Any]] = field(default_factory=list)  # (source, type, target)
     relationship_properties: list[dict[str, Any]] = field(default_factory=list)
-    # Cypher-created nodes: nodeId value -> node keys of nodes that carry the Cypher loader's helper label.
-    load_ids: dict[Any, list[Any]] = field(default_factory=dict)
     next_key: int = 0
 
-    def create_node(self, labels: tuple[str, ...], properties: dict[str, Any], load_label: str | None) -> Any:
-        """A node made by Cypher CREATE (keys ("c", n) never collide with Arrow node ids)."""
-        self.next_key += 1
-        key = ("c", self.next_key)
-        self.nodes[key] = tuple(dict.fromkeys(labels))
-        self.node_properties[key] = dict(properties)
-        if load_label is not None and load_label in labels:
-            self.load_ids.setdefault(properties.get("nodeId"), []).append(key)
-        return key
+    def reserve_ids(self, count: int) -> range:
+        """Internal ids for nodes a statement creates, `id(n)`: assigned when it runs, never reused (as in Neo4j
+        while nothing is deleted). A node's key is ("c", id), which never collides with Arrow node ids."""
+        self.next_key += count
+        return range(self.next_key - count + 1, self.next_key + 1)
+
+    def create_node(self, labels: tuple[str, ...], properties: dict[str, Any], internal_id: int | None = None) -> int:
+        """A node made by Cypher CREATE (at commit); returns its internal id."""
+        if internal_id is None:
+            internal_id = self.reserve_ids(1)[0]
+        self.nodes[("c", internal_id)] = tuple(dict.fromkeys(labels))
+        self.node_properties[("c", internal_id)] = dict(properties)
+        return internal_id
 
     def label_counts(self) -> dict[str, int]:
         counts: Counter[str] = Counter()
@@ -159,8 +161,6 @@ class Dbms:
         self.heap_max = 1024 * 1024 * 1024
         self.pagecache_ratio: float | None = 0.25  # None: the metric is absent (as on Community)
         self.faults = Faults()
-        # Cypher 5.26+ dynamic labels `$(...)`; False makes the Cypher loader's EXPLAIN probe fail (static path).
-        self.dynamic_labels = True
         self.databases: dict[str, Database] = {
             SYSTEM: Database(SYSTEM, type="system"),
             DEFAULT_DB: Database(DEFAULT_DB),

@@ -3,32 +3,35 @@
 `Neo4jTarget` creates the database (`CREATE DATABASE $name WAIT`) and waits for it to be online; this module
 only writes into an EXISTING database, so it also runs against Community's `neo4j` database in tests:
 
-1. an index on `nodeId` for every label of the snapshot, plus one on a helper label every node carries while the
-   load runs (relationship endpoints are looked up through it: the relationship files do not say the label);
-2. nodes in batches, `UNWIND $rows AS row CREATE ...`, each batch one managed write transaction;
-3. relationships likewise, checking that every row found both endpoints;
-4. the helper label removed in batches and its index dropped.
+1. a marker node with the load label (an interrupted load is recognised by it), and an index on `nodeId` for
+   every label of the snapshot (for readers; the load itself never looks nodes up by property);
+2. nodes in batches, one managed write transaction per batch and label set, with static labels and properties
+   sent as one list per column; each statement returns the new nodes' internal ids, kept in a sorted map
+   nodeId -> internal id (16 bytes per node, e.g. 160 MB for 10M nodes);
+3. relationships likewise, grouped by type and ordered by source, endpoints translated through that map before
+   sending (an unknown nodeId is a clear error before anything of the batch is written) and found on the
+   server by internal id (NodeByIdSeek, cheaper than an index seek);
+4. the marker node deleted. Counts are checked per statement: every row made exactly one node or relationship.
 
-Labels and types come from the data. They are validated with a strict identifier regex; with Cypher 5.26+
-dynamic labels (`$(...)`, probed with EXPLAIN) they are sent as parameters, otherwise backtick-quoted into
-the statement text after the check. Writes are sequential (no lock contention between relationship batches).
+Labels, types and property names come from the data. They are validated with a strict identifier regex and
+backtick-quoted into the statement text. Where the time goes, measured: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import neo4j
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bluegreen_dagster import snapshots
-from bluegreen_dagster.columns import decoded, is_float, is_integer, is_list, is_string, labels_as_lists, plain
+from bluegreen_dagster.columns import decoded, is_float, is_integer, is_list, is_string, labels_as_list_array, plain
 from bluegreen_dagster.snapshots import (
     LABELS,
     NODE_COLUMNS,
@@ -41,18 +44,18 @@ from bluegreen_dagster.snapshots import (
     SnapshotError,
     expected_counts,
     iter_batches,
+    open_parquet,
 )
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.admin import Admin
 
 log = logging.getLogger(__name__)
 
-
-REMOVE_BATCH = 10_000
+_SEPARATOR = "\x1f"  # joins a row's labels into one group key; cannot occur in a valid label
 
 
 def check_identifier(name: Any, kind: str, path: Path | None = None) -> str:
-    """`snapshots.check_identifier`, plus our own temporary load label, which data must not use."""
+    """`snapshots.check_identifier`, plus our own marker label, which data must not use."""
     if name == queries.LOAD_LABEL:
         raise SnapshotError(f"{path or 'snapshot'}: {kind} {name!r} is reserved for the loader's own use")
     return snapshots.check_identifier(name, kind, path)
@@ -60,15 +63,6 @@ def check_identifier(name: Any, kind: str, path: Path | None = None) -> str:
 
 def quoted(name: str) -> str:
     return f"`{name}`"  # only ever called on names that passed check_identifier (no backticks possible)
-
-
-def _clean(value: Any) -> Any:
-    """Python values the driver can send; None-valued properties are dropped by the caller."""
-    if isinstance(value, float) and math.isnan(value):
-        return value
-    if isinstance(value, list):
-        return [v for v in value if v is not None]
-    return value
 
 
 def _supported(t: pa.DataType) -> bool:
@@ -80,20 +74,47 @@ def _supported(t: pa.DataType) -> bool:
             or pa.types.is_timestamp(t))
 
 
-def _property_columns(batch: pa.RecordBatch, reserved: set[str], path: Path) -> list[tuple[str, list[Any]]]:
-    out = []
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if name in reserved:
+def _property_names(schema: pa.Schema, reserved: set[str], path: Path) -> list[str]:
+    names = []
+    for f in schema:
+        if f.name in reserved:
             continue
-        if not _supported(column.type):
-            raise SnapshotError(f"{path}: property column {name!r} has type {column.type}, which Neo4j cannot store "
+        check_identifier(f.name, "property column", path)
+        if not _supported(f.type):
+            raise SnapshotError(f"{path}: property column {f.name!r} has type {f.type}, which Neo4j cannot store "
                                 "as a property: cast it to a number, string, boolean, date or a list of those")
-        out.append((name, decoded(column).to_pylist()))
-    return out
+        names.append(f.name)
+    return names
 
 
-def _props(columns: list[tuple[str, list[Any]]], i: int) -> dict[str, Any]:
-    return {name: _clean(values[i]) for name, values in columns if values[i] is not None}
+def _values(column: pa.Array) -> list[Any]:
+    """One column as the Python values the driver sends. Null stays None (the property is not set); NaN stays
+    NaN; nulls inside a list are dropped (Neo4j cannot store them in a list property)."""
+    values = decoded(column).to_pylist()
+    if is_list(column.type) and column.null_count < len(column):
+        values = [None if v is None else [x for x in v if x is not None] for v in values]
+    return values
+
+
+def _columns(batch: pa.RecordBatch, names: list[str]) -> dict[str, list[Any]]:
+    return {f"p{k}": _values(batch.column(name)) for k, name in enumerate(names)}
+
+
+def _property_map(names: list[str]) -> str:
+    return ", ".join(f"{quoted(name)}: $p{k}[i]" for k, name in enumerate(names))
+
+
+def _groups(codes: np.ndarray, order_by: np.ndarray | None = None) -> list[tuple[int, np.ndarray | None]]:
+    """(code, row indices) per distinct code; indices None when one code covers the batch in its own order."""
+    if not len(codes):
+        return []
+    if (codes == codes[0]).all() and order_by is None:
+        return [(int(codes[0]), None)]
+    order = np.lexsort((order_by, codes)) if order_by is not None else np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    return [(int(sorted_codes[s]), order[s:e]) for s, e in zip(starts, ends, strict=True)]
 
 
 @dataclass
@@ -102,117 +123,174 @@ class CypherLoadResult:
     relationships: int
     bytes_read: int
     seconds: float
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: indexes, nodes, relationships, prepare
+
+
+class NodeIds:
+    """nodeId -> Neo4j internal node id for the nodes this load made, sorted for vectorised look-ups."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.ids = np.empty(0, np.int64)
+        self.internal = np.empty(0, np.int64)
+
+    def add(self, ids: np.ndarray, internal: np.ndarray) -> None:
+        self._chunks.append((ids, internal))
+
+    def seal(self) -> None:
+        if self._chunks:
+            ids = np.concatenate([c[0] for c in self._chunks])
+            internal = np.concatenate([c[1] for c in self._chunks])
+            self._chunks = []
+            order = np.argsort(ids, kind="stable")
+            self.ids, self.internal = ids[order], internal[order]
+        duplicated = self.ids[1:][self.ids[1:] == self.ids[:-1]]
+        if len(duplicated):
+            raise SnapshotError(f"column {NODE_ID!r}: {len(np.unique(duplicated))} node ids appear more than once "
+                                f"in the node files (e.g. {int(duplicated[0])}); node ids must be unique")
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(internal ids, mask of ids that are among the nodes)."""
+        if not len(self.ids):
+            return np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
+        pos = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return self.internal[pos], self.ids[pos] == ids
 
 
 class CypherLoader:
     def __init__(self, admin: Admin, batch_size: int) -> None:
         self.admin = admin
         self.batch_size = batch_size
-        self._dynamic: bool | None = None
+        self.prepare_seconds = 0.0
+        self._filter_notices = True
 
-    def _write(self, database: str, query: str, what: str, params: dict[str, Any]) -> int:
-        def work(tx: neo4j.ManagedTransaction) -> int:
+    def _write(self, database: str, query: str, what: str, params: dict[str, Any]) -> dict[str, Any]:
+        def work(tx: neo4j.ManagedTransaction) -> dict[str, Any]:
             record = tx.run(query, params).single()
-            return int(record[0]) if record is not None else 0
+            return record.data() if record is not None else {}
 
-        def call() -> int:
-            with self.admin.driver.session(database=database) as session:
-                return session.execute_write(work)
+        def session() -> neo4j.Session:
+            # id() is deprecated in Cypher 5: unfiltered, every statement would log a deprecation notice.
+            quiet = {"notifications_disabled_classifications": ["DEPRECATION"]} if self._filter_notices else {}
+            return self.admin.driver.session(database=database, **quiet)
+
+        def call() -> dict[str, Any]:
+            try:
+                with session() as s:
+                    return s.execute_write(work)
+            except neo4j.exceptions.ConfigurationError:
+                if not self._filter_notices:
+                    raise
+                self._filter_notices = False  # Neo4j before 5.7 (Bolt < 5.2) has no notification filters
+                with session() as s:
+                    return s.execute_write(work)
 
         return self.admin._with_retry(what, call)
 
-    def dynamic_labels(self, database: str) -> bool:
-        """Whether the server accepts `$(...)` labels and types (Cypher 5.26+)."""
-        if self._dynamic is None:
-            try:
-                with self.admin.driver.session(database=database) as session:
-                    session.run(queries.PROBE_DYNAMIC_LABELS, {"labels": ["A"], "type": "T"}).consume()
-                self._dynamic = True
-            except neo4j.exceptions.ClientError as exc:
-                log.info("dynamic labels not supported (%s): using quoted labels", exc.code)
-                self._dynamic = False
-            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as exc:
-                raise self.admin.map_error(exc, f"preparing the load into {database}") from None
-        return self._dynamic
-
     def write(self, database: str, snapshot: Snapshot) -> CypherLoadResult:
-        """Write the snapshot into `database`, which must exist, be online and hold none of these node ids."""
+        """Write the snapshot into `database`, which must exist and be online."""
         start = time.monotonic()
+        self.prepare_seconds = 0.0
         expected = expected_counts(snapshot)
         for label in expected.labels:
             check_identifier(label, "label")
         for rel_type in expected.types:
             check_identifier(rel_type, "relationship type")
-        dynamic = self.dynamic_labels(database)
+        for files, reserved in ((snapshot.node_files, {NODE_ID, LABELS}),
+                                (snapshot.relationship_files, {SOURCE_ID, TARGET_ID, REL_TYPE})):
+            for path in files:  # every property name and type, before anything is written
+                _property_names(open_parquet(path).schema_arrow, reserved, path)
 
+        self._write(database, queries.CREATE_LOAD_MARKER, f"marking {database} as loading", {})
         for label in sorted(expected.labels):
             self.admin.run(queries.CREATE_ID_INDEX.format(label=quoted(label)), database=database,
                            what=f"creating the {label}.{queries.ID_PROPERTY} index in {database}")
-        self.admin.run(queries.CREATE_LOAD_INDEX, database=database, what=f"creating the load index in {database}")
         self.admin.run(queries.AWAIT_INDEXES, {"seconds": 300}, database=database,
                        what=f"waiting for indexes in {database}")
+        phases = {"indexes": time.monotonic() - start}
 
+        node_ids = NodeIds()
         nodes = rels = read = 0
+        t = time.monotonic()
         for path, batch in iter_batches(snapshot.node_files, NODE_COLUMNS, self.batch_size):
             read += batch.nbytes
-            nodes += self._write_nodes(database, path, batch, dynamic)
+            nodes += self._write_nodes(database, path, batch, node_ids)
+        node_ids.seal()
+        phases["nodes"] = time.monotonic() - t
+        t = time.monotonic()
         for path, batch in iter_batches(snapshot.relationship_files, RELATIONSHIP_COLUMNS, self.batch_size):
             read += batch.nbytes
-            rels += self._write_relationships(database, path, batch, dynamic)
+            rels += self._write_relationships(database, path, batch, node_ids)
+        phases["relationships"] = time.monotonic() - t
 
-        while self._write(database, queries.REMOVE_LOAD_LABEL, f"removing the load label in {database}",
-                          {"limit": REMOVE_BATCH}):
-            pass
-        self.admin.run(queries.DROP_LOAD_INDEX, database=database, what=f"dropping the load index in {database}")
+        self._write(database, queries.DELETE_LOAD_MARKER, f"finishing the load of {database}", {})
         seconds = time.monotonic() - start
-        log.info("cypher load %s: %d nodes, %d relationships in %.1fs", database, nodes, rels, seconds)
-        return CypherLoadResult(nodes, rels, read, seconds)
+        phases["prepare"] = self.prepare_seconds  # client-side share of nodes + relationships
+        log.info("cypher load %s: %d nodes, %d relationships in %.1fs (%s)", database, nodes, rels, seconds,
+                 ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
+        return CypherLoadResult(nodes, rels, read, seconds, phases)
 
-    def _write_nodes(self, database: str, path: Path, batch: pa.RecordBatch, dynamic: bool) -> int:
+    def _write_nodes(self, database: str, path: Path, batch: pa.RecordBatch, node_ids: NodeIds) -> int:
+        t = time.monotonic()
         ids = batch.column(NODE_ID)
         if ids.null_count:
             raise SnapshotError(f"{path}: column {NODE_ID!r} has {ids.null_count} null ids")
-        ids = ids.to_pylist()
-        labels = labels_as_lists(batch.column(LABELS))
-        props = _property_columns(batch, {NODE_ID, LABELS}, path)
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for i, node_id in enumerate(ids):
-            node_labels = tuple(dict.fromkeys(check_identifier(label, "label", path) for label in labels[i]))
-            groups[() if dynamic else node_labels].append(
-                {"id": node_id, "labels": list(node_labels), "props": _props(props, i)})
+        ids = ids.cast(pa.int64()).to_numpy()
+        labels = labels_as_list_array(batch.column(LABELS))
+        if pc.list_flatten(labels).null_count:
+            raise SnapshotError(f"{path}: column {LABELS!r} has null entries inside label lists")
+        keys = pc.fill_null(pc.binary_join(labels, _SEPARATOR), "").dictionary_encode()
+        label_sets = [tuple(dict.fromkeys(check_identifier(label, "label", path)
+                                          for label in (key.split(_SEPARATOR) if key else [])))
+                      for key in keys.dictionary.to_pylist()]
+        names = _property_names(batch.schema, {NODE_ID, LABELS}, path)
+        properties = ", " + _property_map(names) if names else ""
+        self.prepare_seconds += time.monotonic() - t
+
         created = 0
-        for key, rows in groups.items():
-            query = (queries.CREATE_NODES_DYNAMIC if dynamic else
-                     queries.CREATE_NODES_STATIC.format(labels="".join(":" + quoted(lb) for lb in key)))
-            created += self._write(database, query, f"writing nodes of {path.name} into {database}", {"rows": rows})
-        if created != len(ids):
-            raise SnapshotError(f"{path}: wrote {created} of {len(ids)} nodes")
+        for code, rows in _groups(keys.indices.to_numpy(zero_copy_only=False)):
+            t = time.monotonic()
+            part, part_ids = (batch, ids) if rows is None else (batch.take(pa.array(rows)), ids[rows])
+            params = {"ids": part_ids.tolist(), **_columns(part, names)}
+            query = queries.CREATE_NODES.format(labels="".join(":" + quoted(lb) for lb in label_sets[code]),
+                                                properties=properties)
+            self.prepare_seconds += time.monotonic() - t
+            result = self._write(database, query, f"writing nodes of {path.name} into {database}", params)
+            made_rows, made_ids = result.get("rows") or [], result.get("ids") or []
+            if len(made_rows) != len(part_ids) or len(made_ids) != len(part_ids):
+                raise SnapshotError(f"{path}: wrote {len(made_ids)} of {len(part_ids)} nodes")
+            node_ids.add(part_ids[np.asarray(made_rows, np.int64)], np.asarray(made_ids, np.int64))
+            created += len(made_ids)
         return created
 
-    def _write_relationships(self, database: str, path: Path, batch: pa.RecordBatch, dynamic: bool) -> int:
-        src, dst = batch.column(SOURCE_ID), batch.column(TARGET_ID)
-        types = batch.column(REL_TYPE)
-        if pa.types.is_dictionary(types.type):
-            types = types.cast(types.type.value_type)
+    def _write_relationships(self, database: str, path: Path, batch: pa.RecordBatch, node_ids: NodeIds) -> int:
+        t = time.monotonic()
+        src, dst, types = batch.column(SOURCE_ID), batch.column(TARGET_ID), decoded(batch.column(REL_TYPE))
         for name, column in ((SOURCE_ID, src), (TARGET_ID, dst), (REL_TYPE, types)):
             if column.null_count:
                 raise SnapshotError(f"{path}: column {name!r} has {column.null_count} nulls")
-        src, dst, types = src.to_pylist(), dst.to_pylist(), types.to_pylist()
-        props = _property_columns(batch, {SOURCE_ID, TARGET_ID, REL_TYPE}, path)
-        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for i, rel_type in enumerate(types):
-            check_identifier(rel_type, "relationship type", path)
-            groups["" if dynamic else rel_type].append(
-                {"s": src[i], "t": dst[i], "type": rel_type, "props": _props(props, i)})
+        src_internal, src_found = node_ids.lookup(src.cast(pa.int64()).to_numpy())
+        dst_internal, dst_found = node_ids.lookup(dst.cast(pa.int64()).to_numpy())
+        missing = int((~(src_found & dst_found)).sum())
+        if missing:
+            raise SnapshotError(f"{path}: {missing} of {len(src)} relationships name a {SOURCE_ID}/{TARGET_ID} "
+                                "that is not among the snapshot's nodes")
+        encoded = types.dictionary_encode()
+        type_names = [check_identifier(name, "relationship type", path) for name in encoded.dictionary.to_pylist()]
+        names = _property_names(batch.schema, {SOURCE_ID, TARGET_ID, REL_TYPE}, path)
+        properties = _property_map(names)
+        self.prepare_seconds += time.monotonic() - t
+
         created = 0
-        for key, rows in groups.items():
-            query = (queries.CREATE_RELATIONSHIPS_DYNAMIC if dynamic else
-                     queries.CREATE_RELATIONSHIPS_STATIC.format(type=quoted(key)))
-            created += self._write(database, query, f"writing relationships of {path.name} into {database}",
-                                   {"rows": rows})
-        if created != len(src):
-            raise SnapshotError(f"{path}: {len(src) - created} of {len(src)} relationships name a "
-                                f"{SOURCE_ID}/{TARGET_ID} that is not among the snapshot's nodes"
-                                if created < len(src) else
-                                f"{path}: wrote {created} relationships for {len(src)} rows: duplicate node ids")
+        # Ordered by source within a batch: consecutive rows touch the same node's relationship chain.
+        for code, rows in _groups(encoded.indices.to_numpy(zero_copy_only=False), order_by=src_internal):
+            t = time.monotonic()
+            part = batch.take(pa.array(rows))
+            params = {"s": src_internal[rows].tolist(), "t": dst_internal[rows].tolist(), **_columns(part, names)}
+            query = queries.CREATE_RELATIONSHIPS.format(type=quoted(type_names[code]), properties=properties)
+            self.prepare_seconds += time.monotonic() - t
+            result = self._write(database, query, f"writing relationships of {path.name} into {database}", params)
+            if result.get("created") != len(rows):
+                raise SnapshotError(f"{path}: wrote {result.get('created')} of {len(rows)} relationships")
+            created += len(rows)
         return created

@@ -55,37 +55,34 @@ COUNT_NODES = "MATCH (n) RETURN count(n) AS count"
 COUNT_BY_TYPE = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS count"
 
 # --- Cypher fallback loader (neo4j.loader: cypher), sent to the snapshot's own database -------------------------
-# Labels and types are NOT parameters in index DDL (and not before 5.26 in CREATE): `{label}` / `{labels}` /
-# `{type}` are filled only with names that passed snapshots.IDENTIFIER_RE, backtick-quoted.
+# Labels, types and property names are not parameters in DDL or in static patterns: `{label}`, `{labels}`,
+# `{type}` and `{properties}` are filled only with names that passed snapshots.IDENTIFIER_RE, backtick-quoted.
+# `{properties}` is `` `name`: $p0[i], `age`: $p1[i] `` (for nodes preceded by ", ", after the nodeId).
+# Rows travel as parallel lists, one per column (`$ids`, `$p0`, `$p1`, ...), indexed by `i`: far less for the
+# driver to pack than one map per row. A null in a list leaves that property unset, as Neo4j does for null.
 
 ID_PROPERTY = "nodeId"  # the node property that holds the snapshot's node id (both loaders)
-LOAD_LABEL = "_BluegreenLoad"  # helper label on every node while relationships are written, removed at the end
+
+# One marker node carries this label while a load runs and is deleted last: a database that still has it was
+# interrupted (Neo4jTarget.load drops and reloads it instead of reusing it). Data cannot use it (leading '_').
+LOAD_LABEL = "_BluegreenLoad"
+CREATE_LOAD_MARKER = "CREATE (m:_BluegreenLoad) RETURN count(m) AS created"
+DELETE_LOAD_MARKER = "MATCH (m:_BluegreenLoad) DELETE m RETURN count(m) AS removed"
 
 CREATE_ID_INDEX = "CREATE INDEX IF NOT EXISTS FOR (n:{label}) ON (n.nodeId)"
-CREATE_LOAD_INDEX = "CREATE INDEX bluegreen_load_id IF NOT EXISTS FOR (n:_BluegreenLoad) ON (n.nodeId)"
 AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"
-DROP_LOAD_INDEX = "DROP INDEX bluegreen_load_id IF EXISTS"
 
-# Dynamic labels/types `$(...)` (Cypher 5.26+): probed with EXPLAIN, the static form is the fallback.
-PROBE_DYNAMIC_LABELS = "EXPLAIN CREATE (n:$($labels))-[r:$($type)]->(m)"
-CREATE_NODES_DYNAMIC = (
-    "UNWIND $rows AS row CREATE (n:$(row.labels):_BluegreenLoad {nodeId: row.id}) SET n += row.props "
-    "RETURN count(n) AS created"
+# One label set per statement (static labels: cached plans, no per-row label resolution). Returns the new nodes'
+# internal ids paired with their row numbers; relationships then find their endpoints with NodeByIdSeek (no helper
+# label on every node, no helper index, no removal pass). `id()` is deprecated in Cypher 5 without a replacement
+# for this use (elementId seeks measured slower); ids are not reused while nothing is deleted, as during a load.
+CREATE_NODES = (
+    "UNWIND range(0, size($ids) - 1) AS i CREATE (n{labels} {{nodeId: $ids[i]{properties}}}) "
+    "RETURN collect(i) AS rows, collect(id(n)) AS ids"
 )
-CREATE_NODES_STATIC = (
-    "UNWIND $rows AS row CREATE (n{labels}:_BluegreenLoad {{nodeId: row.id}}) SET n += row.props "
-    "RETURN count(n) AS created"
-)
-CREATE_RELATIONSHIPS_DYNAMIC = (
-    "UNWIND $rows AS row MATCH (a:_BluegreenLoad {nodeId: row.s}) MATCH (b:_BluegreenLoad {nodeId: row.t}) "
-    "CREATE (a)-[r:$(row.type)]->(b) SET r += row.props RETURN count(r) AS created"
-)
-CREATE_RELATIONSHIPS_STATIC = (
-    "UNWIND $rows AS row MATCH (a:_BluegreenLoad {{nodeId: row.s}}) MATCH (b:_BluegreenLoad {{nodeId: row.t}}) "
-    "CREATE (a)-[r:{type}]->(b) SET r += row.props RETURN count(r) AS created"
-)
-REMOVE_LOAD_LABEL = (
-    "MATCH (n:_BluegreenLoad) WITH n LIMIT $limit REMOVE n:_BluegreenLoad RETURN count(n) AS removed"
+CREATE_RELATIONSHIPS = (
+    "UNWIND range(0, size($s) - 1) AS i MATCH (a) WHERE id(a) = $s[i] MATCH (b) WHERE id(b) = $t[i] "
+    "CREATE (a)-[r:{type} {{{properties}}}]->(b) RETURN count(r) AS created"
 )
 
 ADMIN_QUERIES = {
