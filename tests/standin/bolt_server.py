@@ -551,10 +551,11 @@ class BoltConnection:
             return self._illegal(BEGIN)
         extra = extra or {}
         try:
-            self.dbms.resolve(extra.get("db"))
+            # A transaction is bound to one database when it begins: an alias that moves mid-transaction does
+            # not split its reads across two databases (what readers through an alias rely on).
+            self.tx_db = self.dbms.resolve(extra.get("db")).name
         except DbmsError as exc:
             return self._fail(exc)
-        self.tx_db = extra.get("db")
         self.tx_writes = []
         self.results.clear()
         self.state = "TX_READY"
