@@ -136,8 +136,9 @@ class Snapshot:
         """'sha256:<hex>' over each file's path relative to the snapshot, its size and the SHA-256 of its whole
         content: changes when any file is added, removed, renamed or rewritten (even with the same size).
         A full hash, not the Parquet footer: two files with the same rows in another order can have identical
-        footers and sizes. Reading costs about 1/6 of one pyarrow read of the files (see benchmarks/bench_scan.py);
-        each file is hashed once per process while it stays the same file (device, inode, size, mtime, ctime)."""
+        footers and sizes. It costs 0.2-0.3 x one pyarrow read of the files (benchmarks/bench_scan.py: 0.19 s for
+        83 MB on 2 vCPUs); each file is hashed once per process while it stays the same file (device, inode, size,
+        mtime, ctime)."""
         nodes, relationships = self.files()
         total = hashlib.sha256()
         for path in nodes + relationships:
