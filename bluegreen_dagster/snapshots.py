@@ -255,7 +255,7 @@ def scan(base_path: Path, settle_seconds: float, now: float | None = None, *,
     base = os.fspath(base_path)
     if not os.path.isdir(base):
         return result
-    base_real = real_path(base)
+    base_real, base_dir = real_path(base), Path(base)
     for customer_entry in _customer_folders(base, base_real, result):
         customer = customer_entry.name
         floor = newer_than.get(customer) if newer_than else None
@@ -289,7 +289,7 @@ def scan(base_path: Path, settle_seconds: float, now: float | None = None, *,
                     continue
             seen = look_at(entry.path, base_real, settle_seconds, now)
             if seen.state == COMPLETE:
-                result.complete.append(Snapshot(SnapshotId(customer, ts, name), Path(entry.path), Path(base)))
+                result.complete.append(Snapshot(SnapshotId(customer, ts, name), Path(entry.path), base_dir))
             elif seen.state == WAITING:
                 result.waiting[printable(entry.path)] = seen.reason
             else:
