@@ -64,8 +64,9 @@ def data_files(folder: str, base_real: str) -> tuple[list[os.DirEntry], list[os.
             if not wanted:
                 continue
             if not name.isprintable():
-                raise FolderInvalid(f"{printable(entry.path)}: the file name contains control or invisible characters "
-                               "(shown escaped); rename the file using letters, digits, '-', '_' and '.'")
+                raise FolderInvalid(f"{printable(entry.path)}: the file name contains control or invisible "
+                                    "characters (shown escaped); rename the file using letters, digits, '-', '_' "
+                                    "and '.'")
             parquet.append(entry)
     parquet.sort(key=lambda e: e.name)
     return parquet, every
@@ -109,20 +110,21 @@ def look_at(folder: str, base_real: str, settle_seconds: float, now: float | Non
             where = printable(os.path.join(folder, sub))
             if finished:
                 return Look(INVALID, f"{where} has no Parquet files, yet {SUCCESS_MARKER} says the snapshot is "
-                                      f"finished: the producer wrote an empty snapshot. Write the Parquet files into "
-                                      f"{sub}/, or delete the folder {printable(folder)}")
+                                     f"finished: the producer wrote an empty snapshot. Write the Parquet files into "
+                                     f"{sub}/, or delete the folder {printable(folder)}")
             return Look(WAITING, f"no Parquet files in {where}")
     nodes = tuple(e.path for e in data[NODES_DIR][0])
     relationships = tuple(e.path for e in data[RELATIONSHIPS_DIR][0])
     if finished:
         return Look(COMPLETE, None, nodes, relationships)
     try:
-        files = [e for e in top.values() if not e.is_dir()] + data[NODES_DIR][1] + data[RELATIONSHIPS_DIR][1]
+        files = [e for e in top.values() if not e.is_dir(follow_symlinks=False)]
+        files += data[NODES_DIR][1] + data[RELATIONSHIPS_DIR][1]
         newest = max(e.stat(follow_symlinks=False).st_mtime for e in files)
     except FileNotFoundError:
         return Look(WAITING, f"files in {printable(folder)} are still changing")
     quiet_for = (time.time() if now is None else now) - newest
     if quiet_for < settle_seconds:
         return Look(WAITING, f"no {SUCCESS_MARKER} marker and files changed {quiet_for:.0f}s ago "
-                              f"(settle_seconds={settle_seconds:g})")
+                             f"(settle_seconds={settle_seconds:g})")
     return Look(COMPLETE, None, nodes, relationships)

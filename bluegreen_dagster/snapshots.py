@@ -136,8 +136,9 @@ class Snapshot:
         """'sha256:<hex>' over each file's path relative to the snapshot, its size and the SHA-256 of its whole
         content: changes when any file is added, removed, renamed or rewritten (even with the same size).
         A full hash, not the Parquet footer: two files with the same rows in another order can have identical
-        footers and sizes. Reading costs about 1/6 of one pyarrow read of the files (see benchmarks/bench_scan.py);
-        each file is hashed once per process while it stays the same file (device, inode, size, mtime, ctime)."""
+        footers and sizes. It costs 0.2-0.3 x one pyarrow read of the files (benchmarks/bench_scan.py: 0.19 s for
+        83 MB on 2 vCPUs); each file is hashed once per process while it stays the same file (device, inode, size,
+        mtime, ctime)."""
         nodes, relationships = self.files()
         total = hashlib.sha256()
         for path in nodes + relationships:
@@ -254,7 +255,7 @@ def scan(base_path: Path, settle_seconds: float, now: float | None = None, *,
     base = os.fspath(base_path)
     if not os.path.isdir(base):
         return result
-    base_real = real_path(base)
+    base_real, base_dir = real_path(base), Path(base)
     for customer_entry in _customer_folders(base, base_real, result):
         customer = customer_entry.name
         floor = newer_than.get(customer) if newer_than else None
@@ -288,7 +289,7 @@ def scan(base_path: Path, settle_seconds: float, now: float | None = None, *,
                     continue
             seen = look_at(entry.path, base_real, settle_seconds, now)
             if seen.state == COMPLETE:
-                result.complete.append(Snapshot(SnapshotId(customer, ts, name), Path(entry.path), Path(base)))
+                result.complete.append(Snapshot(SnapshotId(customer, ts, name), Path(entry.path), base_dir))
             elif seen.state == WAITING:
                 result.waiting[printable(entry.path)] = seen.reason
             else:

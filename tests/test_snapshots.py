@@ -264,7 +264,7 @@ def test_newer_than_skips_old_folders_without_looking_at_them(tmp_path: Path, li
     assert [s.key for s in found.complete] == ["globex-100", "acme-300"]
     assert not found.waiting and set(found.invalid) == {str(tmp_path / "acme" / "yesterday")}
     looked = {p for p in listed if p.startswith(str(tmp_path / "acme") + "/")}
-    assert all(p.startswith(str(tmp_path / "acme" / "300")) for p in looked)
+    assert looked and all(p.startswith(str(tmp_path / "acme" / "300")) for p in looked)
     assert scan(tmp_path, settle_seconds=60, newer_than={}).waiting  # empty mapping: everything examined
 
 
