@@ -24,6 +24,7 @@ from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from bluegreen_dagster.targets.neo4j import queries as q
 from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 from tests.standin.server import start_standin
+from tests.standin.tcp_proxy import TcpProxy
 
 PASSWORD = "bg-standin-pw-42"
 PEOPLE = 120  # 120 people + 2 companies; 360 KNOWS + 120 WORKS_AT
@@ -518,3 +519,26 @@ def test_null_integers_are_refused_even_with_nan(standin, tmp_path):
                                   [knows_table()])
     with Neo4jTarget(settings, poll_interval=0.01) as target:
         assert_refused_before_create(standin, target, snap, "'age'", "1 null values", "GDS has no null")
+
+
+def test_connection_lost_mid_stream_aborts_and_the_retry_succeeds(standin, tmp_path):
+    """A real lost connection (TCP reset through a proxy) after a few batches: ABORT, drop, a transient error, and
+    the step's retry starts from scratch and succeeds."""
+    proxy = TcpProxy(standin.arrow.port).start()
+    try:
+        settings = make_settings(standin, tmp_path, arrow_port=proxy.port)
+        with Neo4jTarget(settings, poll_interval=0.01) as target:
+            snap = _prepare_live(target, settings)
+            first = len(standin.dbms.events_of("v1/CREATE_DATABASE"))
+            standin.arrow.after_batch = lambda n: proxy.cut() if n == 3 and not proxy.cuts else None
+            with pytest.raises(TransientTargetError, match="acme-200"):
+                target.load(snap)
+            assert proxy.cuts == 1
+            assert [e["name"] for e in standin.dbms.events_of("v1/ABORT")] == ["acme-200"]
+            assert_no_trace(standin, "acme-200")
+            assert standin.dbms.aliases == {"acme": "acme-100"}
+            report, switched = load_and_switch(target, settings, snap)  # the retry, from scratch
+            assert report.nodes == PEOPLE + 2 and switched.switched
+            assert len(standin.dbms.events_of("v1/CREATE_DATABASE")) == first + 2
+    finally:
+        proxy.stop()

@@ -20,6 +20,8 @@ Server behaviours for long loads (attributes of `GdsArrowServer`, set by tests):
 - `token_ttl`: Bearer tokens are refused (UNAUTHENTICATED) once this many seconds old (GDS evicts tokens).
 - `load_done_delay`: NODE_LOAD_DONE and RELATIONSHIP_LOAD_DONE take this many seconds (finalisation is slow).
 - `batch_delay`: each DoPut batch is acknowledged after this many seconds (a long, healthy stream).
+- `after_batch(n)`: a hook run before batch n is acknowledged (tests cut a `tcp_proxy.TcpProxy` there: a real
+  connection lost mid-stream).
 - `stall_after_batches`: after this many batches of an import, DoPut stops acknowledging (the stream hangs)
   until the import is aborted or the server stops.
 - `Dbms.faults.store_checked_at = "finish"`: leftover store files are reported "already exists" at
@@ -169,6 +171,7 @@ class GdsArrowServer(flight.FlightServerBase):
         self.token_ttl: float | None = None
         self.load_done_delay = 0.0
         self.batch_delay = 0.0
+        self.after_batch: Any = None  # called with the import's batch number, e.g. to cut a TcpProxy
         self.stall_after_batches: int | None = None
         self.accept_string_properties = False
         self._stopping = threading.Event()
@@ -318,6 +321,8 @@ class GdsArrowServer(flight.FlightServerBase):
             if faults.reject_batch is not None and number == faults.reject_batch:
                 raise ArrowError("INVALID_ARGUMENT", f"Batch {number} rejected (injected fault)")
             stall = self.stall_after_batches is not None and number > self.stall_after_batches
+        if self.after_batch is not None:
+            self.after_batch(number)
         if self.batch_delay:
             self._stopping.wait(self.batch_delay)
         if stall:  # no ack until the import is aborted (or the server stops)
