@@ -67,9 +67,10 @@ class TcpProxy:
         for s in sockets:
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.close()
+                s.shutdown(socket.SHUT_RD)  # wakes a pump blocked in recv(); sends nothing
             except OSError:
                 pass
+            s.close()
 
     def stop(self) -> None:
         try:

@@ -146,9 +146,16 @@ class _Facts:
     high: object
 
 
-def _facts(pf: pq.ParquetFile, rg: int, index: int | None, name: str, want_range: bool) -> _Facts:
-    """Null count and min/max of one column chunk, from statistics or, when missing, by reading the column."""
+def _facts(pf: pq.ParquetFile, rg: int, index: int | None, name: str, want_range: bool, labels: bool) -> _Facts:
+    """Null count and min/max of one column chunk, from statistics or, when missing, by reading the column.
+
+    The statistics of a list column count, as nulls, null rows, null elements and empty lists alike: fine for
+    `labels` (all three are refused), but an empty list property is a value, so a list property with any such
+    count is read to tell them apart."""
     stats = pf.metadata.row_group(rg).column(index).statistics if index is not None else None
+    list_property = not labels and is_list(pf.schema_arrow.field(name).type)
+    if list_property and stats is not None and stats.has_null_count and stats.null_count:
+        stats = None
     if stats is not None and stats.has_null_count and (stats.has_min_max or not want_range or
                                                        stats.null_count == pf.metadata.row_group(rg).num_rows):
         return _Facts(stats.null_count, stats.min if stats.has_min_max else None,
@@ -157,7 +164,7 @@ def _facts(pf: pq.ParquetFile, rg: int, index: int | None, name: str, want_range
     array = decoded(array.combine_chunks()) if array.num_chunks else pa.array([], array.type)
     if is_list(array.type):  # nulls of the list column: null rows, empty lists and null elements, as in statistics
         lengths = pc.list_value_length(array)
-        empty = pc.sum(pc.equal(lengths, 0)).as_py() or 0
+        empty = (pc.sum(pc.equal(lengths, 0)).as_py() or 0) if labels else 0
         flat = pc.list_flatten(array)
         return _Facts(array.null_count + empty + flat.null_count, None, None)
     if not want_range or len(array) == array.null_count:
@@ -181,7 +188,7 @@ def check_file(pf: pq.ParquetFile, plan: FilePlan) -> None:
         index = _leaf_index(pf, column.name)
         want_range = column.role == "id" or column.exact_float or column.role == "labels"
         for rg in range(pf.metadata.num_row_groups):
-            facts = _facts(pf, rg, index, column.name, want_range)
+            facts = _facts(pf, rg, index, column.name, want_range, column.role == "labels")
             where = f"{path}: column {column.name!r} (row group {rg})"
             if column.role == "labels":
                 if facts.nulls:

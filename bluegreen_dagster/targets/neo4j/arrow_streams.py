@@ -148,6 +148,8 @@ class Uploader:
         self.lock = threading.Lock()
         self.result = UploadResult()
         self.errors: list[BaseException] = []
+        self.running = 0
+        self.changed = threading.Event()  # all workers finished, or one failed
 
     # -- one stream ---------------------------------------------------------------------------------------------
 
@@ -219,6 +221,10 @@ class Uploader:
             self.stop.set()
         finally:
             lane.unit = None
+            with self.lock:
+                self.running -= 1
+                if self.running == 0 or self.errors:
+                    self.changed.set()
 
     # -- all streams --------------------------------------------------------------------------------------------
 
@@ -230,15 +236,13 @@ class Uploader:
         lanes = [_Lane() for _ in range(max(1, min(self.concurrency, len(units))))]
         threads = [threading.Thread(target=self._work, args=(pending, lane), daemon=True,
                                     name=f"arrow-{self.entity}-{i}") for i, lane in enumerate(lanes)]
+        self.running = len(threads)
         for t in threads:
             t.start()
         start = last_line = time.monotonic()
         tick = min(1.0, self.stall_timeout / 4, self.heartbeat)
-        while any(t.is_alive() for t in threads):
-            threads[0].join(tick) if threads[0].is_alive() else time.sleep(tick)
+        while not self.changed.wait(tick):
             now = time.monotonic()
-            if self.errors:
-                break
             stalled = [lane.unit for lane in lanes if lane.unit is not None and now - lane.last_ack > self.stall_timeout]
             if stalled:
                 self.stop.set()
@@ -252,8 +256,8 @@ class Uploader:
                 self.say(f"{self.database}: {self.result.rows:,} of {total:,} {self.entity} rows sent "
                          f"({self.result.rows / max(now - start, 1e-9):,.0f} rows/s)")
         self.stop.set()
-        for t in threads:
-            t.join(5)
-        if self.errors:
+        if self.errors:  # streams still blocked on the server end when the import is aborted
             raise self.errors[0]
+        for t in threads:
+            t.join()
         return self.result
