@@ -54,7 +54,12 @@ RELS_PER_NODE = 3
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak RSS of this process. VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a spawned child would
+    report its parent's peak (e.g. from writing the snapshot) when that is higher than its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cpu_s() -> float:

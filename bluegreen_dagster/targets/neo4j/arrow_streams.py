@@ -29,6 +29,9 @@ from bluegreen_dagster.targets.neo4j.flight_client import FlightConnection
 log = logging.getLogger(__name__)
 
 READ_AHEAD = 2  # decoded batches waiting per stream while the previous one is on the wire
+# Column chunks are read through a buffer of this size, page by page, rather than whole: memory does not grow with
+# the producer's row-group size.
+READ_BUFFER = 1 << 20
 MIN_UNIT_ROWS = 250_000  # small row groups are sent together, so a stream is not opened per few thousand rows
 
 
@@ -86,7 +89,7 @@ def _read_ahead(unit: Unit, batch_size: int, stop: threading.Event) -> Iterator[
 
     def produce() -> None:
         try:
-            pf = pq.ParquetFile(unit.plan.path, pre_buffer=True)
+            pf = pq.ParquetFile(unit.plan.path, pre_buffer=False, buffer_size=READ_BUFFER)
             for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(unit.row_groups), use_threads=True):
                 if batch.num_rows and not put(unit.plan.apply(batch)):
                     return
