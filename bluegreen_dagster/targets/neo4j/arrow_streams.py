@@ -1,9 +1,10 @@
 """Parquet to DoPut streams: work units (row-group windows of the snapshot's files), a bounded read-ahead per stream,
 parallel streams, and stall detection by lack of acknowledged batches.
 
-Memory is bounded by design, not by file sizes: at most `concurrency` streams, each holding one Parquet row group
-being decoded, `READ_AHEAD` batches waiting, and one batch on the wire. A big file is split into its row groups, so
-its rows are sent by several streams at once (GDS takes node ids from any stream; each row is sent exactly once).
+Memory is bounded by design, not by file sizes: at most `concurrency` streams, each holding one decoded
+`DECODE_ROWS` batch (column chunks are read through a `READ_BUFFER`, page by page), `READ_AHEAD` slices waiting,
+and one on the wire. A big file is split into its row groups, so its rows are sent by several streams at once
+(GDS takes node ids from any stream; each row is sent exactly once).
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from bluegreen_dagster.targets.neo4j.flight_client import FlightConnection
 
 log = logging.getLogger(__name__)
 
-READ_AHEAD = 2  # decoded batches waiting per stream while the previous one is on the wire
+READ_AHEAD = 8  # batches (slices) waiting per stream while the previous one is on the wire
 # Column chunks are read through a buffer of this size, page by page, rather than whole: memory does not grow with
 # the producer's row-group size.
 READ_BUFFER = 1 << 20
+# Parquet is decoded (and cast) this many rows at a time, then sent in slices of `neo4j.batch_size`: decoding
+# small batches costs more per row.
+DECODE_ROWS = 65_536
 MIN_UNIT_ROWS = 250_000  # small row groups are sent together, so a stream is not opened per few thousand rows
 
 
@@ -90,9 +94,12 @@ def _read_ahead(unit: Unit, batch_size: int, stop: threading.Event) -> Iterator[
     def produce() -> None:
         try:
             pf = pq.ParquetFile(unit.plan.path, pre_buffer=False, buffer_size=READ_BUFFER)
-            for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(unit.row_groups), use_threads=True):
-                if batch.num_rows and not put(unit.plan.apply(batch)):
-                    return
+            decode = max(batch_size, DECODE_ROWS)
+            for big in pf.iter_batches(batch_size=decode, row_groups=list(unit.row_groups), use_threads=True):
+                big = unit.plan.apply(big)
+                for offset in range(0, big.num_rows, batch_size):  # zero-copy slices of batch_size rows
+                    if not put(big.slice(offset, batch_size)):
+                        return
             put(_END)
         except SnapshotError as exc:
             put(exc)
