@@ -81,9 +81,7 @@ class FilePlan:
 
 def _cast(array: pa.Array, target: pa.DataType) -> pa.Array:
     # The footers proved the values fit (ids > 0 and <= int64 max, |int| <= 2^53 for doubles): no per-value checks.
-    if pa.types.is_string(target) and pa.types.is_string(array.type):
-        return array
-    return array.cast(target, safe=False)
+    return array if array.type == target else array.cast(target, safe=False)
 
 
 def _property_target(t: pa.DataType, entity: str, settings: Neo4jSettings, path: Path, name: str) -> pa.DataType:
