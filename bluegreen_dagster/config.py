@@ -55,6 +55,14 @@ class Neo4jSettings(_Section):
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
     # Seconds to wait for a new database to come online after the load.
     online_timeout: float = Field(300, gt=0)
+    # GDS Arrow: a stream with no acknowledged batch for this many seconds counts as stalled (the load is aborted
+    # and retried). Streams and LOAD_DONE finalisation themselves have no deadline, however long they run.
+    stall_timeout: float = Field(300, gt=0)
+    # GDS Arrow: send string node properties (GDS does not document them for database import; unverified).
+    arrow_string_properties: bool = False
+    # GDS Arrow: nulls in properties are refused (the Cypher loader stores no property, GDS would store NaN);
+    # `nan` sends null floats as NaN instead.
+    arrow_nulls: Literal["refuse", "nan"] = "refuse"
 
 
 class DatasetSettings(_Section):

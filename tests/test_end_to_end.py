@@ -80,8 +80,10 @@ def test_sensor_driven_runs_on_the_neo4j_target_against_the_standin(tmp_path: Pa
     from tests.standin.server import start_standin
 
     with start_standin(password="e2e-standin-pw") as standin:
+        standin.arrow.accept_string_properties = True  # the demo snapshot has string node properties (opt-in)
         project = make_project(tmp_path, target="neo4j", orchestrator={"scan_interval": 5},
-                               neo4j={**standin.neo4j_settings(), "online_timeout": 10})
+                               neo4j={**standin.neo4j_settings(), "online_timeout": 10,
+                                      "arrow_string_properties": True})
         with running_daemon(project) as log:
             write_snapshot(project.data, "acme", 1_767_000_100, people=200)
             wait_for(lambda: standin.dbms.alias_target("acme") == "acme-1767000100", 120, "the alias switch", log)

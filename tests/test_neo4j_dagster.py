@@ -26,6 +26,7 @@ PASSWORD = "standin-secret-pw"
 @pytest.fixture
 def standin():
     with start_standin(password=PASSWORD) as s:
+        s.arrow.accept_string_properties = True  # the demo snapshot has string node properties (opt-in mode)
         yield s
 
 
@@ -33,7 +34,8 @@ def standin():
 def neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin) -> Project:
     monkeypatch.setenv("STANDIN_PASSWORD", PASSWORD)
     project = make_project(tmp_path, target="neo4j", neo4j={
-        **standin.neo4j_settings(), "password": "${STANDIN_PASSWORD}", "batch_size": 100, "online_timeout": 10},
+        **standin.neo4j_settings(), "password": "${STANDIN_PASSWORD}", "batch_size": 100, "online_timeout": 10,
+        "arrow_string_properties": True},
         orchestrator={"keep_databases": 1})
     monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))

@@ -38,7 +38,9 @@ def target():
         "host": uri.hostname or "localhost", "bolt_port": uri.port or 7687,
         "user": os.environ.get("NEO4J_USER", "neo4j"), "password": os.environ.get("NEO4J_PASSWORD", ""),
         "tls": uri.scheme.endswith("+s"), "loader": "arrow" if arrow_port else "cypher",
-        "arrow_port": int(arrow_port or 8491), "batch_size": 5_000, "online_timeout": 300}})
+        "arrow_port": int(arrow_port or 8491), "batch_size": 5_000, "online_timeout": 300,
+        # The demo snapshot has string node properties: this suite is what verifies them on a real GDS.
+        "arrow_string_properties": True}})
     with Neo4jTarget(settings) as t:
         yield t
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 
 import neo4j
 import pyarrow as pa
@@ -13,7 +15,7 @@ from neo4j.exceptions import AuthError, ClientError, CypherSyntaxError, Database
 
 from bluegreen_dagster.targets.neo4j import queries as q
 from tests.standin.bolt_server import Catalogue, Executor, _statement_constants
-from tests.standin.dbms import Dbms
+from tests.standin.dbms import Dbms, Graph
 from tests.standin.packstream import Structure, pack, unpack
 from tests.standin.server import start_standin
 
@@ -249,7 +251,7 @@ def put(client, options, name, entity, *batches):
 
 def nodes(ids, labels):
     return pa.record_batch({"nodeId": pa.array(ids, pa.int64()), "labels": pa.array(labels, pa.list_(pa.string())),
-                            "name": pa.array([f"n{i}" for i in ids]), "score": pa.array([0.5] * len(ids))})
+                            "age": pa.array(ids, pa.int64()), "score": pa.array([0.5] * len(ids))})
 
 
 def rels(pairs, rel_type="KNOWS"):
@@ -361,3 +363,143 @@ def test_database_comes_online_after_polls_or_needs_create(standin, driver):
     assert system(driver, q.DATABASE_STATUS, name="acme-2") == []  # store written, database never registered
     system(driver, q.CREATE_DATABASE, name="acme-2")  # mounts the store files
     assert driver.execute_query(q.COUNT_NODES, database_="acme-2").records[0]["count"] == 2
+
+
+# --- GDS Arrow behaviours for long loads and documented types ------------------------------------------------------
+
+
+def test_flight_tokens_expire_after_ttl(standin):
+    standin.arrow.token_ttl = 0.3
+    client, options = arrow_client(standin)
+    with client:
+        assert client.list_actions(options)
+        time.sleep(0.5)
+        with pytest.raises(flight.FlightUnauthenticatedError, match="expired"):
+            list(client.list_actions(options))
+        fresh = flight.FlightCallOptions(headers=[client.authenticate_basic_token("neo4j", PASSWORD)])
+        assert client.list_actions(fresh)
+
+
+def test_flight_load_done_outlasts_a_client_deadline(standin):
+    standin.arrow.load_done_delay = 1.0
+    client, options = arrow_client(standin)
+    with client:
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+        put(client, options, "acme-1", "node", nodes([1], [["A"]]))
+        short = flight.FlightCallOptions(headers=options_headers(client), timeout=0.3)
+        with pytest.raises(flight.FlightTimedOutError):
+            action(client, short, "v1/NODE_LOAD_DONE", {"name": "acme-1"})
+    client, options = arrow_client(standin)
+    with client:
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-2"})
+        put(client, options, "acme-2", "node", nodes([1], [["A"]]))
+        started = time.monotonic()
+        assert action(client, options, "v1/NODE_LOAD_DONE", {"name": "acme-2"})[0]["node_count"] == 1
+        assert time.monotonic() - started >= 1.0
+
+
+def options_headers(client):
+    return [client.authenticate_basic_token("neo4j", PASSWORD)]
+
+
+@pytest.mark.parametrize("checked_at", ["create", "finish"])
+def test_flight_leftover_store_already_exists_at_create_or_finish(standin, checked_at):
+    standin.dbms.faults.store_checked_at = checked_at
+    standin.dbms.stores["acme-1"] = Graph()  # store files of an earlier import, never registered
+    client, options = arrow_client(standin)
+    with client:
+        if checked_at == "create":
+            with pytest.raises(pa.ArrowException, match="Already exists"):
+                action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+        else:
+            action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+            put(client, options, "acme-1", "node", nodes([1], [["A"]]))
+            action(client, options, "v1/NODE_LOAD_DONE", {"name": "acme-1"})
+            with pytest.raises(pa.ArrowException, match="Already exists"):
+                action(client, options, "v1/RELATIONSHIP_LOAD_DONE", {"name": "acme-1"})
+        # force=true replaces the leftover files in either case
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1", "force": True})
+        put(client, options, "acme-1", "node", nodes([1, 2], [["A"], ["B"]]))
+        action(client, options, "v1/NODE_LOAD_DONE", {"name": "acme-1"})
+        assert action(client, options, "v1/RELATIONSHIP_LOAD_DONE", {"name": "acme-1"})[0]["relationship_count"] == 0
+    assert "acme-1" in standin.dbms.databases and "acme-1" not in standin.dbms.stores
+
+
+def test_flight_property_types_follow_the_docs(standin):
+    client, options = arrow_client(standin)
+    with client:
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+        named = pa.record_batch({"nodeId": pa.array([1], pa.int64()), "labels": pa.array(["A"]),
+                                 "name": pa.array(["x"])})
+        with pytest.raises(pa.ArrowInvalid, match="'name' has unsupported type string"):
+            put(client, options, "acme-1", "node", named)
+        standin.arrow.accept_string_properties = True  # the opt-in mode
+        put(client, options, "acme-1", "node", named,
+            pa.record_batch({"nodeId": pa.array([2], pa.int64()), "labels": pa.array(["A"]), "name": pa.array(["y"])}))
+        action(client, options, "v1/NODE_LOAD_DONE", {"name": "acme-1"})
+        for bad in (pa.array([1], pa.int64()), pa.array(["x"]), pa.array([[1.0]], pa.list_(pa.float64()))):
+            with pytest.raises(pa.ArrowInvalid, match="relationships: float64"):
+                put(client, options, "acme-1", "relationship", rels([(1, 2)]).append_column("w", bad))
+        put(client, options, "acme-1", "relationship", rels([(1, 2)]).append_column("w", pa.array([0.5])))
+        action(client, options, "v1/RELATIONSHIP_LOAD_DONE", {"name": "acme-1"})
+    graph = standin.dbms.databases["acme-1"].graph
+    assert graph.node_properties[2] == {"name": "y"} and graph.relationship_properties == [{"w": 0.5}]
+
+
+def test_flight_nulls_become_nan_or_the_long_default(standin):
+    client, options = arrow_client(standin)
+    with client:
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+        put(client, options, "acme-1", "node", pa.record_batch({
+            "nodeId": pa.array([1, 2], pa.int64()), "labels": pa.array(["A", "A"]),
+            "score": pa.array([None, 1.5], pa.float64()), "age": pa.array([3, None], pa.int64()),
+            "vec": pa.array([None, [1]], pa.list_(pa.int64()))}))
+        action(client, options, "v1/NODE_LOAD_DONE", {"name": "acme-1"})
+        put(client, options, "acme-1", "relationship", rels([(1, 2)]).append_column("w", pa.array([None], pa.float64())))
+        action(client, options, "v1/RELATIONSHIP_LOAD_DONE", {"name": "acme-1"})
+    graph = standin.dbms.databases["acme-1"].graph
+    assert math.isnan(graph.node_properties[1]["score"]) and graph.node_properties[1]["age"] == 3
+    assert "vec" not in graph.node_properties[1]
+    assert graph.node_properties[2] == {"score": 1.5, "age": -(2**63), "vec": [1]}
+    assert math.isnan(graph.relationship_properties[0]["w"])
+
+
+def test_flight_labels_are_not_nullable(standin):
+    client, options = arrow_client(standin)
+    with client:
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+        with pytest.raises(pa.ArrowInvalid, match="'labels' contains null"):
+            put(client, options, "acme-1", "node", nodes([1, 2], [["A"], None]))
+
+
+def test_flight_stream_stalls_until_aborted(standin):
+    standin.arrow.stall_after_batches = 1
+    client, options = arrow_client(standin)
+    with client:
+        action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
+        descriptor = flight.FlightDescriptor.for_command(json.dumps(
+            {"name": "PUT_COMMAND", "version": "v1", "body": {"name": "acme-1", "entity_type": "node"}}).encode())
+        writer, reader = client.do_put(descriptor, nodes([1], [["A"]]).schema, options)
+        writer.write_batch(nodes([1], [["A"]]))
+        assert reader.read() is not None
+        writer.write_batch(nodes([2], [["A"]]))
+        acked = []
+        waiter = threading.Thread(target=lambda: acked.append(_read_or_error(reader)), daemon=True)
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive() and not acked  # no ack: the stream hangs
+        other, other_options = arrow_client(standin)
+        with other:
+            action(other, other_options, "v1/ABORT", {"name": "acme-1"})
+        waiter.join(5)
+        # the abort ends the hanging stream: no ack (end of stream), and its status is NOT_FOUND
+        assert acked and (acked[0] is None or isinstance(acked[0], pa.ArrowException))
+        with pytest.raises(pa.ArrowKeyError, match="aborted"):
+            writer.close()
+
+
+def _read_or_error(reader):
+    try:
+        return reader.read()
+    except pa.ArrowException as exc:
+        return exc

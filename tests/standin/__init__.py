@@ -20,10 +20,12 @@ What it models (`dbms.Dbms`, shared by both servers, thread-safe):
   administration commands (UnsupportedAdministrationCommand).
 - GDS Arrow v1 (`flight_server`): basic-token handshake with a Bearer token, `v1/CREATE_DATABASE`, PUT_COMMAND
   DoPut streams with one ack per batch, `v1/NODE_LOAD_DONE` / `v1/RELATIONSHIP_LOAD_DONE` with received counts,
-  `v1/ABORT`, input validation (int64 ids > 0, known relationship endpoints, the production property-type rule)
-  and gRPC statuses as in reference §1.7.
-- Fault injection (`Dbms.faults`, `Dbms.fail_next`): refuse the create, fail any action, drop a DoPut stream after
-  k batches, reject batch k, keep a finished database hidden or "starting" for N polls, never register it (so the
+  `v1/ABORT`, input validation (int64 ids > 0, known relationship endpoints, non-null labels, the property types
+  the GDS docs list: relationship properties double only, strings only behind a switch), NaN for null floats,
+  expiring tokens, slow LOAD_DONE, stalled streams, and gRPC statuses as in reference §1.7.
+- Fault injection (`Dbms.faults`, `Dbms.fail_next`, and the Flight server's attributes): refuse the create, fail
+  any action, drop a DoPut stream after k batches (or reset its TCP connection via `tcp_proxy.TcpProxy`), stall
+  it, report leftover store files at finalisation, reject batch k, keep a finished database hidden or "starting" for N polls, never register it (so the
   client must `CREATE DATABASE ... WAIT` to mount the store), fail to start it, fail any statement once.
 - An event log (`Dbms.events`) of what the clients sent, for assertions such as "ABORT was sent".
 
@@ -34,8 +36,8 @@ What it deliberately does NOT model:
   replaces it. This follows GdsParallelBatchImporter (reference §1.6) and is UNVERIFIED against a real server.
 - Routing (ROUTE, neo4j:// URIs), clusters, TLS on either server, bookmarks/causal consistency (bookmarks are
   opaque counters), Bolt 5.5+ features (GQL status objects in FAILURE), notifications, impersonation, re-auth.
-- Timing: WAIT returns at once; GDS `abortion_timeout` is not enforced; nothing is slow or concurrent-unsafe on
-  purpose.
+- Timing: WAIT returns at once; GDS `abortion_timeout` is not enforced; nothing is slow unless a test sets the
+  Flight server's `batch_delay`, `load_done_delay`, `token_ttl` or `stall_after_batches`.
 - ALREADY_EXISTS is sent as gRPC UNKNOWN with an "Already exists: ..." message (pyarrow cannot raise that status
   from Python); error messages resemble Neo4j's but are not copies.
 - The UNVERIFIED points of reference §1 (exact property types, whether LOAD_DONE waits for the database to start,

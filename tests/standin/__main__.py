@@ -19,11 +19,16 @@ def main() -> None:
     parser.add_argument("--arrow-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--user", default="neo4j")
     parser.add_argument("--password", required=True)
+    parser.add_argument("--accept-string-properties", action="store_true",
+                        help="take string node properties over Arrow (the demo snapshot has them; pair with "
+                             "neo4j.arrow_string_properties: true)")
     args = parser.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with start_standin(password=args.password, user=args.user, bolt_port=args.bolt_port,
                        arrow_port=args.arrow_port) as standin:
+        if standin.arrow is not None:
+            standin.arrow.accept_string_properties = args.accept_string_properties
         print(json.dumps({"bolt_port": standin.bolt_port, "arrow_port": standin.arrow_port}), flush=True)
         try:
             stop.wait()

@@ -139,6 +139,10 @@ class Faults:
     starting_polls: int = 0
     # False: the import writes the store files but never registers the database (client must CREATE ... WAIT).
     register_after_import: bool = True
+    # Where leftover store files (of an import whose database was never registered) are refused without force:
+    # "create" (at v1/CREATE_DATABASE) or "finish" (at v1/RELATIONSHIP_LOAD_DONE, where GdsParallelBatchImporter
+    # checks, reference neo4j.md §1.8).
+    store_checked_at: str = "create"
     # The import finishes but the database fails to start: it is listed with currentStatus "offline".
     start_fails: bool = False
     # Bolt: statement name in queries.py (e.g. "ALTER_ALIAS") -> (code, message), failed once per entry in list.
@@ -444,13 +448,15 @@ class Dbms:
                 raise ArrowError("INVALID_ARGUMENT", exc.message) from None
             if name in self.imports:
                 raise ArrowError("ALREADY_EXISTS", f"An import process with the name '{name}' is already running.")
-            if name in self.databases or name in self.aliases or (name in self.stores and not body.get("force")):
+            leftover = name in self.stores and self.faults.store_checked_at == "create"
+            if name in self.databases or name in self.aliases or (leftover and not body.get("force")):
                 raise ArrowError("ALREADY_EXISTS", f"The database [{name}] already exists. The graph export "
                                                    "procedure can only create new databases.")
             id_type = str(body.get("id_type", "INTEGER")).upper()
             if id_type not in ("INTEGER", "STRING"):
                 raise ArrowError("INVALID_ARGUMENT", f"Unknown id_type '{id_type}': expected INTEGER or STRING")
-            self.stores.pop(name, None)  # force=true deletes old store files
+            if body.get("force"):
+                self.stores.pop(name, None)  # force=true deletes old store files
             imp = ArrowImport(name, id_type=id_type, id_property=body.get("id_property"), options=dict(body))
             self.imports[name] = imp
             return imp
@@ -473,7 +479,8 @@ class Dbms:
         with self.lock:
             self.imports.pop(imp.name, None)
             imp.state = "done"
-            if imp.name in self.databases or imp.name in self.aliases:
+            leftover = imp.name in self.stores and not imp.options.get("force")
+            if imp.name in self.databases or imp.name in self.aliases or leftover:
                 raise ArrowError("ALREADY_EXISTS", f"The database [{imp.name}] already exists. The graph export "
                                                    "procedure can only create new databases.")
             if not self.faults.register_after_import or len(self.databases) >= self.max_databases:

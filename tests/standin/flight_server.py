@@ -8,10 +8,24 @@
 - DoPut descriptor: `{"name":"PUT_COMMAND","version":"v1","body":{"name":N,"entity_type":"node"|"relationship"}}`;
   one ack (a small JSON metadata message) per batch. Batches are validated like the real importer would: INTEGER
   ids are non-null int64 > 0, labels utf8 / dictionary / list<utf8> (or `common_labels` in the descriptor body),
-  relationship endpoints must be known nodes, property columns must follow `PROPERTY_TYPES` (the same rule as the
-  production client, bluegreen_dagster/targets/neo4j/arrow.py `property_target_type`: int64, float64, utf8, and
-  lists of int64 / float64 / float32). Anything else -> INVALID_ARGUMENT.
+  relationship endpoints must be known nodes, labels and relationship types are never null. Property types follow
+  the GDS documentation (reference neo4j.md §1.5, §1.8), not our client: node properties int64, float64 and lists
+  of int64 / float64 / float32 (`accept_string_properties = True` also takes utf8, which GDS only hints at);
+  relationship properties float64 only. Anything else -> INVALID_ARGUMENT.
+- Nulls as documented: a null float is stored as NaN; a null long as GDS's default value Long.MIN_VALUE
+  (DefaultValue.java; whether the database import writes it is UNVERIFIED); a null list as no property.
 - LOAD_DONE replies count the rows received (duplicates included, as the server counts what it got).
+
+Server behaviours for long loads (attributes of `GdsArrowServer`, set by tests):
+- `token_ttl`: Bearer tokens are refused (UNAUTHENTICATED) once this many seconds old (GDS evicts tokens).
+- `load_done_delay`: NODE_LOAD_DONE and RELATIONSHIP_LOAD_DONE take this many seconds (finalisation is slow).
+- `batch_delay`: each DoPut batch is acknowledged after this many seconds (a long, healthy stream).
+- `after_batch(n)`: a hook run before batch n is acknowledged (tests cut a `tcp_proxy.TcpProxy` there: a real
+  connection lost mid-stream).
+- `stall_after_batches`: after this many batches of an import, DoPut stops acknowledging (the stream hangs)
+  until the import is aborted or the server stops.
+- `Dbms.faults.store_checked_at = "finish"`: leftover store files are reported "already exists" at
+  RELATIONSHIP_LOAD_DONE rather than at CREATE_DATABASE.
 
 gRPC statuses (reference §1.7) are produced by raising the matching pyarrow exception. One deliberate gap:
 ALREADY_EXISTS cannot be raised from a Python Flight server (pyarrow has no exception that maps to Arrow's
@@ -25,6 +39,7 @@ import base64
 import json
 import secrets
 import threading
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -44,16 +59,25 @@ def _is_string(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
-def _property_type_ok(t: pa.DataType) -> bool:
-    """The production client's property rule (arrow.py property_target_type, after its casts)."""
-    if t in (pa.int64(), pa.float64(), pa.string()):
+def property_type_ok(t: pa.DataType, entity: str, strings: bool) -> bool:
+    """The documented property types: relationship properties are double only (GDS docs, relationship section);
+    node properties long, double, long[], double[], float[] (and utf8 only when strings are switched on)."""
+    if entity == "relationship":
+        return t == pa.float64()
+    if t in (pa.int64(), pa.float64()) or (strings and t == pa.string()):
         return True
     if pa.types.is_list(t):
         return t.value_type in (pa.int64(), pa.float64(), pa.float32())
     return False
 
 
-PROPERTY_TYPES = "int64, float64, utf8, list<int64>, list<float64>, list<float32>"
+def property_types(entity: str, strings: bool) -> str:
+    if entity == "relationship":
+        return "float64 (relationship properties are double only)"
+    return "int64, float64, list<int64>, list<float64>, list<float32>" + (", utf8" if strings else "")
+
+
+LONG_DEFAULT = -(2**63)  # GDS DefaultValue for a missing long
 
 
 def status_error(status: str, message: str) -> Exception:
@@ -121,13 +145,18 @@ class _AuthMiddlewareFactory(flight.ServerMiddlewareFactory):
                     "The client is unauthorized due to authentication failure.")
             token = secrets.token_hex(16)
             with self.server.lock:
-                self.server.tokens.add(token)
+                self.server.tokens[token] = time.monotonic()
             return _BearerMiddleware(token)
         if value.startswith("Bearer "):
             with self.server.lock:
-                known = value[7:] in self.server.tokens
-            if known:
+                issued = self.server.tokens.get(value[7:])
+                ttl = self.server.token_ttl
+                if issued is not None and ttl is not None and time.monotonic() - issued > ttl:
+                    del self.server.tokens[value[7:]]  # evicted, as GDS does on its schedule
+                    issued = None
+            if issued is not None:
                 return _BearerMiddleware(None)
+            self.server.dbms.log("arrow", "BEARER_REFUSED")
             raise flight.FlightUnauthenticatedError("Invalid or expired bearer token")
         raise flight.FlightUnauthenticatedError("No authorization header: authenticate with a basic token first")
 
@@ -138,7 +167,14 @@ class GdsArrowServer(flight.FlightServerBase):
     def __init__(self, dbms: Dbms, host: str = "127.0.0.1", port: int = 0) -> None:
         self.dbms = dbms
         self.lock = threading.Lock()
-        self.tokens: set[str] = set()
+        self.tokens: dict[str, float] = {}  # token -> when issued
+        self.token_ttl: float | None = None
+        self.load_done_delay = 0.0
+        self.batch_delay = 0.0
+        self.after_batch: Any = None  # called with the import's batch number, e.g. to cut a TcpProxy
+        self.stall_after_batches: int | None = None
+        self.accept_string_properties = False
+        self._stopping = threading.Event()
         super().__init__(f"grpc+tcp://{host}:{port}", auth_handler=_NoOpAuthHandler(),
                          middleware={"auth": _AuthMiddlewareFactory(self)})
         self._thread: threading.Thread | None = None
@@ -149,6 +185,7 @@ class GdsArrowServer(flight.FlightServerBase):
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self.shutdown()
         self.wait()
         if self._thread is not None:
@@ -189,6 +226,9 @@ class GdsArrowServer(flight.FlightServerBase):
         if kind == "v1/ABORT":
             self.dbms.arrow_abort(name)
             return {"name": name}
+        if self.load_done_delay:
+            self.dbms.arrow_import(name)  # NOT_FOUND at once, like the real server
+            self._stopping.wait(self.load_done_delay)
         with self.dbms.lock:
             imp = self.dbms.arrow_import(name)
             if kind == "v1/NODE_LOAD_DONE":
@@ -263,9 +303,10 @@ class GdsArrowServer(flight.FlightServerBase):
                 ok = _is_string(t) or (entity == "node" and pa.types.is_list(t) and _is_string(t.value_type))
                 if not ok:
                     raise ArrowError("INVALID_ARGUMENT", f"Column '{f.name}' has unsupported type {f.type}")
-            elif not _property_type_ok(f.type):
+            elif not property_type_ok(f.type, entity, self.accept_string_properties):
                 raise ArrowError("INVALID_ARGUMENT", f"Property column '{f.name}' has unsupported type {f.type}; "
-                                                     f"supported: {PROPERTY_TYPES}")
+                                                     f"supported for {entity}s: "
+                                                     f"{property_types(entity, self.accept_string_properties)}")
 
     def _batch(self, imp: ArrowImport, entity: str, body: dict[str, Any], batch: pa.RecordBatch) -> None:
         faults = self.dbms.faults
@@ -279,11 +320,19 @@ class GdsArrowServer(flight.FlightServerBase):
                                                 f"{faults.drop_put_after_batches} batches)")
             if faults.reject_batch is not None and number == faults.reject_batch:
                 raise ArrowError("INVALID_ARGUMENT", f"Batch {number} rejected (injected fault)")
+            stall = self.stall_after_batches is not None and number > self.stall_after_batches
+        if self.after_batch is not None:
+            self.after_batch(number)
+        if self.batch_delay:
+            self._stopping.wait(self.batch_delay)
+        if stall:  # no ack until the import is aborted (or the server stops)
+            while imp.state == "loading" and not self._stopping.wait(0.05):
+                pass
+            raise ArrowError("NOT_FOUND", f"Import '{imp.name}' was {imp.state}")
         columns = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
         props = [n for n in batch.schema.names
                  if n not in ("nodeId", "labels", "sourceNodeId", "targetNodeId", "relationshipType")]
-        prop_rows = pa.RecordBatch.from_arrays([columns[n] for n in props], names=props).to_pylist() if props \
-            else [{}] * batch.num_rows
+        prop_rows = self._properties(columns, props, batch.num_rows)
         if entity == "node":
             ids = columns["nodeId"]
             if ids.null_count:
@@ -295,6 +344,8 @@ class GdsArrowServer(flight.FlightServerBase):
                 label_col = columns["labels"]
                 if pa.types.is_dictionary(label_col.type):
                     label_col = label_col.cast(label_col.type.value_type)
+                if label_col.null_count:
+                    raise ArrowError("INVALID_ARGUMENT", "Column 'labels' contains null values")
                 raw = label_col.to_pylist()
                 labels = [tuple(v or ()) if pa.types.is_list(label_col.type) else ((v,) if v else ())
                           for v in raw]
@@ -325,3 +376,23 @@ class GdsArrowServer(flight.FlightServerBase):
             imp.relationship_rows += batch.num_rows
             imp.graph.relationships.extend(rels)
             imp.graph.relationship_properties.extend(prop_rows)
+
+    @staticmethod
+    def _properties(columns: dict[str, pa.Array], names: list[str], rows: int) -> list[dict[str, Any]]:
+        """Each row's stored properties, nulls as GDS documents them (float -> NaN, long -> default value)."""
+        out: list[dict[str, Any]] = [{} for _ in range(rows)]
+        for name in names:
+            column = columns[name]
+            if pa.types.is_floating(column.type):
+                missing: Any = float("nan")
+            elif pa.types.is_integer(column.type):
+                missing = LONG_DEFAULT
+            else:
+                missing = None  # a null list: no property
+            for props, value in zip(out, column.to_pylist(), strict=True):
+                if value is None:
+                    if missing is None:
+                        continue
+                    value = missing
+                props[name] = value
+        return out

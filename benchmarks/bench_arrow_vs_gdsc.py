@@ -1,0 +1,381 @@
+"""Our GDS Arrow loader against Neo4j's official client (`graphdatascience`), end to end from Parquet, same run,
+same sink Flight server, same snapshot files.
+
+    .venv/bin/pip install -e ".[bench]"
+    .venv/bin/python benchmarks/bench_arrow_vs_gdsc.py            # ~6M rows x 2 variants + a 1x/16x memory series
+    .venv/bin/python benchmarks/bench_arrow_vs_gdsc.py --quick    # small sizes, to check the script runs
+
+What runs, each in its own spawned process (so every peak RSS is that variant's alone):
+  read   `pyarrow.parquet.read_table` of every file: the input side's ceiling
+  ours   `ArrowLoader.load`, as `Neo4jTarget` runs it (`neo4j.concurrency` streams, `neo4j.batch_size` rows)
+  gdsc   the path a user of the official client takes: `read_table` of the nodes folder, `GdsArrowClient`
+         `create_database` / `upload_nodes`, `node_load_done`, then the relationships folder the same way
+  gdsc_per_row_group   the official client fed one row group at a time (how we would use it if adopted)
+Snapshots (written once into a temp folder, 4 node files + 4 relationship files, pyarrow's default row groups):
+  numeric      ints and floats (the issue's shape)
+  strings      adds a string and a list<int64> node property (ours with neo4j.arrow_string_properties: true)
+  memory 1x / 16x   the numeric shape at 1.5M and 24M rows: peak RSS of ours and gdsc at both sizes
+The sink is a GDS Arrow v1 server (handshake with a Bearer token, CREATE_DATABASE, DoPut with one ack per batch,
+LOAD_DONE with counts) that counts rows and keeps none, in its own process, shared by every variant.
+Rows/s = (nodes + relationships) / wall seconds of the whole load, best of --repeat runs, ours and gdsc alternating.
+Prints ONE JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# The handshake pieces the stand-in already has (a no-op handler enabling Handshake, a Bearer-sending middleware).
+from tests.standin.flight_server import _BearerMiddleware, _NoOpAuthHandler  # noqa: E402
+
+HOST = "127.0.0.1"
+USER, PASSWORD = "neo4j", "bench-password"
+CUSTOMER = "bench"
+FILES = 4  # per entity
+RELS_PER_NODE = 3
+
+
+def _rss_mb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a spawned child would
+    report its parent's peak (e.g. from writing the snapshot) when that is higher than its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The sink: a GDS Arrow v1 server that counts rows and keeps none
+
+
+class _Auth(flight.ServerMiddlewareFactory):
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+        self.basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+    def start_call(self, info, headers):
+        value = (headers.get("authorization") or headers.get("Authorization") or [""])[0]
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if value == self.basic:
+            return _BearerMiddleware(self.token)
+        if value == f"Bearer {self.token}":
+            return _BearerMiddleware(None)
+        raise flight.FlightUnauthenticatedError("authenticate with a basic token first")
+
+
+class SinkServer(flight.FlightServerBase):
+    ACTIONS = ("v1/CREATE_DATABASE", "v1/NODE_LOAD_DONE", "v1/RELATIONSHIP_LOAD_DONE", "v1/ABORT")
+
+    def __init__(self) -> None:
+        super().__init__(f"grpc+tcp://{HOST}:0", auth_handler=_NoOpAuthHandler(),
+                         middleware={"auth": _Auth(secrets.token_hex(16))})
+        self.lock = threading.Lock()
+        self.rows: dict[tuple[str, str], int] = {}
+
+    def list_actions(self, context):
+        return [(a, a) for a in self.ACTIONS]
+
+    def do_action(self, context, action):
+        body = json.loads(action.body.to_pybytes() or b"{}")
+        name = body["name"]
+        with self.lock:
+            if action.type == "v1/CREATE_DATABASE":
+                self.rows[(name, "node")] = self.rows[(name, "relationship")] = 0
+                reply = {"name": name}
+            elif action.type == "v1/NODE_LOAD_DONE":
+                reply = {"name": name, "node_count": self.rows[(name, "node")]}
+            elif action.type == "v1/RELATIONSHIP_LOAD_DONE":
+                reply = {"name": name, "relationship_count": self.rows[(name, "relationship")]}
+            elif action.type == "v1/ABORT":
+                reply = {"name": name}
+            else:
+                raise NotImplementedError(f"Unknown action type '{action.type}'")
+        return [json.dumps(reply).encode()]
+
+    def do_put(self, context, descriptor, reader, writer):
+        body = json.loads(descriptor.command)["body"]
+        key = (body["name"], body["entity_type"])
+        rows = 0
+        ack = pa.py_buffer(b'{"ok":true}')
+        for chunk in reader:
+            if chunk.data is None:
+                continue
+            rows += chunk.data.num_rows
+            writer.write(ack)  # one ack per batch, as the real server does
+        with self.lock:
+            self.rows[key] += rows
+
+
+def _sink_child(ready, stop) -> None:
+    server = SinkServer()
+    thread = threading.Thread(target=server.serve, daemon=True)
+    thread.start()
+    ready.put(server.port)
+    stop.wait()
+    server.shutdown()
+    server.wait()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Snapshot files
+
+
+def write_files(folder: Path, nodes: int, strings: bool, seed: int = 7) -> dict[str, int]:
+    rng = np.random.default_rng(seed)
+    (folder / "nodes").mkdir(parents=True)
+    (folder / "relationships").mkdir(parents=True)
+    names = np.array(["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"])
+    for part, (start, n) in enumerate(_parts(nodes)):
+        ids = np.arange(1 + start, 1 + start + n, dtype=np.int64)
+        two = (ids % 10 == 0)
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.where(two, 2, 1), out=offsets[1:])
+        values = np.full(offsets[-1], "Person", dtype="<U8")
+        values[offsets[:-1][two] + 1] = "Employee"
+        columns = {"nodeId": ids, "labels": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+                   "age": rng.integers(18, 90, n, dtype=np.int64), "score": rng.random(n)}
+        if strings:
+            columns["name"] = pa.array(names[rng.integers(0, len(names), n)])
+            lengths = rng.integers(0, 4, n)
+            tag_offsets = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum(lengths, out=tag_offsets[1:])
+            columns["tags"] = pa.ListArray.from_arrays(pa.array(tag_offsets),
+                                                       pa.array(rng.integers(0, 1000, tag_offsets[-1])))
+        pq.write_table(pa.table(columns), folder / "nodes" / f"part-{part}.parquet")
+    rels = nodes * RELS_PER_NODE
+    for part, (start, n) in enumerate(_parts(rels)):
+        src = rng.integers(1, nodes + 1, n, dtype=np.int64)
+        columns = {"sourceNodeId": src, "targetNodeId": (src % nodes) + 1,
+                   "relationshipType": pa.array(np.where(rng.random(n) < 0.7, "KNOWS", "LIKES")),
+                   "weight": rng.random(n)}
+        pq.write_table(pa.table(columns), folder / "relationships" / f"part-{part}.parquet")
+    return {"nodes": nodes, "relationships": rels}
+
+
+def _parts(total: int):
+    size = -(-total // FILES)
+    return [(start, min(size, total - start)) for start in range(0, total, size)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The measured children (each one load, in its own process)
+
+
+def _read_child(folder: str, queue) -> None:
+    """Every file read whole, twice; the faster pass is reported (the first warms the thread pool)."""
+    passes = []
+    for _ in range(2):
+        start, cpu = time.perf_counter(), _cpu_s()
+        rows = 0
+        for sub in ("nodes", "relationships"):
+            for path in sorted((Path(folder) / sub).glob("*.parquet")):
+                rows += pq.read_table(path).num_rows
+        passes.append({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu})
+    queue.put({**min(passes, key=lambda p: p["seconds"]), "peak_rss_mb": _rss_mb()})
+
+
+def _ours_child(folder: str, port: int, strings: bool, concurrency: int, batch_size: int, queue) -> None:
+    from bluegreen_dagster.config import Neo4jSettings
+    from bluegreen_dagster.snapshots import snapshot_at
+    from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
+
+    base = Path(folder).parent.parent
+    snap = snapshot_at(base, CUSTOMER, Path(folder).name)
+    settings = Neo4jSettings(host=HOST, arrow_port=port, user=USER, password=PASSWORD, concurrency=concurrency,
+                             batch_size=batch_size, arrow_string_properties=strings)
+    start, cpu = time.perf_counter(), _cpu_s()
+    loader = ArrowLoader(settings)
+    try:
+        result = loader.load(snap)
+    finally:
+        loader.close()
+    queue.put({"rows": result.nodes + result.relationships, "seconds": time.perf_counter() - start,
+               "cpu_s": _cpu_s() - cpu, "peak_rss_mb": _rss_mb()})
+
+
+def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
+    from graphdatascience.arrow_client.arrow_authentication import UsernamePasswordAuthentication
+    from graphdatascience.arrow_client.authenticated_flight_client import AuthenticatedArrowClient
+    from graphdatascience.arrow_client.v1.gds_arrow_client import GdsArrowClient
+
+    name = f"{CUSTOMER}-{Path(folder).name}"
+    start, cpu = time.perf_counter(), _cpu_s()
+    client = GdsArrowClient(AuthenticatedArrowClient((HOST, port), auth=UsernamePasswordAuthentication(USER, PASSWORD)))
+    rows = 0
+    try:
+        client.create_database(name, id_type="INTEGER", id_property="nodeId", concurrency=concurrency)
+        nodes = pq.read_table(Path(folder) / "nodes")
+        client.upload_nodes(name, nodes, batch_size=batch_size)
+        rows += nodes.num_rows
+        del nodes
+        client.node_load_done(name)
+        rels = pq.read_table(Path(folder) / "relationships")
+        client.upload_relationships(name, rels, batch_size=batch_size)
+        rows += rels.num_rows
+        del rels
+        client.relationship_load_done(name)
+    finally:
+        client.close()
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
+               "peak_rss_mb": _rss_mb()})
+
+
+def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
+    """The official client fed one row group at a time (memory bounded), as it would be if we adopted it."""
+    from graphdatascience.arrow_client.arrow_authentication import UsernamePasswordAuthentication
+    from graphdatascience.arrow_client.authenticated_flight_client import AuthenticatedArrowClient
+    from graphdatascience.arrow_client.v1.gds_arrow_client import GdsArrowClient
+
+    name = f"{CUSTOMER}-{Path(folder).name}"
+    start, cpu = time.perf_counter(), _cpu_s()
+    client = GdsArrowClient(AuthenticatedArrowClient((HOST, port), auth=UsernamePasswordAuthentication(USER, PASSWORD)))
+    rows = 0
+    try:
+        client.create_database(name, id_type="INTEGER", id_property="nodeId", concurrency=concurrency)
+        for sub, upload, done in (("nodes", client.upload_nodes, client.node_load_done),
+                                  ("relationships", client.upload_relationships, client.relationship_load_done)):
+            for path in sorted((Path(folder) / sub).glob("*.parquet")):
+                pf = pq.ParquetFile(path)
+                for rg in range(pf.metadata.num_row_groups):
+                    table = pf.read_row_group(rg)
+                    upload(name, table, batch_size=batch_size)
+                    rows += table.num_rows
+            done(name)
+    finally:
+        client.close()
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
+               "peak_rss_mb": _rss_mb()})
+
+
+def _run(ctx, target, *args) -> dict:
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    while True:
+        try:
+            result = queue.get(timeout=1)
+            break
+        except Exception:  # queue.Empty: still running, or died without an answer
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} exited with {proc.exitcode} without a result") from None
+    proc.join()
+    return result
+
+
+def _with_rate(result: dict) -> dict:
+    return {**result, "rows_per_s": round(result["rows"] / result["seconds"]), "seconds": round(result["seconds"], 2),
+            "cpu_s": round(result["cpu_s"], 2), "peak_rss_mb": round(result["peak_rss_mb"])}
+
+
+def _best(runs: list[dict]) -> dict:
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["all_rows_per_s"] = [r["rows_per_s"] for r in runs]
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    return best
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"nproc": os.cpu_count(), "cpu": model, "ram_gb": round(mem, 1), "loadavg": os.getloadavg(),
+            "python": platform.python_version(), "pyarrow": pa.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=1_500_000, help="nodes of the speed snapshots (x4 rows)")
+    parser.add_argument("--memory-nodes", type=int, default=375_000, help="nodes of the 1x memory snapshot")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one run each")
+    args = parser.parse_args()
+    if args.quick:
+        args.nodes, args.memory_nodes, args.repeat = 100_000, 25_000, 1
+    from graphdatascience import __version__ as gdsc_version
+
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    sink = ctx.Process(target=_sink_child, args=(ready, stop))
+    sink.start()
+    port = ready.get(timeout=60)
+    out: dict = {"machine": machine(), "graphdatascience": gdsc_version, "concurrency": args.concurrency,
+                 "batch_size": args.batch_size, "snapshots": {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
+            specs = [("numeric", args.nodes, False, args.repeat), ("strings", args.nodes, True, args.repeat),
+                     ("memory_1x", args.memory_nodes, False, 1), ("memory_16x", args.memory_nodes * 16, False, 1)]
+            for ts, (label, nodes, strings, repeat) in enumerate(specs, start=1):
+                folder = Path(tmp) / CUSTOMER / str(ts)
+                started = time.perf_counter()
+                counts = write_files(folder, nodes, strings)
+                entry: dict = {**counts, "rows": counts["nodes"] + counts["relationships"],
+                               "parquet_mb": round(sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 2**20),
+                               "write_seconds": round(time.perf_counter() - started, 1)}
+                entry["read"] = _with_rate(_run(ctx, _read_child, str(folder)))
+                ours, gdsc, gdsc_rg = [], [], []
+                for _ in range(repeat):  # alternating, so drifting machine load hits all alike
+                    ours.append(_with_rate(_run(ctx, _ours_child, str(folder), port, strings, args.concurrency,
+                                                args.batch_size)))
+                    gdsc.append(_with_rate(_run(ctx, _gdsc_child, str(folder), port, args.concurrency,
+                                                args.batch_size)))
+                    gdsc_rg.append(_with_rate(_run(ctx, _gdsc_rg_child, str(folder), port, args.concurrency,
+                                                   args.batch_size)))
+                entry["ours"], entry["gdsc"], entry["gdsc_per_row_group"] = _best(ours), _best(gdsc), _best(gdsc_rg)
+                for r in (entry["read"], entry["ours"], entry["gdsc"], entry["gdsc_per_row_group"]):
+                    assert r["rows"] == entry["rows"], (label, r)
+                entry["ours_vs_gdsc"] = round(entry["ours"]["rows_per_s"] / entry["gdsc"]["rows_per_s"], 2)
+                entry["ours_vs_gdsc_per_row_group"] = round(
+                    entry["ours"]["rows_per_s"] / entry["gdsc_per_row_group"]["rows_per_s"], 2)
+                entry["ours_vs_read"] = round(entry["ours"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
+                entry["gdsc_vs_read"] = round(entry["gdsc"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
+                out["snapshots"][label] = entry
+                for f in folder.rglob("*.parquet"):
+                    f.unlink()
+    finally:
+        stop.set()
+        sink.join(30)
+    snaps = out["snapshots"]
+    out["goals"] = {
+        "ours_vs_gdsc_numeric (>= 1.2)": snaps["numeric"]["ours_vs_gdsc"],
+        "ours_vs_gdsc_strings (>= 1.2)": snaps["strings"]["ours_vs_gdsc"],
+        "ours_rss_16x_over_1x (<= 1.3)": round(snaps["memory_16x"]["ours"]["peak_rss_mb"]
+                                               / snaps["memory_1x"]["ours"]["peak_rss_mb"], 2),
+        "gdsc_rss_16x_over_1x": round(snaps["memory_16x"]["gdsc"]["peak_rss_mb"]
+                                      / snaps["memory_1x"]["gdsc"]["peak_rss_mb"], 2),
+        "ours_rss_below_gdsc_at_every_size": all(s["ours"]["peak_rss_mb"] < s["gdsc"]["peak_rss_mb"]
+                                                 for s in snaps.values()),
+        "ours_vs_gdsc_per_row_group_numeric": snaps["numeric"]["ours_vs_gdsc_per_row_group"],
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
