@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from bluegreen_dagster.config import Neo4jSettings
 from bluegreen_dagster.snapshots import Snapshot
-from bluegreen_dagster.targets.base import PermanentTargetError, TargetError
+from bluegreen_dagster.targets.base import LoadReport, PermanentTargetError, TargetError
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.arrow_schema import FilePlan, plan_and_check
 from bluegreen_dagster.targets.neo4j.arrow_streams import Uploader, units_of
@@ -32,14 +31,6 @@ CREATE_DATABASE = "v1/CREATE_DATABASE"
 NODE_LOAD_DONE = "v1/NODE_LOAD_DONE"
 RELATIONSHIP_LOAD_DONE = "v1/RELATIONSHIP_LOAD_DONE"
 ABORT = "v1/ABORT"
-
-
-@dataclass
-class ArrowLoadResult:
-    nodes: int
-    relationships: int
-    bytes_sent: int
-    seconds: float
 
 
 class ArrowLoader:
@@ -74,7 +65,7 @@ class ArrowLoader:
 
     # -- the whole load ----------------------------------------------------------------------------------------
 
-    def load(self, snapshot: Snapshot) -> ArrowLoadResult:
+    def load(self, snapshot: Snapshot) -> LoadReport:
         database = snapshot.key
         start = time.monotonic()
         nodes, relationships = self.plan(snapshot)
@@ -92,7 +83,7 @@ class ArrowLoader:
             result = self._attempt(database, nodes, relationships, force=True)
         result.seconds = time.monotonic() - start
         log.info("arrow load %s: %d nodes, %d relationships, %d bytes in %.1fs", database, result.nodes,
-                 result.relationships, result.bytes_sent, result.seconds)
+                 result.relationships, result.bytes_read, result.seconds)
         return result
 
     def _upload(self, database: str, entity: str, plans: list[FilePlan]):
@@ -102,7 +93,7 @@ class ArrowLoader:
                         say=self.say).run(units_of(plans))
 
     def _attempt(self, database: str, node_plans: list[FilePlan], rel_plans: list[FilePlan], *,
-                 force: bool) -> ArrowLoadResult:
+                 force: bool) -> LoadReport:
         body = {"name": database, "id_type": "INTEGER", "id_property": queries.ID_PROPERTY,
                 "concurrency": self.settings.concurrency, "force": force}
         self.conn.action(CREATE_DATABASE, body)  # refused: nothing was created, nothing to abort
@@ -123,7 +114,7 @@ class ArrowLoader:
                                                            and self.is_unregistered(database))
             self.abort_and_drop(database, exc, drop=mine)
             raise
-        return ArrowLoadResult(nodes.rows, rels.rows, nodes.bytes + rels.bytes, 0.0)
+        return LoadReport(database, nodes.rows, rels.rows, nodes.bytes + rels.bytes, 0.0)
 
     def abort_and_drop(self, database: str, cause: BaseException, *, drop: bool = True) -> None:
         log.warning("arrow load of %s failed (%s): aborting the import%s", database, self.conn.scrub(str(cause))[:300],

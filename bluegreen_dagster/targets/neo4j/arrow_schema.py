@@ -35,7 +35,7 @@ from bluegreen_dagster.snapshots import (
     SOURCE_ID,
     TARGET_ID,
     SnapshotError,
-    _require_columns,
+    require_columns,
     open_parquet,
 )
 
@@ -114,7 +114,7 @@ def _property_target(t: pa.DataType, entity: str, settings: Neo4jSettings, path:
 
 def plan_file(path: Path, schema: pa.Schema, entity: str, settings: Neo4jSettings) -> FilePlan:
     """The cast plan for one file, from its schema alone; raises SnapshotError for a type GDS does not take."""
-    _require_columns(path, schema, NODE_COLUMNS if entity == "node" else RELATIONSHIP_COLUMNS)
+    require_columns(path, schema, NODE_COLUMNS if entity == "node" else RELATIONSHIP_COLUMNS)
     ids = (NODE_ID,) if entity == "node" else (SOURCE_ID, TARGET_ID)
     columns = []
     for field in schema:

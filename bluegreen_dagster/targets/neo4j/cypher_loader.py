@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from bluegreen_dagster.snapshots import (
     iter_batches,
     open_parquet,
 )
+from bluegreen_dagster.targets.base import LoadReport
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.admin import Admin
 
@@ -117,15 +117,6 @@ def _groups(codes: np.ndarray, order_by: np.ndarray | None = None) -> list[tuple
     return [(int(sorted_codes[s]), order[s:e]) for s, e in zip(starts, ends, strict=True)]
 
 
-@dataclass
-class CypherLoadResult:
-    nodes: int
-    relationships: int
-    bytes_read: int
-    seconds: float
-    phases: dict[str, float] = field(default_factory=dict)  # seconds: indexes, nodes, relationships, prepare
-
-
 class NodeIds:
     """nodeId -> Neo4j internal node id for the nodes this load made, sorted for vectorised look-ups."""
 
@@ -187,7 +178,7 @@ class CypherLoader:
 
         return self.admin._with_retry(what, call)
 
-    def write(self, database: str, snapshot: Snapshot) -> CypherLoadResult:
+    def write(self, database: str, snapshot: Snapshot) -> LoadReport:
         """Write the snapshot into `database`, which must exist and be online."""
         start = time.monotonic()
         self.prepare_seconds = 0.0
@@ -228,7 +219,7 @@ class CypherLoader:
         phases["prepare"] = self.prepare_seconds  # client-side share of nodes + relationships
         log.info("cypher load %s: %d nodes, %d relationships in %.1fs (%s)", database, nodes, rels, seconds,
                  ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()))
-        return CypherLoadResult(nodes, rels, read, seconds, phases)
+        return LoadReport(database, nodes, rels, read, seconds, phases=phases)
 
     def _write_nodes(self, database: str, path: Path, batch: pa.RecordBatch, node_ids: NodeIds) -> int:
         t = time.monotonic()

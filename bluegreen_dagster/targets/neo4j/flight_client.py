@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.targets.base import PermanentTargetError, TargetError, TransientTargetError
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,7 @@ class FlightConnection:
     # -- errors -------------------------------------------------------------------------------------------------
 
     def scrub(self, text: str) -> str:
-        secret = self.settings.password.get_secret_value()
-        return text.replace(secret, "***") if len(secret) >= 3 else text
+        return scrub(text, self.settings.password)
 
     def map_error(self, exc: BaseException, what: str) -> TargetError:
         message = self.scrub(str(exc)).replace("org.apache.arrow.flight.FlightRuntimeException: ", "")

@@ -7,6 +7,7 @@ Composition: `admin.Admin` (Bolt, `system` database), `arrow.ArrowLoader` (GDS A
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -18,12 +19,14 @@ from bluegreen_dagster.targets.base import (
     GraphTarget,
     Health,
     LoadReport,
+    validate_alias,
+    validate_database,
     PermanentTargetError,
     TargetError,
     TransientTargetError,
 )
 from bluegreen_dagster.targets.neo4j import queries
-from bluegreen_dagster.targets.neo4j.admin import Admin, validate_alias, validate_database
+from bluegreen_dagster.targets.neo4j.admin import Admin
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,6 @@ class Neo4jTarget(GraphTarget):
             except BaseException:
                 self._drop_quietly(name)
                 raise
-            nodes, rels, read = result.nodes, result.relationships, result.bytes_sent
         else:
             from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
 
@@ -139,8 +141,7 @@ class Neo4jTarget(GraphTarget):
             except BaseException:
                 self._drop_quietly(name)
                 raise
-            nodes, rels, read = result.nodes, result.relationships, result.bytes_read
-        return LoadReport(name, nodes, rels, read, time.monotonic() - start)
+        return dataclasses.replace(result, seconds=time.monotonic() - start)
 
     def _drop_quietly(self, name: str) -> None:
         try:
