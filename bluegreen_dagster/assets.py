@@ -7,7 +7,8 @@
   switched to, and the job's failure hook `drop_unverified` removes it.
 - `alias_switch` materializes only when it moved the alias (otherwise it records an observation saying why not) and
   then records an observation of the per-customer asset `alias/<customer>`: "acme-corp -> acme-corp-1795452651".
-- `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight.
+- `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
+  deletes the dynamic partitions of the databases it dropped.
 
 Bad input (a corrupt file, a bad name, wrong credentials) fails at once with a message that says what to fix;
 transient trouble (target unreachable or over a health threshold) raises and is retried by the job's RetryPolicy.
@@ -169,10 +170,16 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
         result = rules.cleanup(graph, customer, pipeline.keep_databases,
                                in_flight=lambda: in_flight_partitions(context.instance, customer),
                                own=snapshot.key)
+    # The partitions of dropped databases go too (their run history stays): the partition list stays as long as
+    # the databases kept, not one per snapshot ever seen. The sensor's cursor, not the partitions, says what it saw.
+    pruned = [key for key in result.dropped
+              if context.instance.has_dynamic_partition(snapshot_partitions.name, key)]
+    for key in pruned:
+        context.instance.delete_dynamic_partition(snapshot_partitions.name, key)
     context.log.info(f"{customer}: dropped {result.dropped or 'nothing'}; kept {result.kept}")
     return dg.MaterializeResult(metadata={
         "dropped": result.dropped, "kept": result.kept, "protected": result.protected,
-        "keep_databases": pipeline.keep_databases})
+        "keep_databases": pipeline.keep_databases, "pruned_partitions": pruned})
 
 
 @dg.failure_hook(required_resource_keys={"target"})

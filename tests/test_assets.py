@@ -171,9 +171,15 @@ def test_cleanup_keeps_newest_n_and_the_alias_target(project: Project) -> None:
             assert run(project, instance, f"acme-{ts}").success
         assert databases(project, "acme") == ["acme-200", "acme-300"]
         result = run(project, instance, "acme-400")
+        partitions = instance.get_dynamic_partitions("snapshots")
+        history = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "acme-200"}))
     assert metadata(result, "cleanup")["dropped"] == ["acme-200"]
     assert databases(project, "acme") == ["acme-300", "acme-400"]
     assert databases(project, "globex") == ["globex-50"]  # other customers untouched
+    # Dropped databases' partitions are pruned; their run history stays.
+    assert "acme-200" not in partitions and "acme-100" not in partitions
+    assert {"acme-300", "acme-400", "globex-50"} <= set(partitions)
+    assert len(history) == 1 and history[0].status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_missing_snapshot_folder_fails_clearly(project: Project) -> None:
