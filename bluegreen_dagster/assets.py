@@ -141,12 +141,12 @@ def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, 
     snapshot = snapshot_of(context, pipeline)
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
-            customer_lock(context.instance, customer, on_wait=context.log.info):
+            customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
         result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot))
         reader = graph.reader_location(customer)
     context.log.info(result.reason)
     metadata = {"switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
-                "customer": customer, "reason": result.reason, "reader": reader or ""}
+                "customer": customer, "reason": result.reason, "reader": reader or "", "customer_lock": lock}
     if not result.switched:
         yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata=metadata,
                                   description=result.reason)
@@ -166,7 +166,7 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
     snapshot = snapshot_of(context, pipeline)
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
-            customer_lock(context.instance, customer, on_wait=context.log.info):
+            customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
         result = rules.cleanup(graph, customer, pipeline.keep_databases,
                                in_flight=lambda: in_flight_partitions(context.instance, customer),
                                own=snapshot.key)
@@ -179,7 +179,7 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
     context.log.info(f"{customer}: dropped {result.dropped or 'nothing'}; kept {result.kept}")
     return dg.MaterializeResult(metadata={
         "dropped": result.dropped, "kept": result.kept, "protected": result.protected,
-        "keep_databases": pipeline.keep_databases, "pruned_partitions": pruned})
+        "keep_databases": pipeline.keep_databases, "pruned_partitions": pruned, "customer_lock": lock})
 
 
 @dg.failure_hook(required_resource_keys={"target"})

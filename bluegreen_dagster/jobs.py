@@ -22,6 +22,20 @@ def retry_policy(orchestrator: OrchestratorSettings) -> dg.RetryPolicy:
                           backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
+def dead_target_seconds(orchestrator: OrchestratorSettings) -> float:
+    """Upper bound, in seconds, from a step's first call to a dead Neo4j server to the run's failure.
+
+    One step attempt: our ATTEMPTS tries of a call, each at most the driver's own retries (max_transaction_retry_time)
+    plus one connection timeout, with BACKOFF between them. The RetryPolicy repeats the step max_retries times,
+    after delays of (2^n - 1) x base +- base (exponential, plus-minus jitter), i.e. at most base x (2^(R+1) - 2)."""
+    from bluegreen_dagster.targets.neo4j import admin
+
+    per_call = admin.ATTEMPTS * (admin.MAX_TRANSACTION_RETRY_TIME + admin.CONNECTION_TIMEOUT) \
+        + admin.BACKOFF * (2 ** (admin.ATTEMPTS - 1) - 1)
+    retries = orchestrator.max_retries
+    return (retries + 1) * per_call + orchestrator.retry_backoff_base * (2 ** (retries + 1) - 2)
+
+
 def build_load_snapshot_job(orchestrator: OrchestratorSettings) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         LOAD_SNAPSHOT_JOB,

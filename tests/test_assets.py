@@ -217,3 +217,34 @@ def test_in_flight_runs_protect_only_their_own_customer() -> None:
                                            tags={"dagster/partition": key}))
         assert in_flight_databases(instance, "acme", this_run="me") == {"acme-100"}
         assert in_flight_databases(instance, "acme-corp", this_run="me") == {"acme-corp-200"}
+
+
+def test_a_dead_neo4j_fails_the_run_within_the_documented_worst_case(project: Project,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Driver retries, our own retries and the RetryPolicy stack up; jobs.dead_target_seconds is their bound."""
+    import socket
+    import time
+
+    from bluegreen_dagster.jobs import dead_target_seconds
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("DEAD_NEO4J_PASSWORD", "dead-pw")
+    project.reconfigure(target="neo4j", neo4j={"host": "127.0.0.1", "bolt_port": closed,
+                                               "password": "${DEAD_NEO4J_PASSWORD}"},
+                        orchestrator={"max_retries": 2, "retry_backoff_base": 0.2})
+    bound = dead_target_seconds(project.settings.orchestrator)
+    write_snapshot(project.data, "acme", 100, people=5)
+    with dg.instance_for_test() as instance:
+        started = time.monotonic()
+        result = run(project, instance, "acme-100")
+        elapsed = time.monotonic() - started
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == 2
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "health_check"
+    assert "cannot reach Neo4j" in failure.event_specific_data.error.message
+    assert elapsed < bound, (elapsed, bound)
+    print(f"dead target: run failed after {elapsed:.1f}s, documented bound {bound:.1f}s")
