@@ -52,11 +52,16 @@ def test_status_json_reports_alias_target_age_and_databases(project: Project, ca
 
 
 def test_register_adds_the_partition_once(project: Project) -> None:
+    project.reconfigure(orchestrator={"max_concurrent_loads": 3})
     write_snapshot(project.data, "acme", 1767741527, people=5)
     assert main(["register", "acme", "1767741527"]) == 0
     assert main(["register", "acme", "1767741527"]) == 0
     with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
         assert instance.get_dynamic_partitions("snapshots") == ["acme-1767741527"]
+        # The instance it created limits the load pool from config.yaml, in its settings and in its storage.
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 3 and pools.pool_granularity.value == "op"
+        assert instance.event_log_storage.get_concurrency_info("bluegreen_loads").slot_count == 3
     assert main(["register", "acme", "1767749999"]) == 2  # no such snapshot folder
 
 

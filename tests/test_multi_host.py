@@ -195,13 +195,16 @@ def run_two_hosts(tmp_path: Path, pg: Postgres, db_name: str, config: dict, alia
         assert max_overlap(windows) <= 1
         failed = {r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.FAILURE}
         assert failed == bad  # only the short loads failed (at their blocking check)
-        locks = set()
+        locks, slots = set(), set()
         for run in runs:
             for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
                 mat = entry.dagster_event.event_specific_data.materialization
                 if "customer_lock" in mat.metadata:
                     locks.add(mat.metadata["customer_lock"].value)
+                if "load_slot" in mat.metadata:
+                    slots.add(mat.metadata["load_slot"].value)
         assert locks == {"postgres advisory lock"}
+        assert slots == {"dagster"}  # the executor claimed the pool slot, although these runs bypassed the queue
 
 
 def test_two_hosts_embedded_target(tmp_path: Path, postgres: Postgres, monkeypatch) -> None:  # noqa: F811
