@@ -31,10 +31,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bluegreen_dagster.assets import build_assets  # noqa: E402
+from bluegreen_dagster.definitions import build_definitions  # noqa: E402
 from bluegreen_dagster.config import load_settings  # noqa: E402
 from bluegreen_dagster.demo_data import write_snapshot  # noqa: E402
-from bluegreen_dagster.resources import BluegreenResource  # noqa: E402
+from bluegreen_dagster.resources import load_resources  # noqa: E402
 from bluegreen_dagster.targets import make_target  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def make_project(root: Path, scan_interval: int) -> Path:
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({
         "dataset": {"base_path": "data"}, "embedded": {"path": "store", "min_free_disk_mb": 1},
-        "orchestrator": {"state_path": "state", "scan_interval": scan_interval}}))
+        "orchestrator": {"scan_interval": scan_interval}}))
     (root / "data").mkdir()
     return config
 
@@ -58,14 +58,14 @@ def in_process_floor(people: int, repeats: int = 3) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         config = make_project(Path(tmp), 10)
         settings = load_settings(config)
+        job = build_definitions(load_resources(config)).resolve_job_def("load_snapshot")
         with dg.instance_for_test() as instance:
             for i in range(repeats):
                 write_snapshot(settings.dataset.base_path, "floor", 1_000 + i, people=people)
                 key = f"floor-{1_000 + i}"
                 instance.add_dynamic_partitions("snapshots", [key])
                 started = time.perf_counter()
-                result = dg.materialize(build_assets(settings), partition_key=key, instance=instance,
-                                        resources={"bluegreen": BluegreenResource(config_path=str(config))})
+                result = job.execute_in_process(partition_key=key, instance=instance)
                 assert result.success
                 times.append(time.perf_counter() - started)
     return statistics.median(times)

@@ -1,23 +1,33 @@
 """The steps of one snapshot's refresh, each a partitioned asset (or check) so the run timeline shows them apart:
 
-    health_check -> snapshot_database -> [verify_counts, blocking] -> alias_switch -> cleanup
+    health_check -> snapshot_database -> [verify_counts, blocking] -> alias_switch, cleanup
+
+- `snapshot_database` is the snapshot's database; it runs in the pool `bluegreen_loads` (see concurrency.py).
+- `verify_counts` only verifies. If it fails, Dagster skips the later steps, so an unverified database is never
+  switched to, and the job's failure hook `drop_unverified` removes it.
+- `alias_switch` materializes only when it moved the alias (otherwise it records an observation saying why not) and
+  then records an observation of the per-customer asset `alias/<customer>`: "acme-corp -> acme-corp-1795452651".
+- `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
+  deletes the dynamic partitions of the databases it dropped.
 
 Bad input (a corrupt file, a bad name, wrong credentials) fails at once with a message that says what to fix;
-transient trouble (target unreachable or over a health threshold) raises and is retried by the step's
-RetryPolicy. Whatever fails, the alias stays on the last good database and the snapshot stays on disk.
+transient trouble (target unreachable or over a health threshold) raises and is retried by the job's RetryPolicy.
+Whatever fails, the alias stays on the last good database and the snapshot stays on disk.
 """
+
 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster.config import ConfigError, Settings
-from bluegreen_dagster.locks import load_slot
+from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, in_flight_partitions, load_slot
+from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.partitions import snapshot_partitions
-from bluegreen_dagster.resources import BluegreenResource
+from bluegreen_dagster.resources import PipelineResource, TargetResource
 from bluegreen_dagster.snapshots import (
     InvalidName,
     Snapshot,
@@ -29,8 +39,13 @@ from bluegreen_dagster.snapshots import (
 from bluegreen_dagster.targets import PermanentTargetError, TransientTargetError
 
 GROUP = "bluegreen"
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED]
+# Among steps ready at the same time the in-process executor runs the higher priority first: switch, then cleanup.
+_FIRST = {"dagster/priority": "1"}
+
+
+def alias_asset_key(customer: str) -> dg.AssetKey:
+    """The per-customer asset whose latest observation says which database the alias serves, and since when."""
+    return dg.AssetKey(["alias", customer])
 
 
 class TargetUnhealthy(TransientTargetError):
@@ -51,114 +66,142 @@ def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 
-def snapshot_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, settings: Settings) -> Snapshot:
+def snapshot_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+                pipeline: PipelineResource) -> Snapshot:
     """The snapshot this partition names, which must still be on disk and complete."""
     with step_errors():
-        snapshot = snapshot_for_key(settings.dataset.base_path, context.partition_key)
+        snapshot = snapshot_for_key(pipeline.base, context.partition_key)
     if not snapshot.path.is_dir():
         raise dg.Failure(f"snapshot folder {snapshot.path} does not exist (dataset.base_path="
-                         f"{settings.dataset.base_path}); restore it or delete the partition", allow_retries=False)
-    reason = snapshot.incomplete_reason(settings.orchestrator.settle_seconds)
+                         f"{pipeline.base_path}); restore it or delete the partition", allow_retries=False)
+    reason = snapshot.incomplete_reason(pipeline.settle_seconds)
     if reason:
         raise dg.Failure(f"snapshot {snapshot.path} is not complete: {reason}. Finish writing it (write "
                          "_SUCCESS last) and run the partition again", allow_retries=False)
     return snapshot
 
 
-def in_flight_databases(instance: dg.DagsterInstance, customer: str, this_run: str) -> set[str]:
-    """Partition keys (= database names) of this customer's other runs that are queued or running."""
-    keys = set()
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
-        key = run.tags.get("dagster/partition", "")
+common = dict(partitions_def=snapshot_partitions, group_name=GROUP)
+
+
+@dg.asset(**common, kinds={"python"})
+def health_check(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                 target: TargetResource) -> dg.MaterializeResult:
+    """The target can take a load now: reachable, under the memory / disk thresholds, below max_databases."""
+    snapshot = snapshot_of(context, pipeline)
+    with step_errors(context, pipeline.max_retries), target.open() as graph:
+        health = graph.health(snapshot)
+        if not health.ok:
+            raise TargetUnhealthy("health check refused the load: " + "; ".join(health.problems))
+    return dg.MaterializeResult(metadata={"target": graph.kind, **health.measurements})
+
+
+@dg.asset(**common, deps=[health_check], kinds={"parquet"}, pool=LOADS_POOL)
+def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                      target: TargetResource) -> dg.MaterializeResult:
+    """A new database named after the partition, bulk-loaded from the snapshot's Parquet files."""
+    snapshot = snapshot_of(context, pipeline)
+    started = time.monotonic()
+    step_key = context.op_execution_context.get_step_execution_context().step.key
+    with load_slot(context.instance, context.run.run_id, step_key, pipeline.max_concurrent_loads,
+                   on_wait=context.log.info) as claimed_by:
+        waited = time.monotonic() - started
+        with step_errors(context, pipeline.max_retries), target.open() as graph:
+            report = graph.load(snapshot)
+    what = "already loaded; reused it" if report.reused else f"loaded {report.rows:,} rows in {report.seconds:.1f}s"
+    context.log.info(f"{report.database}: {what}")
+    return dg.MaterializeResult(metadata={
+        "database": report.database, "target": graph.kind, "reused": report.reused,
+        "nodes": report.nodes, "relationships": report.relationships, "rows": report.rows,
+        "bytes": report.bytes_read, "duration_s": round(report.seconds, 3),
+        "rows_per_s": round(report.rows_per_second), "waited_for_load_slot_s": round(waited, 3),
+        "load_slot": claimed_by, "snapshot_path": dg.MetadataValue.path(str(snapshot.path)),
+    })
+
+
+@dg.asset_check(asset=snapshot_database, blocking=True)
+def verify_counts(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource,
+                  target: TargetResource) -> dg.AssetCheckResult:
+    """Node and relationship counts, per label and type, equal the snapshot's. Only reads the database."""
+    snapshot = snapshot_of(context, pipeline)
+    with step_errors(context, pipeline.max_retries), target.open() as graph:
+        expected = expected_counts(snapshot)
         try:
-            if run.run_id != this_run and parse_partition_key(key).customer == customer:
-                keys.add(key)
-        except InvalidName:
-            continue  # another job's run
-    return keys
+            actual = rules.verify(graph, snapshot.key, expected)
+        except rules.VerificationFailed as exc:
+            return dg.AssetCheckResult(passed=False, description=str(exc),
+                                       metadata={"expected": expected.as_metadata()})
+    return dg.AssetCheckResult(passed=True, metadata={"counts": actual.as_metadata()})
 
 
-def build_assets(settings: Settings) -> list:
-    """The partitioned steps, with a RetryPolicy built from `orchestrator.max_retries` / `retry_backoff_base`."""
-    orchestrator = settings.orchestrator
-    retry = dg.RetryPolicy(max_retries=orchestrator.max_retries, delay=orchestrator.retry_backoff_base,
-                           backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-    common = dict(partitions_def=snapshot_partitions, retry_policy=retry, group_name=GROUP)
+@dg.asset(**common, deps=[snapshot_database], kinds={"python"}, output_required=False, op_tags=_FIRST)
+def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource):
+    """The customer's alias moves to this database if it is the newest verified one; never backwards. Materializes
+    only when it moved the alias; otherwise an observation says why not."""
+    snapshot = snapshot_of(context, pipeline)
+    customer = snapshot.id.customer
+    with step_errors(context, pipeline.max_retries), target.open() as graph, \
+            customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
+        result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot))
+        reader = graph.reader_location(customer)
+    context.log.info(result.reason)
+    metadata = {"switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
+                "customer": customer, "reason": result.reason, "reader": reader or "", "customer_lock": lock}
+    if not result.switched:
+        yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata=metadata,
+                                  description=result.reason)
+        return
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    context.log_event(dg.AssetObservation(
+        asset_key=alias_asset_key(customer), description=f"{customer} -> {result.current}",
+        metadata={"serves": result.current, "since": since, "previous": result.previous or "",
+                  "snapshot_timestamp": snapshot.id.timestamp, "reader": reader or "", "run_id": context.run.run_id}))
+    yield dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset(**common, kinds={"python"})
-    def health_check(context: dg.AssetExecutionContext, bluegreen: BluegreenResource) -> dg.MaterializeResult:
-        """The target can take a load now: reachable, under the memory / disk thresholds, below max_databases."""
-        snapshot = snapshot_of(context, bluegreen.settings)
-        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
-            health = target.health(snapshot)
-            if not health.ok:
-                raise TargetUnhealthy("health check refused the load: " + "; ".join(health.problems))
-        return dg.MaterializeResult(metadata={"target": target.kind, **health.measurements})
 
-    @dg.asset(**common, deps=[health_check], kinds={"parquet"})
-    def snapshot_database(context: dg.AssetExecutionContext, bluegreen: BluegreenResource) -> dg.MaterializeResult:
-        """A new database named after the partition, bulk-loaded from the snapshot's Parquet files."""
-        settings = bluegreen.settings
-        snapshot = snapshot_of(context, settings)
-        started = time.monotonic()
-        with load_slot(settings.orchestrator.state_path, settings.orchestrator.max_concurrent_loads,
-                       holder=snapshot.key, on_wait=context.log.info):
-            waited = time.monotonic() - started
-            with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
-                report = target.load(snapshot)
-        what = "already loaded; reused it" if report.reused else f"loaded {report.rows:,} rows in {report.seconds:.1f}s"
-        context.log.info(f"{report.database}: {what}")
-        return dg.MaterializeResult(metadata={
-            "database": report.database, "target": target.kind, "reused": report.reused,
-            "nodes": report.nodes, "relationships": report.relationships, "rows": report.rows,
-            "bytes": report.bytes_read, "duration_s": round(report.seconds, 3),
-            "rows_per_s": round(report.rows_per_second), "waited_for_load_slot_s": round(waited, 3),
-            "snapshot_path": dg.MetadataValue.path(str(snapshot.path)),
-        })
+@dg.asset(**common, deps=[snapshot_database], kinds={"python"})
+def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource
+            ) -> dg.MaterializeResult:
+    """Keep the customer's newest `orchestrator.keep_databases` databases, the alias target and loads in flight."""
+    snapshot = snapshot_of(context, pipeline)
+    customer = snapshot.id.customer
+    with step_errors(context, pipeline.max_retries), target.open() as graph, \
+            customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
+        result = rules.cleanup(graph, customer, pipeline.keep_databases,
+                               in_flight=lambda: in_flight_partitions(context.instance, customer),
+                               own=snapshot.key)
+    # The partitions of dropped databases go too (their run history stays): the partition list stays as long as
+    # the databases kept, not one per snapshot ever seen. The sensor's cursor, not the partitions, says what it saw.
+    pruned = [key for key in result.dropped
+              if context.instance.has_dynamic_partition(snapshot_partitions.name, key)]
+    for key in pruned:
+        context.instance.delete_dynamic_partition(snapshot_partitions.name, key)
+    context.log.info(f"{customer}: dropped {result.dropped or 'nothing'}; kept {result.kept}")
+    return dg.MaterializeResult(metadata={
+        "dropped": result.dropped, "kept": result.kept, "protected": result.protected,
+        "keep_databases": pipeline.keep_databases, "pruned_partitions": pruned, "customer_lock": lock})
 
-    @dg.asset_check(asset=snapshot_database, blocking=True, retry_policy=retry)
-    def verify_counts(context: dg.AssetCheckExecutionContext, bluegreen: BluegreenResource) -> dg.AssetCheckResult:
-        """Node and relationship counts, per label and type, equal the snapshot's. A mismatch drops the database."""
-        snapshot = snapshot_of(context, bluegreen.settings)
-        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
-            expected = expected_counts(snapshot)
-            try:
-                actual = rules.verify(target, snapshot.key, expected)
-            except rules.VerificationFailed as exc:
-                dropped = target.alias_target(snapshot.id.customer) != snapshot.key
-                if dropped:  # an unverified database must never be switched to; remove it now
-                    target.drop_database(snapshot.key)
-                return dg.AssetCheckResult(passed=False, description=str(exc), metadata={
-                    "expected": expected.as_metadata(), "dropped_database": dropped})
-        return dg.AssetCheckResult(passed=True, metadata={"counts": actual.as_metadata()})
 
-    @dg.asset(**common, deps=[snapshot_database], kinds={"python"})
-    def alias_switch(context: dg.AssetExecutionContext, bluegreen: BluegreenResource) -> dg.MaterializeResult:
-        """The customer's alias moves to this database if it is the newest verified one; never backwards."""
-        settings = bluegreen.settings
-        snapshot = snapshot_of(context, settings)
-        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
-            result = rules.switch_if_newest(target, snapshot.key, expected_counts(snapshot),
-                                            settings.orchestrator.state_path)
-            reader = target.reader_location(snapshot.id.customer)
-        context.log.info(result.reason)
-        return dg.MaterializeResult(metadata={
-            "switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
-            "customer": snapshot.id.customer, "reason": result.reason, "reader": reader or ""})
+@dg.failure_hook(required_resource_keys={"target"})
+def drop_unverified(context: dg.HookContext) -> None:
+    """When verification fails (or cannot finish), remove the database it was checking, unless the alias serves it
+    (a re-run of the live snapshot) or another run of the same snapshot is in flight."""
+    if not (context.step_key or "").endswith("verify_counts"):
+        return
+    key = context.instance.get_run_by_id(context.run_id).tags.get("dagster/partition", "")
+    try:
+        customer = parse_partition_key(key).customer
+    except InvalidName:
+        return
+    graph_resource: TargetResource = context.resources.target
+    with graph_resource.open() as graph, customer_lock(context.instance, customer, on_wait=context.log.info):
+        others = in_flight_partitions(context.instance, customer, this_run=context.run_id)
+        if graph.alias_target(customer) == key or key in others:
+            context.log.warning(f"{key} failed verification; kept: it is the alias target or loading in another run")
+            return
+        graph.drop_database(key)
+    context.log.warning(f"{key} failed verification: dropped it (the alias was not moved)")
 
-    @dg.asset(**common, deps=[alias_switch], kinds={"python"})
-    def cleanup(context: dg.AssetExecutionContext, bluegreen: BluegreenResource) -> dg.MaterializeResult:
-        """Keep the customer's newest `orchestrator.keep_databases` databases, the alias target and loads in flight."""
-        settings = bluegreen.settings
-        snapshot = snapshot_of(context, settings)
-        customer = snapshot.id.customer
-        in_flight = in_flight_databases(context.instance, customer, context.run.run_id)
-        with step_errors(context, orchestrator.max_retries), bluegreen.target() as target:
-            result = rules.cleanup(target, customer, settings.orchestrator.keep_databases,
-                                   settings.orchestrator.state_path, in_flight)
-        context.log.info(f"{customer}: dropped {result.dropped or 'nothing'}; kept {result.kept}")
-        return dg.MaterializeResult(metadata={
-            "dropped": result.dropped, "kept": result.kept, "protected": result.protected,
-            "keep_databases": settings.orchestrator.keep_databases})
 
-    return [health_check, snapshot_database, verify_counts, alias_switch, cleanup]
+STEPS = [health_check, snapshot_database, alias_switch, cleanup]
+CHECKS = [verify_counts]

@@ -1,17 +1,21 @@
 """The blue/green rules, target-agnostic. The Dagster steps call these; tests check each rule on every target.
 
-1. The alias only moves to a database that is fully loaded and verified (re-verified under the lock), and only
-   forward in time: an older snapshot never takes the alias from a newer one, however runs overlap.
+1. The alias only moves to a database that is fully loaded and verified (re-verified right before the switch),
+   and only forward in time: an older snapshot never takes the alias from a newer one.
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target or a database still
-   loading. Leftovers of a crashed load (status "failed") are removed whatever their age.
+   loading. "Still loading" has one source, the caller's `in_flight` (Dagster's run records, see
+   `concurrency.in_flight_partitions`); any other database that is not online is a crashed load's leftover and is
+   removed whatever its age.
+
+The caller holds the customer's lock (`concurrency.customer_lock`) around `switch_if_newest` and `cleanup`, which
+makes each one check-then-act step per customer, whichever host runs it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bluegreen_dagster.locks import customer_lock, loads_in_progress
 from bluegreen_dagster.snapshots import GraphCounts, InvalidName, parse_partition_key
 from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError
 
@@ -37,25 +41,24 @@ class SwitchResult:
     reason: str
 
 
-def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, state_path: Path) -> SwitchResult:
+def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts) -> SwitchResult:
     """Point the customer's alias at `database` if it is newer than the current target, after verifying it."""
     new = parse_partition_key(database)
-    with customer_lock(state_path, new.customer):
-        previous = target.alias_target(new.customer)
-        if previous == database:
-            return SwitchResult(False, previous, previous, f"alias {new.customer} already points at {database}")
-        if previous is not None:
-            try:
-                current = parse_partition_key(previous)
-            except InvalidName:
-                current = None  # an alias set by hand to something else: a verified snapshot may take it over
-            if current is not None and current.ts >= new.ts:
-                return SwitchResult(False, previous, previous,
-                                    f"alias {new.customer} stays on {previous}: it is newer than {database}")
-        verify(target, database, expected)
-        target.point_alias(new.customer, database)
-        return SwitchResult(True, previous, database,
-                            f"alias {new.customer} moved {previous or '(new alias)'} -> {database}")
+    previous = target.alias_target(new.customer)
+    if previous == database:
+        return SwitchResult(False, previous, previous, f"alias {new.customer} already points at {database}")
+    if previous is not None:
+        try:
+            current = parse_partition_key(previous)
+        except InvalidName:
+            current = None  # an alias set by hand to something else: a verified snapshot may take it over
+        if current is not None and current.ts >= new.ts:
+            return SwitchResult(False, previous, previous,
+                                f"alias {new.customer} stays on {previous}: it is newer than {database}")
+    verify(target, database, expected)
+    target.point_alias(new.customer, database)
+    return SwitchResult(True, previous, database,
+                        f"alias {new.customer} moved {previous or '(new alias)'} -> {database}")
 
 
 @dataclass
@@ -65,33 +68,42 @@ class CleanupResult:
     protected: dict[str, str] = field(default_factory=dict)  # name -> why it was not dropped although old
 
 
-def cleanup(target: GraphTarget, customer: str, keep: int, state_path: Path,
-            in_flight: set[str] | frozenset[str] = frozenset()) -> CleanupResult:
-    """Drop this customer's databases beyond the newest `keep`, except the alias target and loads in progress."""
+def cleanup(target: GraphTarget, customer: str, keep: int,
+            in_flight: Callable[[], Collection[str]], own: str | None = None) -> CleanupResult:
+    """Drop this customer's databases beyond the newest `keep`, except the alias target and loads in progress.
+
+    `in_flight()` names the databases whose runs are queued or running. It is called after the databases are
+    listed: a run creates its database only after its run record exists, so every database in the listing that
+    belongs to a live run is named by it. `own` is the calling run's own (verified) database: it counts as a kept
+    one, and is never dropped by its own run (the next cleanup decides if it falls beyond `keep`)."""
     result = CleanupResult()
-    with customer_lock(state_path, customer):
-        alias = target.alias_target(customer)
-        loading = set(in_flight) | loads_in_progress(state_path)
-        databases = []
-        for info in target.list_databases(customer):
-            try:
-                sid = parse_partition_key(info.name)
-            except InvalidName:
-                continue  # not ours: never touch it
-            if sid.customer == customer:
-                databases.append((sid.ts, info))
-        databases.sort(key=lambda item: item[0], reverse=True)
-        for _, info in databases:  # newest first
-            if info.name in loading or info.status == "loading":
-                result.protected[info.name] = "still loading"
-            elif info.status == "failed" and info.name != alias:
-                target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
-                result.dropped.append(info.name)
-            elif len(result.kept) < keep:
+    alias = target.alias_target(customer)
+    databases = []
+    for info in target.list_databases(customer):
+        try:
+            sid = parse_partition_key(info.name)
+        except InvalidName:
+            continue  # not ours: never touch it
+        if sid.customer == customer:
+            databases.append((sid.ts, info))
+    loading = set(in_flight())
+    databases.sort(key=lambda item: item[0], reverse=True)
+    for _, info in databases:  # newest first
+        if info.name == own:
+            if len(result.kept) < keep:
                 result.kept.append(info.name)
-            elif info.name == alias:
-                result.protected[info.name] = "alias target"
             else:
-                target.drop_database(info.name)
-                result.dropped.append(info.name)
+                result.protected[info.name] = "this run's database"
+        elif info.name in loading:
+            result.protected[info.name] = "still loading"
+        elif info.status != "online" and info.name != alias:
+            target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
+            result.dropped.append(info.name)
+        elif len(result.kept) < keep:
+            result.kept.append(info.name)
+        elif info.name == alias:
+            result.protected[info.name] = "alias target"
+        else:
+            target.drop_database(info.name)
+            result.dropped.append(info.name)
     return result

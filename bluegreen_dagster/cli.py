@@ -6,7 +6,7 @@
     bluegreen status [--json]           alias target, its age and retained databases per customer
     bluegreen check                     preflight: config, target health, snapshots found (exit 1 on a problem)
     bluegreen register CUSTOMER TS      add a snapshot's partition (no dagster command can), print how to run it
-    bluegreen load CUSTOMER TS          register, then `dagster asset materialize` that partition
+    bluegreen load CUSTOMER TS          register, then submit a load_snapshot run through the run queue and wait
     bluegreen metrics                   Prometheus exporter of the same facts as `status`
 
 Every command reads $BLUEGREEN_CONFIG (default ./config.yaml). Commands that use the Dagster instance default
@@ -22,67 +22,49 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from bluegreen_dagster.config import ConfigError, Settings, config_path, load_settings
+from bluegreen_dagster.config import ConfigError, config_path
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import (
-    InvalidName,
-    SnapshotError,
-    parse_partition_key,
-    partition_key,
-    scan,
-    snapshot_at,
-)
-from bluegreen_dagster.snapshots import customers as snapshot_customers
-from bluegreen_dagster.targets import TargetError, make_target
+from bluegreen_dagster.resources import Resources, load_resources
+from bluegreen_dagster.snapshots import InvalidName, SnapshotError, partition_key, scan, snapshot_at
+from bluegreen_dagster.status import collect_status
+from bluegreen_dagster.targets import TargetError
 
 console = Console(stderr=True)
 DEMO_CUSTOMERS = ("acme-corp", "globex", "initech")
 ASSET_SELECTION = "health_check,snapshot_database,alias_switch,cleanup"
 
 
-def dagster_home(settings_file: Path) -> Path:
+INSTANCE_TEMPLATE = Path(__file__).parent / "dagster_instance.yaml"
+
+
+def instance_yaml(max_concurrent_loads: int) -> str:
+    """Our instance settings, with the load pool's default limit set to `orchestrator.max_concurrent_loads`."""
+    text = INSTANCE_TEMPLATE.read_text()
+    marker = "default_limit: 1  # = orchestrator.max_concurrent_loads"
+    if marker not in text:
+        raise AssertionError(f"{INSTANCE_TEMPLATE} lost its pool default_limit line")
+    return text.replace(marker, f"default_limit: {max_concurrent_loads}  # = orchestrator.max_concurrent_loads")
+
+
+def dagster_home(settings_file: Path, max_concurrent_loads: int = 1) -> Path:
     """$DAGSTER_HOME, or `.dagster_home` beside the config file, created with our instance settings."""
     home = Path(os.environ.get("DAGSTER_HOME") or settings_file.resolve().parent / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = home / "dagster.yaml"
-    if not instance_yaml.exists():
-        instance_yaml.write_text((Path(__file__).parent / "dagster_instance.yaml").read_text())
+    instance_file = home / "dagster.yaml"
+    if not instance_file.exists():
+        instance_file.write_text(instance_yaml(max_concurrent_loads))
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
 # --------------------------------------------------------------------------------------------------------------
 # status
-
-
-def collect_status(settings: Settings, now: float | None = None) -> list[dict]:
-    """Per customer found under dataset.base_path: alias, its target and age, retained databases, reader path."""
-    now = time.time() if now is None else now
-    rows = []
-    with make_target(settings) as target:
-        for customer in snapshot_customers(settings.dataset.base_path):  # invalid ones: the sensor reports them
-            current = target.alias_target(customer)
-            try:
-                sid = parse_partition_key(current) if current else None
-            except InvalidName:
-                sid = None  # an alias someone pointed at a database of their own
-            created = sid.created_at if sid else None
-            databases = sorted(target.list_databases(customer), key=lambda d: d.name)
-            rows.append({
-                "customer": customer,
-                "alias": customer,
-                "target_database": current,
-                "snapshot_timestamp": sid.timestamp if sid else None,
-                "age_seconds": round(now - created.timestamp()) if created else None,
-                "databases": [{"name": d.name, "status": d.status} for d in databases],
-                "reader": target.reader_location(customer),
-            })
-    return rows
 
 
 def _age(seconds: int | None) -> str:
@@ -94,25 +76,27 @@ def _age(seconds: int | None) -> str:
     return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = collect_status(settings)
+def cmd_status(args: argparse.Namespace, resources: Resources) -> int:
+    live = resources.initialized()
+    rows = collect_status(live.pipeline.base, live.target)
     if args.json:
-        print(json.dumps({"target": settings.target, "customers": rows}, indent=2))
+        print(json.dumps({"target": live.target.kind, "customers": [r.as_dict() for r in rows]}, indent=2))
         return 0
-    table = Table(title=f"bluegreen status ({settings.target} target)")
+    table = Table(title=f"bluegreen status ({live.target.kind} target)")
     for column in ("customer", "alias target", "age", "retained databases", "reader opens"):
         table.add_column(column, overflow="fold")  # never hide a database name behind an ellipsis
     for row in rows:
-        retained = ", ".join(f"{d['name']}{'' if d['status'] == 'online' else ' (' + d['status'] + ')'}"
-                             for d in row["databases"]) or "-"
-        table.add_row(row["customer"], row["target_database"] or "[yellow]no alias yet[/]", _age(row["age_seconds"]),
-                      retained, row["reader"] or "-")
+        retained = ", ".join(f"{d.name}{'' if d.status == 'online' else ' (' + d.status + ')'}"
+                             for d in row.databases) or "-"
+        table.add_row(row.customer, row.target_database or "[yellow]no alias yet[/]", _age(row.age_seconds),
+                      retained, row.reader or "-")
     Console().print(table)
     return 0
 
 
-def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_check(args: argparse.Namespace, resources: Resources) -> int:
     """Preflight for a new deployment: what the pipeline will see, and every problem in one place."""
+    settings = resources.settings
     out = Console()
     out.print(f"config {config_path().resolve()}: valid, target [bold]{settings.target}[/]")
     found = scan(settings.dataset.base_path, settings.orchestrator.settle_seconds)
@@ -120,9 +104,9 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
               f"{len(found.waiting)} waiting, {len(found.invalid)} invalid")
     problems = [f"{path}: {why}" for path, why in found.invalid.items()]
     try:
-        with make_target(settings) as target:
+        with resources.initialized().target.open() as target:
             health = target.health()
-    except TargetError as exc:
+    except (TargetError, ConfigError) as exc:
         problems.append(str(exc))
     else:
         out.print("target health: " + ", ".join(f"{k}={v}" for k, v in health.measurements.items()))
@@ -137,8 +121,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 # data
 
 
-def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
-    base = settings.dataset.base_path
+def cmd_demo_data(args: argparse.Namespace, resources: Resources) -> int:
+    base = resources.settings.dataset.base_path
     now = int(time.time())
     for customer in args.customers:
         for i in range(args.snapshots):
@@ -151,9 +135,9 @@ def cmd_demo_data(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_simulate(args: argparse.Namespace, resources: Resources) -> int:
     ts = args.timestamp or int(time.time())
-    path = write_snapshot(settings.dataset.base_path, args.customer, ts, people=args.people,
+    path = write_snapshot(resources.settings.dataset.base_path, args.customer, ts, people=args.people,
                           success_marker=not args.no_success_marker)
     console.print(f"dropped snapshot {path} (partition {partition_key(args.customer, ts)})")
     return 0
@@ -163,16 +147,24 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 # Dagster
 
 
-def _register(args: argparse.Namespace, settings: Settings) -> str:
+def _instance(resources: Resources):
     import dagster as dg
 
+    from bluegreen_dagster.concurrency import sync_pool_limit
+
+    dagster_home(config_path(), resources.settings.orchestrator.max_concurrent_loads)
+    instance = dg.DagsterInstance.get()
+    sync_pool_limit(instance, resources.settings.orchestrator.max_concurrent_loads)
+    return instance
+
+
+def _register(args: argparse.Namespace, resources: Resources) -> str:
     from bluegreen_dagster.partitions import snapshot_partitions
 
-    snap = snapshot_at(settings.dataset.base_path, args.customer, args.timestamp)
+    snap = snapshot_at(resources.settings.dataset.base_path, args.customer, args.timestamp)
     if not snap.path.is_dir():
         raise FileNotFoundError(f"no snapshot folder at {snap.path}")
-    dagster_home(config_path())
-    with dg.DagsterInstance.get() as instance:
+    with _instance(resources) as instance:
         if instance.has_dynamic_partition(snapshot_partitions.name, snap.key):
             console.print(f"partition {snap.key} already registered")
         else:
@@ -181,28 +173,64 @@ def _register(args: argparse.Namespace, settings: Settings) -> str:
     return snap.key
 
 
-def materialize_command(key: str) -> list[str]:
-    return ["dagster", "asset", "materialize", "-m", "bluegreen_dagster.definitions",
-            "--select", ASSET_SELECTION, "--partition", key]
+def workspace_file(args: argparse.Namespace) -> Path:
+    if getattr(args, "workspace", None):
+        return Path(args.workspace)
+    here = Path("workspace.yaml")
+    return here if here.is_file() else config_path().resolve().parent / "workspace.yaml"
 
 
-def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
-    key = _register(args, settings)
-    console.print("run it with:\n  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " " + " ".join(materialize_command(key)))
+def launch_command(key: str, run_id: str, workspace: Path) -> list[str]:
+    """`dagster job launch`: the run goes through the instance's run coordinator, i.e. the queue and its
+    per-customer limit, like the sensor's runs."""
+    customer = key.rsplit("-", 1)[0]
+    dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+    return [dagster, "job", "launch", "-w", str(workspace), "-j", "load_snapshot", "--run-id", run_id,
+            "--tags", json.dumps({"dagster/partition": key, "customer": customer})]
+
+
+def cmd_register(args: argparse.Namespace, resources: Resources) -> int:
+    key = _register(args, resources)
+    console.print("run it with:\n  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " bluegreen load "
+                  + " ".join(key.rsplit("-", 1)))
     return 0
 
 
-def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
-    key = _register(args, settings)
-    command = materialize_command(key)
-    command[0] = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-    return subprocess.call(command)
+def cmd_load(args: argparse.Namespace, resources: Resources) -> int:
+    import dagster as dg
+
+    key = _register(args, resources)
+    run_id = str(uuid.uuid4())
+    done = subprocess.run(launch_command(key, run_id, workspace_file(args)), capture_output=True, text=True)
+    if done.returncode != 0:
+        console.print(done.stdout[-2000:] + done.stderr[-3000:])
+        raise RuntimeError(f"could not submit the run for {key} (dagster job launch exited {done.returncode})")
+    console.print(f"submitted run {run_id} for {key} to the run queue")
+    if args.no_wait:
+        return 0
+    started = time.monotonic()
+    told_queued = False
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.is_finished:
+                console.print(f"run {run_id} {run.status.value.lower()}")
+                return 0 if run.status == dg.DagsterRunStatus.SUCCESS else 1
+            waited = time.monotonic() - started
+            if run is not None and run.status == dg.DagsterRunStatus.QUEUED and not told_queued and waited > 30:
+                console.print("still queued after 30 s: is `dagster-daemon run` running on this instance?")
+                told_queued = True
+            if waited > args.timeout:
+                console.print(f"run {run_id} not finished after {args.timeout:g}s; it continues (see the UI)")
+                return 1
+            time.sleep(0.5)
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_demo(args: argparse.Namespace, resources: Resources) -> int:
+    settings = resources.settings
     if settings.target == "embedded" and not any(scan(settings.dataset.base_path, 0).complete):
-        cmd_demo_data(argparse.Namespace(customers=list(DEMO_CUSTOMERS), snapshots=1, people=args.people), settings)
-    home = dagster_home(config_path())
+        cmd_demo_data(argparse.Namespace(customers=list(DEMO_CUSTOMERS), snapshots=1, people=args.people), resources)
+    home = dagster_home(config_path(), settings.orchestrator.max_concurrent_loads)
     workspace = config_path().resolve().parent / "workspace.yaml"
     console.print(f"[bold]Dagster UI:[/] http://{args.host}:{args.port}   DAGSTER_HOME={home}\n"
                   "Drop a new snapshot from another terminal:  .venv/bin/bluegreen simulate-snapshot --customer acme-corp\n"
@@ -213,10 +241,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0  # not reached
 
 
-def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_metrics(args: argparse.Namespace, resources: Resources) -> int:
     from bluegreen_dagster.metrics import serve
 
-    serve(settings, args.port)
+    serve(resources.initialized(), args.port)
     return 0
 
 
@@ -254,11 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     for name, func, text in (("register", cmd_register, "add a snapshot's dynamic partition"),
-                             ("load", cmd_load, "add a snapshot's partition and materialize it now")):
+                             ("load", cmd_load, "add a snapshot's partition and run it through the run queue")):
         p = sub.add_parser(name, help=text)
         p.add_argument("customer")
         p.add_argument("timestamp")
         p.set_defaults(func=func)
+    p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml, else beside the config file)")
+    p.add_argument("--no-wait", action="store_true", help="return once the run is queued")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
 
     p = sub.add_parser("metrics", help="serve Prometheus metrics (alias age, databases) on /metrics")
     p.add_argument("--port", type=int, default=9108)
@@ -269,9 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
-        return args.func(args, settings)
-    except (ConfigError, InvalidName, SnapshotError, TargetError, FileExistsError, FileNotFoundError) as exc:
+        resources = load_resources()
+        return args.func(args, resources)
+    except (ConfigError, InvalidName, SnapshotError, TargetError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
 

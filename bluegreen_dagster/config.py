@@ -70,6 +70,7 @@ class DatasetSettings(_Section):
 
 
 class OrchestratorSettings(_Section):
+    # The limit of the Dagster pool `bluegreen_loads` (the load step), enforced by the instance across hosts.
     max_concurrent_loads: int = Field(1, ge=1, le=64)
     scan_interval: int = Field(10, ge=1, le=86_400)
     max_databases: int = Field(50, ge=1)
@@ -82,8 +83,6 @@ class OrchestratorSettings(_Section):
     settle_seconds: float = Field(30, ge=0)
     # Bounds the work of one sensor tick; the rest is picked up by the next ticks.
     max_runs_per_tick: int = Field(20, ge=1, le=500)
-    # Local lock files (load slots, per-customer alias lock) shared by every run on this machine.
-    state_path: Path = Path(".bluegreen/state")
 
 
 class EmbeddedSettings(_Section):
@@ -171,7 +170,6 @@ class Settings(_Section):
 
         self.dataset.base_path = absolute(self.dataset.base_path)
         self.embedded.path = absolute(self.embedded.path)
-        self.orchestrator.state_path = absolute(self.orchestrator.state_path)
         self.neo4j.tls_ca_file = absolute(self.neo4j.tls_ca_file)
         self.alerts.email.ca_file = absolute(self.alerts.email.ca_file)
         return self

@@ -1,24 +1,42 @@
 """Wires the pieces into the Definitions that `dagster dev -w workspace.yaml` and `dagster asset materialize
--m bluegreen_dagster.definitions` load. Settings come from $BLUEGREEN_CONFIG or ./config.yaml; a bad file fails
-here, when the code location loads, with the key's name.
+-m bluegreen_dagster.definitions` load.
+
+config.yaml ($BLUEGREEN_CONFIG or ./config.yaml) is read once, here, into the resources (resources.py); a bad file
+fails when the code location loads, with the key's name. Assets and sensor functions are module-level and take
+the resources as arguments; only what Dagster needs at definition time is built here from the same settings: the
+job's RetryPolicy and the sensor's interval.
 """
 
 import dagster as dg
 
-from bluegreen_dagster.assets import build_assets
-from bluegreen_dagster.config import config_path, load_settings
+from bluegreen_dagster.assets import CHECKS, STEPS
 from bluegreen_dagster.jobs import build_load_snapshot_job
-from bluegreen_dagster.resources import BluegreenResource
-from bluegreen_dagster.sensors import alert_on_failure, build_snapshot_sensor
+from bluegreen_dagster.resources import Resources, load_resources
+from bluegreen_dagster.sensors import alert_on_failure, snapshot_sensor
 
-settings = load_settings()
-steps = build_assets(settings)
-load_snapshot = build_load_snapshot_job(steps)
+SNAPSHOT_SENSOR = "snapshot_sensor"
 
-defs = dg.Definitions(
-    assets=[s for s in steps if not isinstance(s, dg.AssetChecksDefinition)],
-    asset_checks=[s for s in steps if isinstance(s, dg.AssetChecksDefinition)],
-    jobs=[load_snapshot],
-    sensors=[build_snapshot_sensor(settings, load_snapshot), alert_on_failure],
-    resources={"bluegreen": BluegreenResource(config_path=str(config_path().resolve()))},
-)
+
+def build_definitions(resources: Resources) -> dg.Definitions:
+    orchestrator = resources.settings.orchestrator
+    load_snapshot = build_load_snapshot_job(orchestrator)
+    sensor = dg.sensor(name=SNAPSHOT_SENSOR, job=load_snapshot, minimum_interval_seconds=orchestrator.scan_interval,
+                       default_status=dg.DefaultSensorStatus.RUNNING,
+                       description=f"Watches {resources.settings.dataset.base_path} for complete snapshots; one "
+                                   "partition and one run each.")(snapshot_sensor)
+    return dg.Definitions(
+        assets=STEPS,
+        asset_checks=CHECKS,
+        jobs=[load_snapshot],
+        sensors=[sensor, alert_on_failure],
+        resources=resources.as_dict(),
+        # `dagster asset materialize` runs the implicit asset job: in-process too, like load_snapshot.
+        executor=dg.in_process_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What workspace.yaml and `-m bluegreen_dagster.definitions` load; reads config.yaml when the location loads
+    (importing this module reads nothing, so tests build their own with `build_definitions`)."""
+    return build_definitions(load_resources())

@@ -1,61 +1,105 @@
 """Sensors: one notices complete snapshots and launches their runs; one reports failed runs.
 
-The snapshot sensor registers one dynamic partition per complete snapshot and requests one run for it
-(run_key = partition key, so a snapshot is launched once). A snapshot is new when its partition does not exist
-yet, so an older snapshot that arrives late is still loaded (the alias rules keep it from taking over). The cursor
-only remembers which invalid folders were already reported, so each is reported once.
+The snapshot sensor registers one dynamic partition per new complete snapshot and requests one run for it
+(run_key = partition key, so a snapshot is launched once). What was "seen" lives in the cursor, not in the
+partitions (cleanup prunes those): per customer, the timestamps of the newest `keep_databases` snapshots launched.
+A snapshot is new when it is newer than the oldest of those, or when it falls between them and was not launched
+(an older snapshot arriving late: loaded, never switched to). A snapshot older than all of them is superseded:
+cleanup would drop it at once, so it is not loaded (`bluegreen load` still can). The cursor stays
+O(customers x keep_databases), and a tick reads only the snapshots above each customer's window.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import urllib.request
 
 import dagster as dg
 
-from bluegreen_dagster.config import Settings
+from bluegreen_dagster.concurrency import sync_pool_limit
 from bluegreen_dagster.partitions import snapshot_partitions
-from bluegreen_dagster.snapshots import parse_partition_key, scan
+from bluegreen_dagster.resources import PipelineResource
+from bluegreen_dagster.snapshots import Snapshot, parse_partition_key, scan
 
 ALERT_WEBHOOK_ENV = "BLUEGREEN_ALERT_WEBHOOK"
+CURSOR_VERSION = 2
+_SCAN_FILTERS = "newer_than" in inspect.signature(scan).parameters
 
 
-def build_snapshot_sensor(settings: Settings, job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
-    base_path = settings.dataset.base_path
-    orchestrator = settings.orchestrator
+class Cursor:
+    """{"v": 2, "launched": {customer: [ts, ...newest first, at most `window`]}, "invalid": [paths reported]}."""
 
-    @dg.sensor(name="snapshot_sensor", job=job, minimum_interval_seconds=orchestrator.scan_interval,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Watches {base_path} for complete snapshots; one partition and one run each.")
-    def snapshot_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        already_reported = set(cursor.get("invalid", []))
-        found = scan(base_path, orchestrator.settle_seconds)
-        for path, why in found.invalid.items():
-            if path not in already_reported:
-                context.log.warning(f"skipping {path}: {why}")
+    def __init__(self, raw: str | None, window: int) -> None:
+        data = json.loads(raw) if raw else {}
+        self.window = window
+        self.launched: dict[str, list[int]] = (
+            {c: sorted(map(int, ts), reverse=True)[:window] for c, ts in data.get("launched", {}).items()}
+            if data.get("v") == CURSOR_VERSION else {})
+        self.invalid: set[str] = set(data.get("invalid", []))
 
-        known = set(context.instance.get_dynamic_partitions(snapshot_partitions.name))
-        new = [s for s in found.complete if s.key not in known]
-        batch = new[: orchestrator.max_runs_per_tick]  # bounded work per tick; the rest comes next tick
-        # Only folders still present stay in the cursor, so it stays small.
-        next_cursor = json.dumps({"invalid": sorted(found.invalid)})
-        if not batch:
-            waiting = "; ".join(f"{path}: {why}" for path, why in list(found.waiting.items())[:3])
-            return dg.SensorResult(skip_reason=f"no new complete snapshots in {base_path}"
-                                   + (f" (waiting: {waiting})" if waiting else ""), cursor=next_cursor)
-        keys = [s.key for s in batch]
-        context.log.info(f"new snapshots: {', '.join(keys)}" + (f" (+{len(new) - len(batch)} next tick)"
-                                                                 if len(new) > len(batch) else ""))
-        return dg.SensorResult(
-            run_requests=[dg.RunRequest(partition_key=s.key, run_key=s.key, tags={"customer": s.id.customer})
-                          for s in batch],
-            dynamic_partitions_requests=[snapshot_partitions.build_add_request(keys)],
-            cursor=next_cursor,
-        )
+    def floor(self, customer: str) -> int | None:
+        """Snapshots at or below this timestamp are seen or superseded; None: every snapshot may still be new."""
+        seen = self.launched.get(customer, [])
+        return seen[-1] if len(seen) >= self.window else None
 
-    return snapshot_sensor
+    def is_new(self, snap: Snapshot) -> bool:
+        floor = self.floor(snap.id.customer)
+        return (floor is None or snap.id.ts > floor) and snap.id.ts not in self.launched.get(snap.id.customer, ())
+
+    def add(self, snap: Snapshot) -> None:
+        seen = self.launched.setdefault(snap.id.customer, [])
+        seen.append(snap.id.ts)
+        seen.sort(reverse=True)
+        del seen[self.window:]
+
+    def dump(self) -> str:
+        return json.dumps({"v": CURSOR_VERSION, "launched": self.launched, "invalid": sorted(self.invalid)},
+                          separators=(",", ":"))
+
+
+def new_snapshots(pipeline: PipelineResource, cursor: Cursor):
+    """(new complete snapshots oldest first, the scan result), reading only what is above each window."""
+    floors = {c: f for c in cursor.launched if (f := cursor.floor(c)) is not None}
+    found = (scan(pipeline.base, pipeline.settle_seconds, newer_than=floors) if _SCAN_FILTERS
+             else scan(pipeline.base, pipeline.settle_seconds))
+    return [s for s in found.complete if cursor.is_new(s)], found
+
+
+def snapshot_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+    """Watches dataset.base_path for complete snapshots; one partition and one run each."""
+    if sync_pool_limit(context.instance, pipeline.max_concurrent_loads):
+        context.log.info(f"pool bluegreen_loads limit set to {pipeline.max_concurrent_loads} "
+                         "(orchestrator.max_concurrent_loads)")
+    cursor = Cursor(context.cursor, window=pipeline.keep_databases)
+    new, found = new_snapshots(pipeline, cursor)
+    for path, why in found.invalid.items():
+        if path not in cursor.invalid:
+            context.log.warning(f"skipping {path}: {why}")
+    cursor.invalid = set(found.invalid)  # only folders still present stay in the cursor
+
+    # Newest first, so a backlog reaches the alias soon and what the window supersedes is never requested.
+    batch: list[Snapshot] = []
+    for snap in sorted(new, key=lambda s: s.id.ts, reverse=True):
+        if len(batch) == pipeline.max_runs_per_tick:
+            break  # the rest comes next tick
+        if cursor.is_new(snap):
+            cursor.add(snap)
+            batch.append(snap)
+    batch.sort(key=lambda s: (s.id.ts, s.id.customer))
+    if not batch:
+        waiting = "; ".join(f"{path}: {why}" for path, why in list(found.waiting.items())[:3])
+        return dg.SensorResult(skip_reason=f"no new complete snapshots in {pipeline.base_path}"
+                               + (f" (waiting: {waiting})" if waiting else ""), cursor=cursor.dump())
+    keys = [s.key for s in batch]
+    context.log.info(f"new snapshots: {', '.join(keys)}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=s.key, run_key=s.key, tags={"customer": s.id.customer})
+                      for s in batch],
+        dynamic_partitions_requests=[snapshot_partitions.build_add_request(keys)],
+        cursor=cursor.dump(),
+    )
 
 
 def step_error(event: dg.DagsterEvent) -> str:

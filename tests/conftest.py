@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import dagster as dg
+
 from bluegreen_dagster.config import Settings, load_settings
-from bluegreen_dagster.resources import BluegreenResource
+from bluegreen_dagster.resources import Resources, load_resources
 
 # The real Neo4j Community server fixture (tests/neo4j_harness), for the `neo4j_community` tier.
 pytest_plugins = ["tests.neo4j_community"]
@@ -26,8 +28,18 @@ class Project:
         return self.settings.dataset.base_path
 
     @property
-    def resource(self) -> BluegreenResource:
-        return BluegreenResource(config_path=str(self.config_file))
+    def resources(self) -> Resources:
+        """The resources definitions.py would build from this project's config.yaml."""
+        return load_resources(self.config_file)
+
+    @property
+    def defs(self) -> dg.Definitions:
+        from bluegreen_dagster.definitions import build_definitions
+
+        return build_definitions(self.resources)
+
+    def job(self) -> dg.JobDefinition:
+        return self.defs.resolve_job_def("load_snapshot")
 
     def reconfigure(self, **sections) -> Project:
         raw = yaml.safe_load(self.config_file.read_text())
@@ -46,7 +58,7 @@ def make_project(root: Path, **sections) -> Project:
         "target": "embedded",
         "dataset": {"base_path": "data"},
         "embedded": {"path": "store", "min_free_disk_mb": 1},
-        "orchestrator": {"state_path": "state", "settle_seconds": 5, "max_retries": 1, "retry_backoff_base": 0.1,
+        "orchestrator": {"settle_seconds": 5, "max_retries": 1, "retry_backoff_base": 0.1,
                          "scan_interval": 5},
     }
     for section, values in sections.items():

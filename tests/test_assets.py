@@ -4,7 +4,6 @@
 import dagster as dg
 import pytest
 
-from bluegreen_dagster.assets import build_assets
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
@@ -15,13 +14,18 @@ from tests.conftest import Project
 def run(project: Project, instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
     if not instance.has_dynamic_partition("snapshots", key):
         instance.add_dynamic_partitions("snapshots", [key])
-    return dg.materialize(build_assets(project.settings), partition_key=key, instance=instance,
-                          resources={"bluegreen": project.resource}, raise_on_error=False)
+    return project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
 
 
 def metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
     [event] = result.asset_materializations_for_node(step)
     return {k: v.value for k, v in event.metadata.items()}
+
+
+def observation(result: dg.ExecuteInProcessResult, step: str) -> dict:
+    """The step's asset observation (alias_switch records one instead of a materialization when it did not move)."""
+    [event] = [e for e in result.events_for_node(step) if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
+    return {k: v.value for k, v in event.asset_observation_data.asset_observation.metadata.items()}
 
 
 def alias(project: Project, customer: str) -> str | None:
@@ -48,6 +52,17 @@ def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> N
     assert switch["switched"] is True and switch["previous"] == "" and switch["alias_target"] == "acme-100"
     assert [e.passed for e in result.get_asset_check_evaluations()] == [True]
     assert alias(project, "acme") == "acme-100"
+    # The UI's asset alias/acme says which database the alias serves, and since when.
+    live = instance_observation(result, ["alias", "acme"])
+    assert live.description == "acme -> acme-100"
+    assert live.metadata["serves"].value == "acme-100" and live.metadata["since"].value.endswith("+00:00")
+
+
+def instance_observation(result: dg.ExecuteInProcessResult, key: list[str]) -> dg.AssetObservation:
+    [event] = [e.asset_observation_data.asset_observation for e in result.all_events
+               if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+               and e.asset_observation_data.asset_observation.asset_key == dg.AssetKey(key)]
+    return event
 
 
 def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
@@ -57,6 +72,8 @@ def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
     started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
     assert started == ["health_check", "snapshot_database", "snapshot_database_verify_counts", "alias_switch",
                        "cleanup"]
+    # The load step runs in the pool, and this instance limited it from orchestrator.max_concurrent_loads.
+    assert metadata(result, "snapshot_database")["load_slot"] in ("dagster", "step")
 
 
 def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
@@ -66,7 +83,8 @@ def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
         again = run(project, instance, "acme-100")
     assert again.success
     assert metadata(again, "snapshot_database")["reused"] is True
-    switch = metadata(again, "alias_switch")
+    assert not again.asset_materializations_for_node("alias_switch")  # no switch: no fresh materialization
+    switch = observation(again, "alias_switch")
     assert switch["switched"] is False and "already points at acme-100" in switch["reason"]
     assert databases(project, "acme") == ["acme-100"]
 
@@ -78,7 +96,8 @@ def test_older_snapshot_never_takes_the_alias(project: Project) -> None:
         assert run(project, instance, "acme-200").success
         late = run(project, instance, "acme-100")
     assert late.success
-    switch = metadata(late, "alias_switch")
+    assert not late.asset_materializations_for_node("alias_switch")
+    switch = observation(late, "alias_switch")
     assert switch["switched"] is False and "newer" in switch["reason"]
     assert alias(project, "acme") == "acme-200"
 
@@ -152,9 +171,15 @@ def test_cleanup_keeps_newest_n_and_the_alias_target(project: Project) -> None:
             assert run(project, instance, f"acme-{ts}").success
         assert databases(project, "acme") == ["acme-200", "acme-300"]
         result = run(project, instance, "acme-400")
+        partitions = instance.get_dynamic_partitions("snapshots")
+        history = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "acme-200"}))
     assert metadata(result, "cleanup")["dropped"] == ["acme-200"]
     assert databases(project, "acme") == ["acme-300", "acme-400"]
     assert databases(project, "globex") == ["globex-50"]  # other customers untouched
+    # Dropped databases' partitions are pruned; their run history stays.
+    assert "acme-200" not in partitions and "acme-100" not in partitions
+    assert {"acme-300", "acme-400", "globex-50"} <= set(partitions)
+    assert len(history) == 1 and history[0].status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_missing_snapshot_folder_fails_clearly(project: Project) -> None:
@@ -181,7 +206,7 @@ def test_reader_sees_the_graph_through_the_alias(project: Project) -> None:
 
 
 def test_in_flight_runs_protect_only_their_own_customer() -> None:
-    from bluegreen_dagster.assets import in_flight_databases
+    from bluegreen_dagster.concurrency import in_flight_partitions as in_flight_databases
 
     with dg.instance_for_test() as instance:
         for run_id, key, status in (("r1", "acme-100", dg.DagsterRunStatus.STARTED),
@@ -192,3 +217,34 @@ def test_in_flight_runs_protect_only_their_own_customer() -> None:
                                            tags={"dagster/partition": key}))
         assert in_flight_databases(instance, "acme", this_run="me") == {"acme-100"}
         assert in_flight_databases(instance, "acme-corp", this_run="me") == {"acme-corp-200"}
+
+
+def test_a_dead_neo4j_fails_the_run_within_the_documented_worst_case(project: Project,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Driver retries, our own retries and the RetryPolicy stack up; jobs.dead_target_seconds is their bound."""
+    import socket
+    import time
+
+    from bluegreen_dagster.jobs import dead_target_seconds
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("DEAD_NEO4J_PASSWORD", "dead-pw")
+    project.reconfigure(target="neo4j", neo4j={"host": "127.0.0.1", "bolt_port": closed,
+                                               "password": "${DEAD_NEO4J_PASSWORD}"},
+                        orchestrator={"max_retries": 2, "retry_backoff_base": 0.2})
+    bound = dead_target_seconds(project.settings.orchestrator)
+    write_snapshot(project.data, "acme", 100, people=5)
+    with dg.instance_for_test() as instance:
+        started = time.monotonic()
+        result = run(project, instance, "acme-100")
+        elapsed = time.monotonic() - started
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == 2
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "health_check"
+    assert "cannot reach Neo4j" in failure.event_specific_data.error.message
+    assert elapsed < bound, (elapsed, bound)
+    print(f"dead target: run failed after {elapsed:.1f}s, documented bound {bound:.1f}s")

@@ -1,4 +1,6 @@
-"""Each blue/green rule, on the real embedded target, including runs that overlap in separate processes."""
+"""Each blue/green rule, on the real embedded target, and the instance-backed locks and load slots in separate
+processes sharing one (SQLite) Dagster instance. tests/test_multi_host.py does the same across "hosts" on
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,12 +9,13 @@ import random
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from bluegreen_dagster import bluegreen as rules
+from bluegreen_dagster.concurrency import customer_lock, load_slot
 from bluegreen_dagster.config import load_settings
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.locks import load_slot
 from bluegreen_dagster.snapshots import GraphCounts, expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
@@ -26,11 +29,18 @@ def load(project: Project, customer: str, ts: int, people: int = 10) -> str:
     return snap.key
 
 
-def switch(project: Project, key: str) -> rules.SwitchResult:
+def switch(project: Project, key: str, instance: dg.DagsterInstance | None = None) -> rules.SwitchResult:
     customer, ts = key.rsplit("-", 1)
     snap = snapshot_at(project.data, customer, ts)
     with make_target(project.settings) as target:
-        return rules.switch_if_newest(target, key, expected_counts(snap), project.settings.orchestrator.state_path)
+        if instance is None:
+            return rules.switch_if_newest(target, key, expected_counts(snap))
+        with customer_lock(instance, customer):
+            return rules.switch_if_newest(target, key, expected_counts(snap))
+
+
+def nothing_in_flight() -> set[str]:
+    return set()
 
 
 def names(project: Project, customer: str) -> list[str]:
@@ -56,22 +66,27 @@ def test_alias_never_moves_to_an_unverified_database(project: Project) -> None:
     with make_target(project.settings) as target:
         wrong = GraphCounts(nodes=999, relationships=0, labels={}, types={})
         with pytest.raises(rules.VerificationFailed, match="nodes: expected 999"):
-            rules.switch_if_newest(target, key, wrong, project.settings.orchestrator.state_path)
+            rules.switch_if_newest(target, key, wrong)
         assert target.alias_target("acme") is None
 
 
-def _switch_in_process(config_file: str, key: str, start: float) -> None:
+def _switch_in_process(config_file: str, home: str, key: str, start: float) -> None:
     project = Project(Path(config_file).parent, Path(config_file), load_settings(config_file))
-    time.sleep(max(0.0, start - time.time()))
-    switch(project, key)
+    with dg.DagsterInstance.from_config(home) as instance:
+        time.sleep(max(0.0, start - time.time()))
+        switch(project, key, instance)
 
 
 def test_overlapping_switches_in_separate_processes_end_on_the_newest(project: Project) -> None:
     keys = [load(project, "acme", ts) for ts in (100, 200, 300, 400, 500)]
     random.Random(7).shuffle(keys)
-    start = time.time() + 1.0  # all processes race for the lock at once
+    home = project.root / "dagster_home"
+    home.mkdir()
+    dg.DagsterInstance.from_config(str(home)).dispose()
+    start = time.time() + 3.0  # all processes race for the lock at once
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_switch_in_process, args=(str(project.config_file), k, start)) for k in keys]
+    procs = [ctx.Process(target=_switch_in_process, args=(str(project.config_file), str(home), k, start))
+             for k in keys]
     for p in procs:
         p.start()
     for p in procs:
@@ -83,7 +98,7 @@ def test_overlapping_switches_in_separate_processes_end_on_the_newest(project: P
 def test_cleanup_keeps_newest_n_and_never_the_alias_target(project: Project) -> None:
     keys = [load(project, "acme", ts) for ts in (100, 200, 300, 400)]
     switch(project, keys[0])  # the alias is on the oldest (the newer ones were never switched to)
-    result = rules.cleanup(make_target(project.settings), "acme", 2, project.settings.orchestrator.state_path)
+    result = rules.cleanup(make_target(project.settings), "acme", 2, nothing_in_flight)
     assert result.dropped == ["acme-200"]
     assert result.protected == {"acme-100": "alias target"}
     assert names(project, "acme") == ["acme-100", "acme-300", "acme-400"]
@@ -93,39 +108,75 @@ def test_cleanup_never_drops_a_database_still_loading(project: Project) -> None:
     for ts in (100, 200, 300):
         load(project, "acme", ts)
     switch(project, "acme-300")
-    state = project.settings.orchestrator.state_path
-    # acme-100 is being (re)loaded by another run: it holds a load slot under that name.
-    with load_slot(state, 1, holder="acme-100"):
-        result = rules.cleanup(make_target(project.settings), "acme", 1, state)
+    # acme-100 is being (re)loaded by another run: Dagster's run records say so.
+    result = rules.cleanup(make_target(project.settings), "acme", 1, lambda: {"acme-100"})
     assert result.protected == {"acme-100": "still loading"} and result.dropped == ["acme-200"]
-    # Runs Dagster knows to be in flight are protected too.
-    result = rules.cleanup(make_target(project.settings), "acme", 1, state, in_flight={"acme-100"})
-    assert result.dropped == [] and names(project, "acme") == ["acme-100", "acme-300"]
+    assert names(project, "acme") == ["acme-100", "acme-300"]
+
+
+def test_cleanup_reads_in_flight_runs_after_listing_databases(project: Project) -> None:
+    """A run that starts loading while cleanup runs: its database appears after the run record, so reading the
+    run records after the listing always covers it."""
+    load(project, "acme", 100)
+    switch(project, "acme-100")
+    order = []
+
+    class Recording:
+        def __init__(self, target):
+            self.target = target
+
+        def __getattr__(self, name):
+            if name == "list_databases":
+                order.append("list")
+            return getattr(self.target, name)
+
+    def in_flight():
+        order.append("in_flight")
+        return set()
+
+    rules.cleanup(Recording(make_target(project.settings)), "acme", 1, in_flight)
+    assert order == ["list", "in_flight"]
+
+
+def test_cleanup_counts_its_own_database_and_never_drops_it(project: Project) -> None:
+    for ts in (100, 200, 300):
+        load(project, "acme", ts)
+    switch(project, "acme-300")
+    # The run of acme-200 (verified, not switched to: older) cleans up with keep=1.
+    result = rules.cleanup(make_target(project.settings), "acme", 1, lambda: {"acme-200"}, own="acme-200")
+    assert result.kept == ["acme-300"] and result.protected == {"acme-200": "this run's database"}
+    assert result.dropped == ["acme-100"]
 
 
 def test_cleanup_touches_only_its_customer(project: Project) -> None:
     load(project, "acme", 100)
     load(project, "acme", 200)
     load(project, "acme-corp", 50)
-    rules.cleanup(make_target(project.settings), "acme", 1, project.settings.orchestrator.state_path)
+    rules.cleanup(make_target(project.settings), "acme", 1, nothing_in_flight)
     assert names(project, "acme") == ["acme-200"]
     assert names(project, "acme-corp") == ["acme-corp-50"]
 
 
-def _hold_slot(state: str, slots: int, log: str, name: str) -> None:
-    with load_slot(Path(state), slots, holder=name, poll_seconds=0.05):
-        with open(log, "a") as f:
-            f.write(f"start {time.time()}\n")
-        time.sleep(0.6)
-        with open(log, "a") as f:
-            f.write(f"end {time.time()}\n")
+def _hold_slot(home: str, slots: int, log: str, name: str) -> None:
+    with dg.DagsterInstance.from_config(home) as instance:
+        with load_slot(instance, run_id=name, step_key="snapshot_database", limit=slots, poll_seconds=0.05):
+            with open(log, "a") as f:
+                f.write(f"start {time.time()}\n")
+            time.sleep(0.6)
+            with open(log, "a") as f:
+                f.write(f"end {time.time()}\n")
 
 
 @pytest.mark.parametrize("slots", [1, 2])
 def test_max_concurrent_loads_bounds_overlap_across_processes(tmp_path: Path, slots: int) -> None:
+    """Steps whose slot Dagster did not claim (a run that bypassed the queue with pool granularity `run`) claim
+    one themselves from the instance's pool."""
     log = tmp_path / "log"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    dg.DagsterInstance.from_config(str(home)).dispose()
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_hold_slot, args=(str(tmp_path / "state"), slots, str(log), f"db{i}")) for i in range(4)]
+    procs = [ctx.Process(target=_hold_slot, args=(str(home), slots, str(log), f"run{i}")) for i in range(4)]
     for p in procs:
         p.start()
     for p in procs:
@@ -138,7 +189,7 @@ def test_max_concurrent_loads_bounds_overlap_across_processes(tmp_path: Path, sl
     assert peak == slots
 
 
-def test_a_crashed_loads_leftovers_are_failed_and_cleaned_but_a_live_load_is_not(project: Project) -> None:
+def test_a_crashed_loads_leftovers_are_cleaned_but_a_load_in_flight_is_not(project: Project) -> None:
     import fcntl
     import os
 
@@ -157,7 +208,8 @@ def test_a_crashed_loads_leftovers_are_failed_and_cleaned_but_a_live_load_is_not
         with make_target(project.settings) as target:
             assert {d.name: d.status for d in target.list_databases("acme")} == {
                 "acme-100": "online", "acme-200": "online", "acme-300": "failed", "acme-400": "loading"}
-        result = rules.cleanup(make_target(project.settings), "acme", 2, project.settings.orchestrator.state_path)
+        # Dagster's run records say acme-400 is in flight; nothing says so of acme-300.
+        result = rules.cleanup(make_target(project.settings), "acme", 2, lambda: {"acme-400"})
     finally:
         os.close(fd)
     assert result.dropped == ["acme-300"]

@@ -38,7 +38,7 @@ def test_status_json_reports_alias_target_age_and_databases(project: Project, ca
         for ts in (1767741000, 1767742000):
             snap = snapshot_at(project.data, "acme", ts)
             target.load(snap)
-            rules.switch_if_newest(target, snap.key, expected_counts(snap), project.settings.orchestrator.state_path)
+            rules.switch_if_newest(target, snap.key, expected_counts(snap))
     capsys.readouterr()
     assert main(["status", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -52,21 +52,37 @@ def test_status_json_reports_alias_target_age_and_databases(project: Project, ca
 
 
 def test_register_adds_the_partition_once(project: Project) -> None:
+    project.reconfigure(orchestrator={"max_concurrent_loads": 3})
     write_snapshot(project.data, "acme", 1767741527, people=5)
     assert main(["register", "acme", "1767741527"]) == 0
     assert main(["register", "acme", "1767741527"]) == 0
     with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
         assert instance.get_dynamic_partitions("snapshots") == ["acme-1767741527"]
+        # The instance it created limits the load pool from config.yaml, in its settings and in its storage.
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 3 and pools.pool_granularity.value == "op"
+        assert instance.event_log_storage.get_concurrency_info("bluegreen_loads").slot_count == 3
     assert main(["register", "acme", "1767749999"]) == 2  # no such snapshot folder
 
 
 @pytest.mark.slow
-def test_load_runs_dagster_asset_materialize_for_one_snapshot(project: Project) -> None:
+def test_load_submits_through_the_run_queue_with_the_customer_tag(project: Project) -> None:
+    from tests.test_end_to_end import running_daemon
+
     write_snapshot(project.data, "acme", 1767741527, people=30)
     bluegreen = Path(sys.executable).parent / "bluegreen"
-    done = subprocess.run([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, capture_output=True, text=True,
-                          timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    with running_daemon(project) as log:
+        done = subprocess.run([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, capture_output=True,
+                              text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:] + log.read_text()[-3000:]
+    run_id = done.stderr.split("submitted run ")[1].split()[0]
+    with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+        run = instance.get_run_by_id(run_id)  # (the daemon's sensor launches its own run of it too)
+        assert run.job_name == "load_snapshot" and run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.tags["customer"] == "acme" and run.tags["dagster/partition"] == "acme-1767741527"
+        queued = [e for e in instance.all_logs(run_id) if e.dagster_event
+                  and e.dagster_event.event_type == dg.DagsterEventType.RUN_ENQUEUED]
+        assert queued  # went through the run queue, not an in-process execution
     assert main(["status", "--json"]) == 0
     from bluegreen_dagster.targets import make_target
 
@@ -74,12 +90,20 @@ def test_load_runs_dagster_asset_materialize_for_one_snapshot(project: Project) 
         assert target.alias_target("acme") == "acme-1767741527"
 
 
-def test_check_reports_ready_or_every_problem(project: Project, capsys) -> None:
+def test_check_reports_ready_or_every_problem(project: Project, capsys, monkeypatch) -> None:
     write_snapshot(project.data, "acme", 1767741527, people=5)
     assert main(["check"]) == 0
     assert "1 complete" in capsys.readouterr().out
     (project.data / "Bad_Name").mkdir()
-    project.reconfigure(target="neo4j", neo4j={"host": "127.0.0.1", "bolt_port": 1, "password": "pw-not-shown"})
+    monkeypatch.setenv("CHECK_TEST_PW", "pw-not-shown")
+    project.reconfigure(target="neo4j", neo4j={"host": "127.0.0.1", "bolt_port": 1, "password": "${CHECK_TEST_PW}"})
     assert main(["check"]) == 1
     out = capsys.readouterr().out
     assert "Bad_Name" in out and "cannot reach Neo4j" in out and "pw-not-shown" not in out
+
+
+def test_a_literal_neo4j_password_is_refused_because_the_ui_would_show_it(project: Project, capsys) -> None:
+    project.reconfigure(target="neo4j", neo4j={"password": "literal-pw"})
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert "neo4j.password must name an environment variable" in err and "literal-pw" not in err

@@ -66,3 +66,9 @@ def test_shipped_config_yaml_is_valid_and_embedded(monkeypatch: pytest.MonkeyPat
     s = load_settings(Path(__file__).parent.parent / "config.yaml")
     assert s.target == "embedded"
     assert s.orchestrator.scan_interval == 5  # shipped for latency; unset, it defaults to 10
+
+
+def test_state_path_is_gone_and_says_so(tmp_path: Path) -> None:
+    """Its lock files were replaced by the Dagster instance; an old config names the key to remove."""
+    with pytest.raises(ConfigError, match=r"orchestrator\.state_path: unknown key"):
+        parse_settings({"orchestrator": {"state_path": "x"}}, root=tmp_path, env={})

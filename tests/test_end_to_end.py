@@ -75,15 +75,17 @@ def test_sensor_driven_runs_switch_the_alias_forward_only(daemon) -> None:
     print(f"first snapshot -> alias switched in {first_latency:.1f}s")
 
 
-def test_sensor_driven_runs_on_the_neo4j_target_against_the_standin(tmp_path: Path) -> None:
+def test_sensor_driven_runs_on_the_neo4j_target_against_the_standin(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The same daemon and workspace with `target: neo4j`, talking to the Enterprise stand-in over sockets."""
     from tests.standin.server import start_standin
 
+    monkeypatch.setenv("E2E_NEO4J_PASSWORD", "e2e-standin-pw")
     with start_standin(password="e2e-standin-pw") as standin:
         standin.arrow.accept_string_properties = True  # the demo snapshot has string node properties (opt-in)
         project = make_project(tmp_path, target="neo4j", orchestrator={"scan_interval": 5},
-                               neo4j={**standin.neo4j_settings(), "online_timeout": 10,
-                                      "arrow_string_properties": True})
+                               neo4j={**standin.neo4j_settings(), "password": "${E2E_NEO4J_PASSWORD}",
+                                      "online_timeout": 10, "arrow_string_properties": True})
         with running_daemon(project) as log:
             write_snapshot(project.data, "acme", 1_767_000_100, people=200)
             wait_for(lambda: standin.dbms.alias_target("acme") == "acme-1767000100", 120, "the alias switch", log)

@@ -88,10 +88,13 @@ def test_wrong_password_fails_at_once_and_never_shows_the_password(neo4j_project
 
 @pytest.mark.slow
 def test_cli_load_and_status_on_the_neo4j_target(neo4j_project: Project, standin, capsys) -> None:
+    from tests.test_end_to_end import running_daemon
+
     write_snapshot(neo4j_project.data, "acme", 1767741527, people=40)
     bluegreen = Path(sys.executable).parent / "bluegreen"
-    done = subprocess.run([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, capture_output=True, text=True,
-                          timeout=180, env=dict(os.environ))
+    with running_daemon(neo4j_project):  # `bluegreen load` submits through the run queue
+        done = subprocess.run([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, capture_output=True,
+                              text=True, timeout=240, env=dict(os.environ))
     assert done.returncode == 0, done.stderr[-3000:]
     assert PASSWORD not in done.stdout + done.stderr
     assert standin.dbms.alias_target("acme") == "acme-1767741527"

@@ -47,7 +47,6 @@ def target():
 
 def test_load_verify_switch_cleanup(target, tmp_path):
     customer = f"bgtest{secrets.token_hex(3)}"
-    state = tmp_path / "state"
     timestamps = [1767741527, 1767741600, 1767741700]
     try:
         health = target.health()
@@ -60,14 +59,14 @@ def test_load_verify_switch_cleanup(target, tmp_path):
             assert (report.nodes, report.relationships) == (expected.nodes, expected.relationships)
             assert target.load(snapshot).reused  # idempotent re-run
             assert bluegreen.verify(target, snapshot.key, expected) == expected
-            result = bluegreen.switch_if_newest(target, snapshot.key, expected, state)
+            result = bluegreen.switch_if_newest(target, snapshot.key, expected)
             assert result.switched and target.alias_target(customer) == snapshot.key
 
         newest = f"{customer}-{timestamps[-1]}"
         with pytest.raises(PermanentTargetError, match="alias"):
             target.drop_database(newest)  # RESTRICT: the live target cannot be dropped
 
-        cleaned = bluegreen.cleanup(target, customer, keep=1, state_path=state)
+        cleaned = bluegreen.cleanup(target, customer, keep=1, in_flight=set)
         assert sorted(cleaned.dropped) == sorted(f"{customer}-{ts}" for ts in timestamps[:-1])
         assert [d.name for d in target.list_databases(customer)] == [newest]
     finally:

@@ -44,7 +44,7 @@ def make_settings(standin, tmp_path: Path, **neo4j):
                "arrow_port": standin.arrow.port if standin.arrow else 1, "password": PASSWORD,
                "batch_size": 50, "concurrency": 2, "online_timeout": 2, "arrow_string_properties": True, **neo4j}
     return parse_settings({"target": "neo4j", "neo4j": section, "dataset": {"base_path": str(tmp_path / "data")},
-                           "orchestrator": {"state_path": str(tmp_path / "state")}}, root=tmp_path)
+                           }, root=tmp_path)
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def load_and_switch(target, settings, snap):
     report = target.load(snap)
     expected = expected_counts(snap)
     verify(target, snap.key, expected)
-    return report, switch_if_newest(target, snap.key, expected, settings.orchestrator.state_path)
+    return report, switch_if_newest(target, snap.key, expected)
 
 
 def assert_no_trace(standin, name):
@@ -83,7 +83,6 @@ def test_load_verify_switch_cleanup(standin, settings, target):
     assert health.ok, health.problems
     assert health.measurements["edition"] == "enterprise"
 
-    state = settings.orchestrator.state_path
     for ts in (100, 200, 300):
         snap = snapshot(settings, "acme", ts)
         report, switched = load_and_switch(target, settings, snap)
@@ -101,7 +100,7 @@ def test_load_verify_switch_cleanup(standin, settings, target):
     assert standin.dbms.events_of("v1/CREATE_DATABASE")[0]["id_property"] == q.ID_PROPERTY
     assert not standin.dbms.events_of("v1/ABORT")
 
-    result = cleanup(target, "acme", keep=2, state_path=state)
+    result = cleanup(target, "acme", keep=2, in_flight=set)
     assert result.dropped == ["acme-100"] and sorted(result.kept) == ["acme-200", "acme-300"]
     assert [d.name for d in target.list_databases("acme")] == ["acme-200", "acme-300"]
 
@@ -111,12 +110,11 @@ def test_load_verify_switch_cleanup(standin, settings, target):
 
 
 def test_cleanup_never_drops_the_alias_target(standin, settings, target):
-    state = settings.orchestrator.state_path
     load_and_switch(target, settings, snapshot(settings, "acme", 100))
     for ts in (200, 300):
         target.load(snapshot(settings, "acme", ts))  # loaded, never switched
     assert target.alias_target("acme") == "acme-100"
-    result = cleanup(target, "acme", keep=1, state_path=state)
+    result = cleanup(target, "acme", keep=1, in_flight=set)
     assert result.kept == ["acme-300"] and result.dropped == ["acme-200"]
     assert result.protected == {"acme-100": "alias target"}
     # and the server refuses it too (DROP DATABASE is RESTRICT)
@@ -220,7 +218,7 @@ def test_verification_failure_keeps_the_alias(standin, settings, target):
     graph = standin.dbms.databases["acme-200"].graph
     graph.relationships.pop()  # the database lost a relationship
     with pytest.raises(PermanentTargetError, match="does not match"):
-        switch_if_newest(target, snap.key, expected_counts(snap), settings.orchestrator.state_path)
+        switch_if_newest(target, snap.key, expected_counts(snap))
     assert standin.dbms.aliases == {"acme": "acme-100"}
 
 
@@ -281,7 +279,7 @@ def test_cypher_loader_blue_green(standin, tmp_path):
             assert (report.nodes, report.relationships) == (31, 120) and switched.switched
         counts = target.count("acme")
         assert q.LOAD_LABEL not in counts.labels and counts.nodes == 31
-        assert cleanup(target, "acme", keep=1, state_path=settings.orchestrator.state_path).dropped == ["acme-100"]
+        assert cleanup(target, "acme", keep=1, in_flight=set).dropped == ["acme-100"]
     assert standin.dbms.aliases == {"acme": "acme-200"}
     assert not standin.dbms.events_of("v1/CREATE_DATABASE")
     used = {what for server, what, _ in standin.dbms.events if server == "bolt"}

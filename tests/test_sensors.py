@@ -4,21 +4,27 @@ import logging
 import dagster as dg
 import pytest
 
-from bluegreen_dagster.assets import build_assets
+from bluegreen_dagster.concurrency import LOADS_POOL
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.jobs import build_load_snapshot_job
-from bluegreen_dagster.sensors import build_snapshot_sensor, failure_message
+from bluegreen_dagster.sensors import failure_message
 from tests.conftest import Project
+
+
+def snapshot_sensor(project: Project) -> dg.SensorDefinition:
+    sensor = next(s for s in project.defs.sensors if s.name == "snapshot_sensor")
+    sensor.project = project  # what tick() binds the resources from
+    return sensor
 
 
 @pytest.fixture
 def sensor(project: Project) -> dg.SensorDefinition:
-    return build_snapshot_sensor(project.settings, build_load_snapshot_job(build_assets(project.settings)))
+    return snapshot_sensor(project)
 
 
 def tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, cursor: str | None = None,
          log_handler: logging.Handler | None = None) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources=sensor.project.resources.as_dict())
     if log_handler:
         context.log.addHandler(log_handler)
     result = sensor(context)
@@ -34,6 +40,7 @@ def test_interval_and_status_come_from_config(project: Project, sensor: dg.Senso
 
 
 def test_one_partition_and_one_run_per_complete_snapshot(project: Project, sensor: dg.SensorDefinition) -> None:
+    project.reconfigure(orchestrator={"settle_seconds": 120})  # acme/200 stays "waiting" on a slow machine
     write_snapshot(project.data, "acme", 100, people=5)
     write_snapshot(project.data, "globex", 50, people=5)
     write_snapshot(project.data, "acme", 200, people=5, success_marker=False)  # not settled yet
@@ -46,16 +53,49 @@ def test_one_partition_and_one_run_per_complete_snapshot(project: Project, senso
         assert len(result.cursor) < 200
 
         again = tick(sensor, instance, result.cursor)
-        assert not again.run_requests  # already registered: launched once
+        assert not again.run_requests  # in the cursor: launched once
         assert "waiting" in again.skip_reason.skip_message and "acme/200" in again.skip_reason.skip_message
+
+
+def test_seen_lives_in_the_cursor_not_in_the_partitions(project: Project, sensor: dg.SensorDefinition) -> None:
+    write_snapshot(project.data, "acme", 100, people=5)
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance)
+        instance.delete_dynamic_partition("snapshots", "acme-100")  # what cleanup does after dropping it
+        again = tick(sensor, instance, first.cursor)
+        assert not again.run_requests
+        assert json.loads(again.cursor)["launched"] == {"acme": [100]}
 
 
 def test_late_older_snapshot_is_still_loaded(project: Project, sensor: dg.SensorDefinition) -> None:
     write_snapshot(project.data, "acme", 200, people=5)
     with dg.instance_for_test() as instance:
-        tick(sensor, instance)
+        first = tick(sensor, instance)
         write_snapshot(project.data, "acme", 100, people=5)  # arrives after the newer one
-        assert [r.partition_key for r in tick(sensor, instance).run_requests] == ["acme-100"]
+        assert [r.partition_key for r in tick(sensor, instance, first.cursor).run_requests] == ["acme-100"]
+
+
+def test_snapshots_older_than_the_kept_window_are_superseded(project: Project) -> None:
+    """keep_databases=2: a late snapshot older than the two newest launched ones would be dropped by cleanup at
+    once, so it is not loaded; one between them is."""
+    sensor = snapshot_sensor(project)
+    for ts in (200, 400):
+        write_snapshot(project.data, "acme", ts, people=3)
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance).cursor
+        write_snapshot(project.data, "acme", 100, people=3)
+        write_snapshot(project.data, "acme", 300, people=3)
+        late = tick(sensor, instance, cursor)
+        assert [r.partition_key for r in late.run_requests] == ["acme-300"]
+        assert json.loads(late.cursor)["launched"] == {"acme": [400, 300]}
+        assert not tick(sensor, instance, late.cursor).run_requests
+
+
+def test_sensor_writes_max_concurrent_loads_into_the_pool(project: Project, sensor: dg.SensorDefinition) -> None:
+    project.reconfigure(orchestrator={"max_concurrent_loads": 3})
+    with dg.instance_for_test() as instance:
+        tick(snapshot_sensor(project), instance)
+        assert instance.event_log_storage.get_concurrency_info(LOADS_POOL).slot_count == 3
 
 
 def test_invalid_folder_is_reported_once_and_never_requested(project: Project, sensor: dg.SensorDefinition,
@@ -71,29 +111,30 @@ def test_invalid_folder_is_reported_once_and_never_requested(project: Project, s
         assert len([r for r in caplog.records if "Acme_Corp" in r.getMessage()]) == 1
 
 
-def test_work_per_tick_is_bounded(project: Project) -> None:
+def test_work_per_tick_is_bounded_and_newest_first(project: Project) -> None:
     project.reconfigure(orchestrator={"max_runs_per_tick": 2})
-    sensor = build_snapshot_sensor(project.settings, build_load_snapshot_job(build_assets(project.settings)))
-    for ts in range(1, 6):
-        write_snapshot(project.data, "acme", ts, people=3)
+    sensor = snapshot_sensor(project)
+    for customer in ("acme", "globex"):
+        for ts in range(1, 4):
+            write_snapshot(project.data, customer, ts, people=3)
     with dg.instance_for_test() as instance:
-        seen = []
+        seen, cursor = [], None
         for _ in range(3):
-            seen += [r.partition_key for r in tick(sensor, instance).run_requests]
-        assert seen == [f"acme-{ts}" for ts in range(1, 6)]
+            result = tick(sensor, instance, cursor)
+            seen.append([r.partition_key for r in result.run_requests])
+            cursor = result.cursor
+        # Two per tick, newest first; each customer's two newest only (keep_databases=2), then nothing.
+        assert seen == [["acme-3", "globex-3"], ["acme-2", "globex-2"], []]
 
 
 def test_sensor_tick_resolves_against_the_real_definitions(project: Project) -> None:
-    """evaluate_tick resolves the job and partitions like the daemon does."""
-    import importlib
-
-    import bluegreen_dagster.definitions as definitions
-
-    importlib.reload(definitions)
+    """evaluate_tick resolves the job, partitions and resources like the daemon does."""
+    defs = project.defs
     write_snapshot(project.data, "acme", 100, people=3)
     with dg.instance_for_test() as instance:
-        sensor = next(s for s in definitions.defs.sensors if s.name == "snapshot_sensor")
-        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=definitions.defs)
+        sensor = next(s for s in defs.sensors if s.name == "snapshot_sensor")
+        ctx = dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
+                                      resources=project.resources.as_dict())
         data = sensor.evaluate_tick(ctx)
         assert [r.partition_key for r in data.run_requests] == ["acme-100"]
         assert data.run_requests[0].tags["dagster/partition"] == "acme-100"

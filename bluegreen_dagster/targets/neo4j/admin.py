@@ -41,6 +41,13 @@ EXISTING_ALIAS = "Neo.ClientError.Database.ExistingAliasFound"
 DATABASE_LIMIT = "Neo.DatabaseError.Database.DatabaseLimitReached"
 DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
 
+# Retry budget of one call, kept small because the step's RetryPolicy retries the whole step on top of it
+# (the worst case of the stack is `jobs.dead_target_seconds`, documented in the README).
+ATTEMPTS = 2  # our own loop around every statement
+BACKOFF = 0.5  # seconds before our second attempt
+CONNECTION_TIMEOUT = 5.0  # driver: opening one connection
+MAX_TRANSACTION_RETRY_TIME = 5.0  # driver: its own retries inside execute_query (reads of data databases)
+
 
 def bolt_uri(settings: Neo4jSettings) -> str:
     return f"bolt://{settings.host}:{settings.bolt_port}"
@@ -48,7 +55,9 @@ def bolt_uri(settings: Neo4jSettings) -> str:
 
 def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
     """A direct (bolt://) driver; TLS from neo4j.tls with neo4j.tls_ca_file or the system store."""
-    config: dict[str, Any] = {"connection_timeout": 10.0, "max_connection_pool_size": max(4, settings.concurrency * 2),
+    config: dict[str, Any] = {"connection_timeout": CONNECTION_TIMEOUT,
+                              "max_transaction_retry_time": MAX_TRANSACTION_RETRY_TIME,
+                              "max_connection_pool_size": max(4, settings.concurrency * 2),
                               "user_agent": "bluegreen-dagster"}
     if settings.tls:
         config["encrypted"] = True
@@ -61,7 +70,7 @@ def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
 class Admin:
     """Administration and read helpers over one driver. Not thread-safe to close while in use."""
 
-    def __init__(self, settings: Neo4jSettings, *, attempts: int = 5, backoff: float = 0.5,
+    def __init__(self, settings: Neo4jSettings, *, attempts: int = ATTEMPTS, backoff: float = BACKOFF,
                  driver: neo4j.Driver | None = None) -> None:
         self.settings = settings
         self.attempts = max(1, attempts)
