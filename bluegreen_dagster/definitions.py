@@ -12,7 +12,7 @@ import dagster as dg
 from bluegreen_dagster.assets import CHECKS, STEPS
 from bluegreen_dagster.jobs import build_load_snapshot_job
 from bluegreen_dagster.resources import Resources, load_resources
-from bluegreen_dagster.sensors import alert_on_failure, snapshot_sensor
+from bluegreen_dagster.sensors import build_alert_sensor, snapshot_sensor
 
 SNAPSHOT_SENSOR = "snapshot_sensor"
 
@@ -28,7 +28,7 @@ def build_definitions(resources: Resources) -> dg.Definitions:
         assets=STEPS,
         asset_checks=CHECKS,
         jobs=[load_snapshot],
-        sensors=[sensor, alert_on_failure],
+        sensors=[sensor, build_alert_sensor(resources.settings.alerts)],
         resources=resources.as_dict(),
         # `dagster asset materialize` runs the implicit asset job: in-process too, like load_snapshot.
         executor=dg.in_process_executor,

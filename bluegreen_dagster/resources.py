@@ -112,6 +112,9 @@ class Neo4jResource(TargetResource):
     loader: Literal["arrow", "cypher"]
     batch_size: int
     online_timeout: float
+    stall_timeout: float
+    arrow_string_properties: bool
+    arrow_nulls: Literal["refuse", "nan"]
 
     @property
     def kind(self) -> str:
@@ -123,7 +126,8 @@ class Neo4jResource(TargetResource):
         return {"host": self.host, "bolt_port": self.bolt_port, "arrow_port": self.arrow_port, "user": self.user,
                 "password": self.password, "tls": self.tls, "tls_ca_file": self.tls_ca_file,
                 "concurrency": self.concurrency, "loader": self.loader, "batch_size": self.batch_size,
-                "online_timeout": self.online_timeout}
+                "online_timeout": self.online_timeout, "stall_timeout": self.stall_timeout,
+                "arrow_string_properties": self.arrow_string_properties, "arrow_nulls": self.arrow_nulls}
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,9 @@ def build_resources(settings: Settings, raw: dict | None = None, source: str = "
         target = Neo4jResource(
             host=n.host, bolt_port=n.bolt_port, arrow_port=n.arrow_port, user=n.user, password=dg.EnvVar(env_var),
             tls=n.tls, tls_ca_file=str(n.tls_ca_file) if n.tls_ca_file else None, concurrency=n.concurrency,
-            loader=n.loader, batch_size=n.batch_size, online_timeout=n.online_timeout, **thresholds)
+            loader=n.loader, batch_size=n.batch_size, online_timeout=n.online_timeout,
+            stall_timeout=n.stall_timeout, arrow_string_properties=n.arrow_string_properties,
+            arrow_nulls=n.arrow_nulls, **thresholds)
     else:
         e = settings.embedded
         target = EmbeddedResource(path=str(e.path), min_free_disk_mb=e.min_free_disk_mb, **thresholds)

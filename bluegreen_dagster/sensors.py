@@ -1,4 +1,4 @@
-"""Sensors: one notices complete snapshots and launches their runs; one reports failed runs.
+"""Sensors: one notices complete snapshots and launches their runs; one alerts on failed runs.
 
 The snapshot sensor registers one dynamic partition per new complete snapshot and requests one run for it
 (run_key = partition key, so a snapshot is launched once). What was "seen" lives in the cursor, not in the
@@ -11,21 +11,18 @@ O(customers x keep_databases), and a tick reads only the snapshots above each cu
 
 from __future__ import annotations
 
-import inspect
 import json
-import os
-import urllib.request
 
 import dagster as dg
 
+from bluegreen_dagster.alerts import notify_run_failure
 from bluegreen_dagster.concurrency import sync_pool_limit
+from bluegreen_dagster.config import AlertSettings
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.resources import PipelineResource
-from bluegreen_dagster.snapshots import Snapshot, parse_partition_key, scan
+from bluegreen_dagster.snapshots import Snapshot, scan
 
-ALERT_WEBHOOK_ENV = "BLUEGREEN_ALERT_WEBHOOK"
 CURSOR_VERSION = 2
-_SCAN_FILTERS = "newer_than" in inspect.signature(scan).parameters
 
 
 class Cursor:
@@ -62,8 +59,7 @@ class Cursor:
 def new_snapshots(pipeline: PipelineResource, cursor: Cursor):
     """(new complete snapshots oldest first, the scan result), reading only what is above each window."""
     floors = {c: f for c in cursor.launched if (f := cursor.floor(c)) is not None}
-    found = (scan(pipeline.base, pipeline.settle_seconds, newer_than=floors) if _SCAN_FILTERS
-             else scan(pipeline.base, pipeline.settle_seconds))
+    found = scan(pipeline.base, pipeline.settle_seconds, newer_than=floors)
     return [s for s in found.complete if cursor.is_new(s)], found
 
 
@@ -102,37 +98,13 @@ def snapshot_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResou
     )
 
 
-def step_error(event: dg.DagsterEvent) -> str:
-    """A failed step's cause as the user should read it: a Failure's description, else the exception's message."""
-    data = event.event_specific_data
-    if data.user_failure_data and data.user_failure_data.description:
-        return data.user_failure_data.description
-    return data.error.message.strip() if data.error else "unknown error"
+def build_alert_sensor(alerts: AlertSettings) -> dg.RunFailureSensorDefinition:
+    """Every run that failed for good is logged in this sensor's tick log with its real cause and sent to the
+    channels `alerts:` configures (alerts/); a channel that is down is logged and skipped."""
 
+    @dg.run_failure_sensor(name="alert_on_failure", default_status=dg.DefaultSensorStatus.RUNNING,
+                           description="Alerts on runs that failed for good (config.yaml alerts:), with the cause.")
+    def alert_on_failure(context: dg.RunFailureSensorContext) -> None:
+        notify_run_failure(context, alerts)
 
-def failure_message(run: dg.DagsterRun, error: str) -> str:
-    key = run.tags.get("dagster/partition", "")
-    who = ""
-    if key:
-        try:
-            sid = parse_partition_key(key)
-            who = f" for customer {sid.customer}, snapshot {sid.timestamp}"
-        except ValueError:
-            who = f" for {key}"
-    return f"bluegreen run {run.run_id[:8]}{who} failed; the alias was not moved. {error}"
-
-
-@dg.run_failure_sensor(name="alert_on_failure", default_status=dg.DefaultSensorStatus.RUNNING,
-                       description=f"Logs every failed run and, if ${ALERT_WEBHOOK_ENV} is set, posts it there "
-                                   "(Slack-compatible JSON {\"text\": ...}).")
-def alert_on_failure(context: dg.RunFailureSensorContext) -> None:
-    error = "; ".join(f"{e.step_key}: {step_error(e)}" for e in context.get_step_failure_events()) \
-        or context.failure_event.message or "see the run's logs"
-    text = failure_message(context.dagster_run, error)
-    context.log.error(text)
-    url = os.environ.get(ALERT_WEBHOOK_ENV)
-    if url:
-        request = urllib.request.Request(url, data=json.dumps({"text": text}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10):
-            pass
+    return alert_on_failure

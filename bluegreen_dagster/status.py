@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bluegreen_dagster.resources import TargetResource
-from bluegreen_dagster.snapshots import InvalidName, parse_partition_key, validate_customer
+from bluegreen_dagster.snapshots import InvalidName, customers, parse_partition_key
 
 
 @dataclass
@@ -34,18 +34,6 @@ class CustomerStatus:
         return asdict(self)
 
 
-def customers_on_disk(base_path: Path) -> list[str]:
-    """Valid customer folder names under base_path, sorted (invalid ones are the sensor's to report)."""
-    base = Path(base_path)
-    names = []
-    for folder in sorted(base.iterdir()) if base.is_dir() else []:
-        try:
-            names.append(validate_customer(folder.name))
-        except InvalidName:
-            continue
-    return names
-
-
 def collect_status(base_path: Path, target: TargetResource, now: float | None = None) -> list[CustomerStatus]:
     """The status of every customer found under `base_path`, read from the target in one connection.
 
@@ -53,7 +41,7 @@ def collect_status(base_path: Path, target: TargetResource, now: float | None = 
     now = time.time() if now is None else now
     rows = []
     with target.open() as graph:
-        for customer in customers_on_disk(base_path):
+        for customer in customers(base_path):  # links out of base_path and invalid names: never listed
             current = graph.alias_target(customer)
             try:
                 sid = parse_partition_key(current) if current else None

@@ -187,7 +187,6 @@ def test_a_blocked_switch_without_a_failed_run_has_its_own_alert() -> None:
 
 def test_the_pipelines_failed_verification_alerts_with_the_differing_counts(project, monkeypatch) -> None:
     """The real steps (assets.py) on the embedded target, with a load that silently lost a node."""
-    from bluegreen_dagster.assets import build_assets
     from bluegreen_dagster.demo_data import write_snapshot
     from bluegreen_dagster.targets.embedded import EmbeddedTarget
 
@@ -201,9 +200,8 @@ def test_the_pipelines_failed_verification_alerts_with_the_differing_counts(proj
     monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("snapshots", ["acme-200"])
-        result = dg.materialize(build_assets(project.settings), partition_key="acme-200", instance=instance,
-                                resources={"bluegreen": project.resource}, raise_on_error=False,
-                                tags={"customer": "acme"})
+        result = project.job().execute_in_process(partition_key="acme-200", instance=instance,
+                                                  raise_on_error=False, tags={"customer": "acme"})
         alert = alert_for_run(instance, result.dagster_run, WEB)
     [check] = result.get_asset_check_evaluations()
     assert alert.kind == "verification_blocked" and alert.cause == check.description
@@ -212,15 +210,14 @@ def test_the_pipelines_failed_verification_alerts_with_the_differing_counts(proj
 
 
 def test_the_pipelines_bad_input_alerts_with_the_file(project) -> None:
-    from bluegreen_dagster.assets import build_assets
     from bluegreen_dagster.demo_data import write_snapshot
 
     write_snapshot(project.data, "acme", 200, people=20)
     (project.data / "acme/200/relationships/knows-00000.parquet").write_bytes(b"garbage")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("snapshots", ["acme-200"])
-        result = dg.materialize(build_assets(project.settings), partition_key="acme-200", instance=instance,
-                                resources={"bluegreen": project.resource}, raise_on_error=False)
+        result = project.job().execute_in_process(partition_key="acme-200", instance=instance,
+                                                  raise_on_error=False)
         alert = alert_for_run(instance, result.dagster_run, WEB)
     assert alert.kind == "run_failed" and alert.step == "snapshot_database"
     assert "knows-00000.parquet" in alert.cause and "Error occurred while executing" not in alert.cause

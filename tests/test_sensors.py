@@ -6,7 +6,6 @@ import pytest
 
 from bluegreen_dagster.concurrency import LOADS_POOL
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.sensors import failure_message
 from tests.conftest import Project
 
 
@@ -138,9 +137,3 @@ def test_sensor_tick_resolves_against_the_real_definitions(project: Project) -> 
         data = sensor.evaluate_tick(ctx)
         assert [r.partition_key for r in data.run_requests] == ["acme-100"]
         assert data.run_requests[0].tags["dagster/partition"] == "acme-100"
-
-
-def test_failure_message_names_customer_and_snapshot() -> None:
-    run = dg.DagsterRun(job_name="load_snapshot", run_id="abcdef1234", tags={"dagster/partition": "acme-100"})
-    assert failure_message(run, "boom") == ("bluegreen run abcdef12 for customer acme, snapshot 100 failed; "
-                                            "the alias was not moved. boom")
