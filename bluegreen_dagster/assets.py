@@ -1,10 +1,12 @@
 """The steps of one snapshot's refresh, each a partitioned asset (or check) so the run timeline shows them apart:
 
-    health_check -> snapshot_database -> [verify_counts, blocking] -> alias_switch, cleanup
+    health_check -> snapshot_database -> [verify_counts, plausible: blocking checks] -> alias_switch, cleanup
 
 - `snapshot_database` is the snapshot's database; it runs in the pool `bluegreen_loads` (see concurrency.py).
 - `verify_counts` only verifies. If it fails, Dagster skips the later steps, so an unverified database is never
   switched to, and the job's failure hook `drop_unverified` removes it.
+- `plausible` is the plausibility gate (plausibility.py): an empty graph, or one that shrinks too much against the
+  live database, fails it; the later steps are skipped and the database is kept for inspection.
 - `alias_switch` materializes only when it moved the alias (otherwise it records an observation saying why not) and
   then records an observation of the per-customer asset `alias/<customer>`: "acme-corp -> acme-corp-1795452651".
 - `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
@@ -24,6 +26,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
+from bluegreen_dagster import plausibility
 from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, in_flight_partitions, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.partitions import snapshot_partitions
@@ -134,6 +137,36 @@ def verify_counts(context: dg.AssetCheckExecutionContext, pipeline: PipelineReso
     return dg.AssetCheckResult(passed=True, metadata={"counts": actual.as_metadata()})
 
 
+def allow_shrink(context) -> bool:
+    """The run's explicit override of the shrink rule (tag `bluegreen/allow_shrink=true`, `bluegreen load
+    --allow-shrink`)."""
+    return context.run.tags.get(plausibility.ALLOW_SHRINK_TAG, "").lower() == "true"
+
+
+@dg.asset_check(asset=snapshot_database, blocking=True)
+def plausible(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource,
+              target: TargetResource) -> dg.AssetCheckResult:
+    """The new graph may replace the live one: not empty, and no node or relationship count shrinks by more than
+    max_shrink_percent unless the run allows it. A refused database is kept for inspection (cleanup drops it
+    later); the alias stays where it is."""
+    snapshot = snapshot_of(context, pipeline)
+    customer = snapshot.id.customer
+    with step_errors(context, pipeline.max_retries), target.open() as graph:
+        new = graph.count(snapshot.key)
+        live, live_counts = rules.live_counts(graph, customer)
+    limit = pipeline.shrink_limit(customer)
+    metadata = {"nodes": new.nodes, "relationships": new.relationships, "live_database": live or "",
+                "live_nodes": live_counts.nodes if live_counts else 0,
+                "live_relationships": live_counts.relationships if live_counts else 0,
+                "max_shrink_percent": limit, "allow_shrink": allow_shrink(context)}
+    try:
+        plausibility.check(new, live_counts if live != snapshot.key else None, max_shrink_percent=limit,
+                           new_name=snapshot.key, live_name=live, allow_shrink=allow_shrink(context))
+    except plausibility.Implausible as exc:
+        return dg.AssetCheckResult(passed=False, description=str(exc), metadata=metadata)
+    return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+
 @dg.asset(**common, deps=[snapshot_database], kinds={"python"}, output_required=False, op_tags=_FIRST)
 def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource):
     """The customer's alias moves to this database if it is the newest verified one; never backwards. Materializes
@@ -142,7 +175,9 @@ def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, 
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
             customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
-        result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot))
+        result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot),
+                                        max_shrink_percent=pipeline.shrink_limit(customer),
+                                        allow_shrink=allow_shrink(context))
         reader = graph.reader_location(customer)
     context.log.info(result.reason)
     metadata = {"switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
@@ -204,4 +239,4 @@ def drop_unverified(context: dg.HookContext) -> None:
 
 
 STEPS = [health_check, snapshot_database, alias_switch, cleanup]
-CHECKS = [verify_counts]
+CHECKS = [verify_counts, plausible]

@@ -1,7 +1,9 @@
 """The blue/green rules, target-agnostic. The Dagster steps call these; tests check each rule on every target.
 
-1. The alias only moves to a database that is fully loaded and verified (re-verified right before the switch),
-   and only forward in time: an older snapshot never takes the alias from a newer one.
+1. The alias only moves to a database that is fully loaded and verified (re-verified right before the switch)
+   and plausible (plausibility.py: never an empty graph, no big shrink unless overridden), and only forward in
+   time: an older snapshot never takes the alias from a newer one. So the alias target always passed the gate,
+   and cleanup, which never drops it, never leaves a customer without a database that passed it.
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target or a database still
    loading. "Still loading" has one source, the caller's `in_flight` (Dagster's run records, see
    `concurrency.in_flight_partitions`); any other database that is not online is a crashed load's leftover and is
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from bluegreen_dagster import plausibility
 from bluegreen_dagster.snapshots import GraphCounts, InvalidName, parse_partition_key
 from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError
 
@@ -41,8 +44,16 @@ class SwitchResult:
     reason: str
 
 
-def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts) -> SwitchResult:
-    """Point the customer's alias at `database` if it is newer than the current target, after verifying it."""
+def live_counts(target: GraphTarget, customer: str) -> tuple[str | None, GraphCounts | None]:
+    """(the alias target, its counts), or (None, None) when the customer has no alias yet."""
+    live = target.alias_target(customer)
+    return live, (target.count(live) if live else None)
+
+
+def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, *,
+                     max_shrink_percent: float | None = None, allow_shrink: bool = False) -> SwitchResult:
+    """Point the customer's alias at `database` if it is newer than the current target, after verifying it and,
+    when `max_shrink_percent` is given, passing the plausibility gate against the live database."""
     new = parse_partition_key(database)
     previous = target.alias_target(new.customer)
     if previous == database:
@@ -55,7 +66,11 @@ def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts) 
         if current is not None and current.ts >= new.ts:
             return SwitchResult(False, previous, previous,
                                 f"alias {new.customer} stays on {previous}: it is newer than {database}")
-    verify(target, database, expected)
+    actual = verify(target, database, expected)
+    if max_shrink_percent is not None:
+        plausibility.check(actual, target.count(previous) if previous else None,
+                           max_shrink_percent=max_shrink_percent, new_name=database, live_name=previous,
+                           allow_shrink=allow_shrink)
     target.point_alias(new.customer, database)
     return SwitchResult(True, previous, database,
                         f"alias {new.customer} moved {previous or '(new alias)'} -> {database}")

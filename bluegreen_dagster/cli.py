@@ -30,6 +30,7 @@ from rich.table import Table
 
 from bluegreen_dagster.config import ConfigError, config_path
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.snapshots import InvalidName, SnapshotError, partition_key, scan, snapshot_at
 from bluegreen_dagster.status import collect_status
@@ -180,13 +181,16 @@ def workspace_file(args: argparse.Namespace) -> Path:
     return here if here.is_file() else config_path().resolve().parent / "workspace.yaml"
 
 
-def launch_command(key: str, run_id: str, workspace: Path) -> list[str]:
+def launch_command(key: str, run_id: str, workspace: Path, allow_shrink: bool = False) -> list[str]:
     """`dagster job launch`: the run goes through the instance's run coordinator, i.e. the queue and its
     per-customer limit, like the sensor's runs."""
     customer = key.rsplit("-", 1)[0]
+    tags = {"dagster/partition": key, "customer": customer}
+    if allow_shrink:
+        tags[ALLOW_SHRINK_TAG] = "true"
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
     return [dagster, "job", "launch", "-w", str(workspace), "-j", "load_snapshot", "--run-id", run_id,
-            "--tags", json.dumps({"dagster/partition": key, "customer": customer})]
+            "--tags", json.dumps(tags)]
 
 
 def cmd_register(args: argparse.Namespace, resources: Resources) -> int:
@@ -201,7 +205,8 @@ def cmd_load(args: argparse.Namespace, resources: Resources) -> int:
 
     key = _register(args, resources)
     run_id = str(uuid.uuid4())
-    done = subprocess.run(launch_command(key, run_id, workspace_file(args)), capture_output=True, text=True)
+    done = subprocess.run(launch_command(key, run_id, workspace_file(args), args.allow_shrink),
+                          capture_output=True, text=True)
     if done.returncode != 0:
         console.print(done.stdout[-2000:] + done.stderr[-3000:])
         raise RuntimeError(f"could not submit the run for {key} (dagster job launch exited {done.returncode})")
@@ -289,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml, else beside the config file)")
     p.add_argument("--no-wait", action="store_true", help="return once the run is queued")
+    p.add_argument("--allow-shrink", action="store_true",
+                   help="let this snapshot go live although it shrinks more than max_shrink_percent")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
 
     p = sub.add_parser("metrics", help="serve Prometheus metrics (alias age, databases) on /metrics")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from bluegreen_dagster.names import validate_customer
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -83,6 +84,15 @@ class OrchestratorSettings(_Section):
     settle_seconds: float = Field(30, ge=0)
     # Bounds the work of one sensor tick; the rest is picked up by the next ticks.
     max_runs_per_tick: int = Field(20, ge=1, le=500)
+    # The plausibility gate (plausibility.py): refuse a switch that shrinks nodes or relationships by more than
+    # this against the live database (an empty graph is always refused). Per customer: customers.<name>.
+    max_shrink_percent: float = Field(50, ge=0, le=100)
+
+
+class CustomerSettings(_Section):
+    """Per-customer overrides of `orchestrator:` values (`customers: {acme-corp: {max_shrink_percent: 90}}`)."""
+
+    max_shrink_percent: float | None = Field(None, ge=0, le=100)
 
 
 class EmbeddedSettings(_Section):
@@ -154,7 +164,15 @@ class Settings(_Section):
     dataset: DatasetSettings = DatasetSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    customers: dict[str, CustomerSettings] = {}
     alerts: AlertSettings = AlertSettings()
+
+    @field_validator("customers")
+    @classmethod
+    def _customer_names(cls, customers: dict[str, CustomerSettings]) -> dict[str, CustomerSettings]:
+        for name in customers:
+            validate_customer(name)  # InvalidName is a ValueError: reported under the `customers` key
+        return customers
 
     @model_validator(mode="after")
     def _neo4j_needs_password(self) -> Settings:

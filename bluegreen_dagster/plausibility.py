@@ -2,7 +2,8 @@
 the alias moves to it. Verification proves the database equals its snapshot; this catches a snapshot that is
 itself wrong (a producer bug that writes empty or truncated files with `_SUCCESS`).
 
-Rules, checked right before the switch (see `bluegreen.switch_if_newest`):
+Rules, checked by the blocking check `plausible` (assets.py) and again right before the switch, under the
+customer's lock (`bluegreen.switch_if_newest`), against whatever is live then:
 - an empty graph (no nodes) never goes live;
 - node or relationship count may not shrink by more than `max_shrink_percent` against the live database, unless
   the run carries the override (tag `bluegreen/allow_shrink=true`, or `bluegreen load --allow-shrink`).
@@ -11,11 +12,12 @@ Rules, checked right before the switch (see `bluegreen.switch_if_newest`):
 from __future__ import annotations
 
 from bluegreen_dagster.snapshots import GraphCounts
+from bluegreen_dagster.targets.base import PermanentTargetError
 
 ALLOW_SHRINK_TAG = "bluegreen/allow_shrink"
 
 
-class Implausible(ValueError):
+class Implausible(PermanentTargetError):
     """The switch was refused by the gate; the message names both counts and how to override."""
 
 

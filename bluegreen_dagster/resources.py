@@ -44,10 +44,16 @@ class PipelineResource(dg.ConfigurableResource):
     max_retries: int
     max_concurrent_loads: int
     max_runs_per_tick: int
+    max_shrink_percent: float
+    # customers.<name>.max_shrink_percent of config.yaml, where set
+    max_shrink_percent_by_customer: dict[str, float] = {}
 
     @property
     def base(self) -> Path:
         return Path(self.base_path)
+
+    def shrink_limit(self, customer: str) -> float:
+        return self.max_shrink_percent_by_customer.get(customer, self.max_shrink_percent)
 
 
 class TargetResource(dg.ConfigurableResource):
@@ -165,7 +171,10 @@ def build_resources(settings: Settings, raw: dict | None = None, source: str = "
     pipeline = PipelineResource(
         base_path=str(settings.dataset.base_path), settle_seconds=orch.settle_seconds,
         keep_databases=orch.keep_databases, max_retries=orch.max_retries,
-        max_concurrent_loads=orch.max_concurrent_loads, max_runs_per_tick=orch.max_runs_per_tick)
+        max_concurrent_loads=orch.max_concurrent_loads, max_runs_per_tick=orch.max_runs_per_tick,
+        max_shrink_percent=orch.max_shrink_percent,
+        max_shrink_percent_by_customer={name: c.max_shrink_percent for name, c in settings.customers.items()
+                                        if c.max_shrink_percent is not None})
     thresholds = {"max_databases": orch.max_databases, "heap_threshold_percent": orch.heap_threshold_percent,
                   "pagecache_threshold_percent": orch.pagecache_threshold_percent}
     target: TargetResource
