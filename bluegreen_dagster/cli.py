@@ -246,6 +246,20 @@ def cmd_demo(args: argparse.Namespace, resources: Resources) -> int:
     return 0  # not reached
 
 
+def cmd_trigger(args: argparse.Namespace, resources: Resources) -> int:
+    """Load a snapshot through a running webserver's GraphQL API (trigger.py), e.g. from another machine."""
+    from bluegreen_dagster.trigger import SnapshotTrigger
+
+    trigger = SnapshotTrigger(args.url or resources.settings.alerts.dagster_webserver_url)
+    triggered = trigger.load(args.customer, args.timestamp)
+    console.print(f"submitted run {triggered.run_id} for {triggered.partition}")
+    if args.no_wait:
+        return 0
+    status = trigger.wait(triggered.run_id, timeout=args.timeout)
+    console.print(f"run {triggered.run_id} {status.lower()}")
+    return 0 if status == "SUCCESS" else 1
+
+
 def cmd_metrics(args: argparse.Namespace, resources: Resources) -> int:
     from bluegreen_dagster.metrics import serve
 
@@ -297,6 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-shrink", action="store_true",
                    help="let this snapshot go live although it shrinks more than max_shrink_percent")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+
+    p = sub.add_parser("trigger", help="load a snapshot through a running webserver's GraphQL API")
+    p.add_argument("customer")
+    p.add_argument("timestamp")
+    p.add_argument("--url", help="the webserver (default: alerts.dagster_webserver_url of config.yaml)")
+    p.add_argument("--no-wait", action="store_true", help="return once the run is submitted")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+    p.set_defaults(func=cmd_trigger)
 
     p = sub.add_parser("metrics", help="serve Prometheus metrics (alias age, databases) on /metrics")
     p.add_argument("--port", type=int, default=9108)

@@ -19,6 +19,7 @@ import pytest
 from gql import Client, GraphQLRequest, gql
 from gql.transport.requests import RequestsHTTPTransport
 
+from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import InvalidName
 from bluegreen_dagster.targets import make_target
@@ -109,7 +110,7 @@ def alias_of(project: Project, customer: str) -> str | None:
 
 
 @pytest.mark.slow
-def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dagster_processes) -> None:
+def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dagster_processes, monkeypatch) -> None:
     project, url, logs = dagster_processes
     write_snapshot(project.data, "acme-corp", 1_767_741_527, people=200)
 
@@ -133,6 +134,13 @@ def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dag
     # Triggering the same snapshot again: the partition exists already, a new run is submitted all the same.
     again = trigger.load("acme-corp", "1767741527")
     assert not again.partition_added and again.run_id != triggered.run_id
+    assert trigger.wait(again.run_id, timeout=180, poll_seconds=0.5) == "SUCCESS"
+
+    # The CLI does the same for an operator: submit, wait, exit 0 on success.
+    write_snapshot(project.data, "acme-corp", 1_767_741_600, people=200)
+    monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
+    assert main(["trigger", "acme-corp", "1767741600", "--url", url, "--timeout", "180"]) == 0
+    assert alias_of(project, "acme-corp") == "acme-corp-1767741600"
 
 
 def test_bad_names_are_refused_before_any_request() -> None:
