@@ -85,7 +85,6 @@ def test_readers_through_the_alias_see_zero_downtime_during_20_switches(target, 
     from tests.zero_downtime_readers import first_reads_done, neo4j_reader, reader_processes, summarize
 
     customer = f"bgtest{secrets.token_hex(3)}"
-    state = tmp_path / "state"
     reader_args = (os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""),
                    customer)
     valid, switch_times = {}, []
@@ -98,10 +97,10 @@ def test_readers_through_the_alias_see_zero_downtime_during_20_switches(target, 
         target.load(snapshot)
         bluegreen.verify(target, snapshot.key, expected)
         started = time.time()
-        assert bluegreen.switch_if_newest(target, snapshot.key, expected, state).switched
+        assert bluegreen.switch_if_newest(target, snapshot.key, expected).switched
         if i:  # the first switch happens before the readers start
             switch_times.append((started + time.time()) / 2)
-        bluegreen.cleanup(target, customer, keep=2, state_path=state)
+        bluegreen.cleanup(target, customer, keep=2, in_flight=set)
 
     try:
         load_and_switch(0)
