@@ -49,11 +49,14 @@ def load_slot(instance: dg.DagsterInstance, run_id: str, step_key: str, limit: i
     if not storage.supports_global_concurrency_limits:  # an in-memory instance: one process, nothing to share
         yield "none (in-memory instance)"
         return
+    # Set the limit explicitly: Dagster initialises a pool from `default_limit` with a count-then-insert, so runs
+    # starting at once on a fresh instance can allocate one slot each (seen with two hosts on PostgreSQL).
+    # An explicit limit also removes such extra free slots.
+    sync_pool_limit(instance, limit)
     info = storage.get_concurrency_info(LOADS_POOL)
     if any(s.run_id == run_id and s.step_key == step_key for s in info.claimed_slots):
         yield "dagster"
         return
-    sync_pool_limit(instance, limit)
     told = False
     try:
         while True:
