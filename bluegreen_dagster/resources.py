@@ -44,7 +44,7 @@ class PipelineResource(dg.ConfigurableResource):
     max_retries: int
     max_concurrent_loads: int
     max_runs_per_tick: int
-    max_shrink_percent: float
+    max_shrink_percent: float = 50
     # customers.<name>.max_shrink_percent of config.yaml, where set
     max_shrink_percent_by_customer: dict[str, float] = {}
 
