@@ -10,7 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from bluegreen_dagster import definitions
+from bluegreen_dagster.definitions import build_definitions
+from bluegreen_dagster.resources import load_resources
 
 
 @dg.op
@@ -29,4 +30,6 @@ def hold_customer() -> None:
     hold()
 
 
-defs = dg.Definitions.merge(definitions.defs, dg.Definitions(jobs=[hold_customer]))
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions.merge(build_definitions(load_resources()), dg.Definitions(jobs=[hold_customer]))

@@ -254,7 +254,9 @@ def test_two_hosts_neo4j_target_against_the_standin(tmp_path: Path, postgres: Po
 
     monkeypatch.setenv("MULTI_HOST_NEO4J_PASSWORD", "multi-host-pw")
     with start_standin(password="multi-host-pw") as standin:
+        standin.arrow.accept_string_properties = True  # the demo snapshot has string node properties (opt-in)
         config = {"target": "neo4j", "neo4j": {**standin.neo4j_settings(), "password": "${MULTI_HOST_NEO4J_PASSWORD}",
-                                               "online_timeout": 10, "batch_size": 100}}
+                                               "online_timeout": 10, "batch_size": 100,
+                                               "arrow_string_properties": True}}
         run_two_hosts(tmp_path, postgres, "multi_neo4j", config, lambda: standin.dbms.alias_target(CUSTOMER),
                       monkeypatch)
