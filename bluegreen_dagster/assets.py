@@ -159,6 +159,9 @@ def plausible(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
                 "live_nodes": live_counts.nodes if live_counts else 0,
                 "live_relationships": live_counts.relationships if live_counts else 0,
                 "max_shrink_percent": limit, "allow_shrink": allow_shrink(context)}
+    if live is not None and live != snapshot.key and not rules.is_newer(snapshot.key, live):
+        return dg.AssetCheckResult(passed=True, metadata=metadata,
+                                   description=f"{live} is live and newer: this database will not be switched to")
     try:
         plausibility.check(new, live_counts if live != snapshot.key else None, max_shrink_percent=limit,
                            new_name=snapshot.key, live_name=live, allow_shrink=allow_shrink(context))

@@ -50,6 +50,15 @@ def live_counts(target: GraphTarget, customer: str) -> tuple[str | None, GraphCo
     return live, (target.count(live) if live else None)
 
 
+def is_newer(database: str, current: str) -> bool:
+    """Whether snapshot database `database` may take an alias that serves `current` (a database that is not a
+    snapshot of ours, e.g. set by hand, may be taken over)."""
+    try:
+        return parse_partition_key(database).ts > parse_partition_key(current).ts
+    except InvalidName:
+        return True
+
+
 def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, *,
                      max_shrink_percent: float | None = None, allow_shrink: bool = False) -> SwitchResult:
     """Point the customer's alias at `database` if it is newer than the current target, after verifying it and,
@@ -58,14 +67,9 @@ def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, 
     previous = target.alias_target(new.customer)
     if previous == database:
         return SwitchResult(False, previous, previous, f"alias {new.customer} already points at {database}")
-    if previous is not None:
-        try:
-            current = parse_partition_key(previous)
-        except InvalidName:
-            current = None  # an alias set by hand to something else: a verified snapshot may take it over
-        if current is not None and current.ts >= new.ts:
-            return SwitchResult(False, previous, previous,
-                                f"alias {new.customer} stays on {previous}: it is newer than {database}")
+    if previous is not None and not is_newer(database, previous):
+        return SwitchResult(False, previous, previous,
+                            f"alias {new.customer} stays on {previous}: it is newer than {database}")
     actual = verify(target, database, expected)
     if max_shrink_percent is not None:
         plausibility.check(actual, target.count(previous) if previous else None,

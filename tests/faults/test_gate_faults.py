@@ -92,3 +92,13 @@ def test_the_shrink_limit_is_set_per_customer(project: Project) -> None:
         assert run(project, instance, "acme-100").success
         assert run(project, instance, "acme-200").success
     assert alias(project, "acme") == "acme-200"
+
+
+def test_an_older_snapshot_that_will_not_be_switched_is_not_judged_against_the_live_one(project: Project) -> None:
+    write_snapshot(project.data, "acme", 300, people=200)
+    write_snapshot(project.data, "acme", 200, people=20)  # late and much smaller: loaded, never switched to
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "acme-300").success
+        late = run(project, instance, "acme-200")
+    assert late.success and alias(project, "acme") == "acme-300"
+    assert "will not be switched" in gate(late).description
