@@ -151,4 +151,8 @@ def test_readers_never_fail_and_always_see_one_complete_snapshot_during_20_switc
 
     assert not problems, "\n".join(problems)
     targets = [target for _, target in watcher.changes]
-    assert targets == keys, f"the alias did not move forward through every snapshot, one at a time: {targets}"
+    order = [keys.index(t) for t in targets]
+    # Forward only, ending on the newest. The sensor launches a backlog newest first and skips what the newest
+    # keep_databases supersede (sensors.py), so a snapshot may be passed over, but never served out of order.
+    assert order == sorted(set(order)) and order[-1] == SWITCHES, f"the alias did not move forward only: {targets}"
+    assert len(order) > SWITCHES // 2, f"too few switches to say anything about readers during them: {targets}"
