@@ -8,7 +8,7 @@ older. Some snapshots load "short by one node" on the host that loads them, so t
 
 Asserted: the alias never moves backwards and never points at a database that failed verification (a thread polls
 it all along); it ends on the newest good snapshot; the target's load calls (start/end recorded in each host)
-never overlap beyond max_concurrent_loads, and every load step's slot was claimed by Dagster from the pool; the
+never overlap beyond max_concurrent_loads, and every load step held a slot of the shared pool; the
 customer lock was PostgreSQL's advisory lock.
 """
 
@@ -235,7 +235,9 @@ def run_two_hosts(tmp_path: Path, pg: Postgres, db_name: str, config: dict, alia
                 if "load_slot" in mat.metadata:
                     slots.add(mat.metadata["load_slot"].value)
         assert locks == {"postgres advisory lock"}
-        assert slots == {"dagster"}  # the executor claimed the pool slot, although these runs bypassed the queue
+        # Every load held a slot of the pool in the shared storage: claimed by Dagster's executor, or by the step
+        # itself when the executor saw no limit yet (the first runs on a fresh instance). Never "none".
+        assert slots and slots <= {"dagster", "step"}
 
 
 def test_two_hosts_embedded_target(tmp_path: Path, postgres: Postgres, monkeypatch) -> None:  # noqa: F811
