@@ -50,6 +50,11 @@ def printable(text: object) -> str:
     return "".join(ch if ch.isprintable() and ch != "\\" else _escaped(ch) for ch in text)
 
 
+def shown_name(value: object) -> str:
+    """A name from disk as a message shows it: a string quoted and escaped by `printable`, anything else as repr."""
+    return f"'{printable(value)}'" if isinstance(value, str) else repr(value)
+
+
 _SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -70,7 +75,7 @@ def check_identifier(name: object, kind: str, path: object = None) -> str:
     """A label, relationship type or property name from the data, checked before it may reach any statement."""
     if not isinstance(name, str) or not IDENTIFIER_RE.match(name):
         where = f"{printable(path)}: " if path else ""
-        shown = f"'{printable(name)}'" if isinstance(name, str) else repr(name)
+        shown = shown_name(name)
         raise SnapshotError(f"{where}{kind} {shown} is not allowed: use letters, digits and '_', starting with a "
                             "letter (e.g. Person, WORKS_AT)")
     return name
@@ -78,7 +83,7 @@ def check_identifier(name: object, kind: str, path: object = None) -> str:
 
 def validate_customer(customer: str) -> str:
     if not isinstance(customer, str) or not _CUSTOMER_RE.match(customer):
-        shown = f"'{printable(customer)}'" if isinstance(customer, str) else repr(customer)
+        shown = shown_name(customer)
         raise InvalidName(
             f"customer {shown} is not a valid name{_invisible(str(customer))}: use lowercase letters, digits and "
             "'-', starting with a letter and not ending with '-' (e.g. 'acme-corp')"
@@ -92,7 +97,7 @@ def validate_customer(customer: str) -> str:
 
 def validate_timestamp(timestamp: str) -> str:
     if not isinstance(timestamp, str) or not _DIGITS_RE.match(timestamp):
-        shown = f"'{printable(timestamp)}'" if isinstance(timestamp, str) else repr(timestamp)
+        shown = shown_name(timestamp)
         raise InvalidName(
             f"timestamp {shown} is not valid{_invisible(str(timestamp))}: use digits only, e.g. Unix epoch seconds "
             "such as 1767741527"
@@ -138,7 +143,7 @@ def parse_partition_key(key: str) -> SnapshotId:
     """Inverse of `partition_key`; raises InvalidName for anything `partition_key` would not produce."""
     match = _KEY_RE.match(key) if isinstance(key, str) else None
     if not match:
-        shown = f"'{printable(key)}'" if isinstance(key, str) else repr(key)
+        shown = shown_name(key)
         raise InvalidName(f"{shown} is not a snapshot name of the form <customer>-<timestamp>, e.g. 'acme-1767741527'")
     customer, timestamp = match.group("customer"), match.group("timestamp")
     if partition_key(customer, timestamp) != key:  # also enforces leading zeros, length and reserved-prefix rules
