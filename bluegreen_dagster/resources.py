@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import dagster as dg
 import yaml
@@ -56,13 +56,13 @@ class PipelineResource(dg.ConfigurableResource):
     def shrink_limit(self, customer: str) -> float:
         return self.max_shrink_percent_by_customer.get(customer, self.max_shrink_percent)
 
-    # smoke: of config.yaml, and each configured customer's plan with customers.<name>.smoke merged over it
-    # (SmokeSettings as plain data, only the keys that were set: an expectation is the key that is present).
-    smoke: dict[str, Any] = {}
-    smoke_by_customer: dict[str, dict[str, Any]] = {}
+    # smoke: of config.yaml, and each configured customer's plan with customers.<name>.smoke merged over it: as
+    # SmokeSettings JSON with only the keys that were set (an expectation is the key that is present).
+    smoke: str = "{}"
+    smoke_by_customer: dict[str, str] = {}
 
     def smoke_plan(self, customer: str) -> SmokeSettings:
-        return SmokeSettings.model_validate(self.smoke_by_customer.get(customer, self.smoke))
+        return SmokeSettings.model_validate_json(self.smoke_by_customer.get(customer, self.smoke))
 
 
 class TargetResource(dg.ConfigurableResource):
@@ -184,8 +184,8 @@ def build_resources(settings: Settings, raw: dict | None = None, source: str = "
         max_shrink_percent=orch.max_shrink_percent,
         max_shrink_percent_by_customer={name: c.max_shrink_percent for name, c in settings.customers.items()
                                         if c.max_shrink_percent is not None},
-        smoke=settings.smoke.model_dump(mode="json", exclude_unset=True),
-        smoke_by_customer={name: settings.smoke_for(name).model_dump(mode="json", exclude_unset=True)
+        smoke=settings.smoke.model_dump_json(exclude_unset=True),
+        smoke_by_customer={name: settings.smoke_for(name).model_dump_json(exclude_unset=True)
                            for name, c in settings.customers.items() if c.smoke is not None})
     thresholds = {"max_databases": orch.max_databases, "heap_threshold_percent": orch.heap_threshold_percent,
                   "pagecache_threshold_percent": orch.pagecache_threshold_percent}
