@@ -183,17 +183,32 @@ def test_without_smoke_queries_the_check_passes_and_says_so(project: Project) ->
     assert result.success and check(result).description.startswith("no smoke queries configured")
 
 
-def test_a_failed_smoke_query_alerts_with_the_query_expected_and_got(project: Project) -> None:
+def test_a_failed_smoke_query_is_alerted_by_the_alert_sensor(project: Project) -> None:
+    """The project's own alert_on_failure sensor (sensors.py), evaluated for the failed run, posts to a local
+    webhook receiver started here."""
+    import json
+
+    from tests.test_alert_channels import http_receiver
+
     write_snapshot(project.data, "acme", 200, people=200)
     smoke(project, [{"name": "enough-people", "query": PEOPLE, "min_rows": 1000}])
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("snapshots", ["acme-200"])
-        result = project.job().execute_in_process(partition_key="acme-200", instance=instance, raise_on_error=False)
-        alert = alert_for_run(instance, result.dagster_run, "http://127.0.0.1:3000")
-    assert alert.kind == "verification_blocked"
-    assert alert.step == "smoke_queries (check on snapshot_database)"
-    assert alert.cause == check(result).description
-    assert "'enough-people' expected at least 1000 rows, got 200 rows" in alert.text()
+    with http_receiver() as (url, received):
+        project.reconfigure(alerts={"webhook": {"url": f"{url}/hook"}})
+        defs = project.defs
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("snapshots", ["acme-200"])
+            result = defs.resolve_job_def("load_snapshot").execute_in_process(
+                partition_key="acme-200", instance=instance, raise_on_error=False)
+            context = dg.build_run_status_sensor_context(
+                sensor_name="alert_on_failure", dagster_event=result.get_run_failure_event(),
+                dagster_instance=instance, dagster_run=result.dagster_run).for_run_failure()
+            defs.resolve_sensor_def("alert_on_failure")(context)
+    [(path, _headers, body)] = received
+    alert = json.loads(body)
+    assert path == "/hook" and alert["kind"] == "verification_blocked" and alert["partition"] == "acme-200"
+    assert alert["step"] == "smoke_queries (check on snapshot_database)"
+    assert alert["cause"] == check(result).description
+    assert "'enough-people' expected at least 1000 rows, got 200 rows" in alert["cause"]
 
 
 def test_after_a_failed_verification_smoke_queries_do_not_run_and_the_alert_names_verification(
