@@ -66,8 +66,12 @@ class SmokeReport:
         if failures:
             return f"{self.database}: " + "; ".join(failures) + ". The alias was not moved; the database is kept " \
                    "for inspection until cleanup"
-        warm = f" after a {self.warmup.seconds:.2f}s warm-up" if self.warmup is not None else ""
-        return f"{self.database}: {len(self.outcomes)} smoke queries passed{warm}"
+        warm = f"a {self.warmup.seconds:.2f}s warm-up" if self.warmup is not None else ""
+        n = len(self.outcomes)
+        if not n:
+            return f"{self.database}: {warm}; no smoke queries configured"
+        passed = f"{self.database}: {n} smoke quer{'y' if n == 1 else 'ies'} passed"
+        return f"{passed} after {warm}" if warm else passed
 
     def metadata(self) -> dict[str, Any]:
         out: dict[str, Any] = {"database": self.database, "queries": [asdict(o) for o in self.outcomes],

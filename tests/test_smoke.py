@@ -21,7 +21,7 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.smoke import run_plan
 from bluegreen_dagster.targets.base import PermanentTargetError, QueryRefused, QueryTimedOut
 from tests.conftest import Project, make_project
-from tests.test_assets import alias, databases, metadata, run
+from tests.test_assets import alias, databases, run
 
 # With 200 demo people: 200^4 = 1.6e9 combinations, far beyond any limit below (LadybugDB stops it promptly).
 SLOW = ("MATCH (a:Person), (b:Person), (c:Person), (d:Person) WHERE a.age + b.age + c.age + d.age < 0 "
