@@ -421,3 +421,32 @@ def test_standin_job_blocks_on_a_wrong_value_and_on_a_refused_query(standin_proj
     assert standin.dbms.alias_target("acme") == "acme-100"
     assert "acme-200" in standin.dbms.database_names()  # kept for inspection
     assert password not in "\n".join(str(e) for e in result.all_events)
+
+
+def test_standin_read_query_maps_what_the_server_answers() -> None:
+    """`Neo4jTarget.read_query` over real Bolt: a forbidden read is refused for good, an unavailable database and a
+    server that is gone are transient (the step's RetryPolicy retries them); the password is never in a message."""
+    from bluegreen_dagster.targets.base import TransientTargetError
+    from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
+    from tests.standin.server import start_standin
+
+    password = "standin-secret-pw"
+    with start_standin(password=password, arrow=False) as standin:
+        standin.dbms.add_database("acme-100", nodes={1: ("Person",), 2: ("Person",)})
+        settings = Settings.model_validate({"target": "neo4j", "neo4j": standin.neo4j_settings()})
+        target = Neo4jTarget(settings)
+        count = "MATCH (n) RETURN count(n) AS count"
+        assert target.read_query("acme-100", count, timeout_seconds=5).rows == [[2]]
+        faults = standin.dbms.faults.fail_statement
+        faults["COUNT_NODES"] = [("Neo.ClientError.Security.Forbidden", "Read access denied")]
+        with pytest.raises(QueryRefused, match="Neo.ClientError.Security.Forbidden: Read access denied"):
+            target.read_query("acme-100", count, timeout_seconds=5)
+        faults["COUNT_NODES"] = [("Neo.TransientError.General.DatabaseUnavailable", "acme-100 is unavailable")]
+        with pytest.raises(TransientTargetError, match="busy or unavailable"):
+            target.read_query("acme-100", count, timeout_seconds=5)
+        standin.bolt.stop()
+        target.admin.close()  # a fresh connection to the stopped server
+        with pytest.raises(TransientTargetError, match="cannot reach Neo4j") as err:
+            target.read_query("acme-100", count, timeout_seconds=5)
+        assert password not in str(err.value)
+        target.close()
