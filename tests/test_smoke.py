@@ -28,6 +28,9 @@ SLOW = ("MATCH (a:Person), (b:Person), (c:Person), (d:Person) WHERE a.age + b.ag
         "RETURN count(*) AS n")
 PEOPLE = "MATCH (p:Person) RETURN p.nodeId AS id"
 KNOWS = "MATCH ()-[r:KNOWS]->() RETURN count(r) AS knows"
+# On the 50 people of the Community fixture: 50^5 = 312M combinations, far beyond a 1 s transaction timeout.
+COMMUNITY_SLOW = ("MATCH (a:Person), (b:Person), (c:Person), (d:Person), (e:Person) "
+                  "WHERE a.nodeId + b.nodeId + c.nodeId + d.nodeId + e.nodeId < 0 RETURN count(*) AS n")
 
 
 def check(result: dg.ExecuteInProcessResult, name: str = "smoke_queries") -> dg.AssetCheckEvaluation:
@@ -336,11 +339,9 @@ def test_community_refuses_a_write_in_the_read_session(community) -> None:
 @pytest.mark.neo4j_community
 def test_community_stops_a_query_at_its_transaction_timeout(community) -> None:
     target, _ = community
-    slow = ("MATCH (a:Person), (b:Person), (c:Person), (d:Person), (e:Person) "
-            "WHERE a.nodeId + b.nodeId + c.nodeId + d.nodeId + e.nodeId < 0 RETURN count(*) AS n")
     started = time.monotonic()
-    with pytest.raises(QueryTimedOut):
-        target.read_query("neo4j", slow, timeout_seconds=1)
+    with pytest.raises(QueryTimedOut, match="stopped by Neo4j"):
+        target.read_query("neo4j", COMMUNITY_SLOW, timeout_seconds=1)
     assert time.monotonic() - started < 20  # 50^5 = 312M rows would take far longer; the server stopped it
 
 
@@ -363,11 +364,18 @@ def test_community_runs_a_whole_plan(community) -> None:
                     {"name": "first", "query": "MATCH (p:Person {nodeId: 1}) RETURN p.name AS name",
                      "column": "name", "equals": "p1"},
                     {"name": "count", "query": "MATCH (p:Person) RETURN count(p) AS n", "column": "n",
-                     "equals": 51}]})
+                     "equals": 51},
+                    {"name": "quick", "query": "MATCH (p:Person) RETURN count(p)", "within_seconds": 5},
+                    {"name": "slow", "query": COMMUNITY_SLOW, "within_seconds": 1},
+                    {"name": "few", "query": "MATCH (p:Person) RETURN p", "min_rows": 51}]})
     report = run_plan(target, "neo4j", plan)
     assert report.warmup is not None and report.warmup.seconds is not None and report.warmup.error is None
-    assert [(o.name, o.passed) for o in report.outcomes] == [("people", True), ("first", True), ("count", False)]
-    assert "smoke query 'count' expected n = 51 in the first row, got n = 50" in report.description()
+    assert [(o.name, o.passed) for o in report.outcomes] == [
+        ("people", True), ("first", True), ("count", False), ("quick", True), ("slow", False), ("few", False)]
+    description = report.description()
+    assert "smoke query 'count' expected n = 51 in the first row, got n = 50" in description
+    assert "smoke query 'slow' expected to finish within 1s, got no result in time (stopped by Neo4j" in description
+    assert "smoke query 'few' expected at least 51 rows, got 50 rows" in description
 
 
 # --- Neo4j through the job: the Enterprise stand-in ----------------------------------------------------------------
