@@ -102,12 +102,12 @@ class InstanceFacts:
 
     def _refresh(self) -> None:
         deadline = time.monotonic() + self.budget_seconds
-        more = True
-        while more and time.monotonic() < deadline:
-            more = False
-            more |= self._read_finished_runs("success", DagsterEventType.RUN_SUCCESS)
+        while True:  # at least one read of each stream per refresh, more while the budget lasts
+            more = self._read_finished_runs("success", DagsterEventType.RUN_SUCCESS)
             more |= self._read_finished_runs("failure", DagsterEventType.RUN_FAILURE)
             more |= self._read_loads()
+            if not more or time.monotonic() >= deadline:
+                break
         self.facts.caught_up = not more
         self.facts.in_flight = self._in_flight()
         self.facts.sensors = self._sensors()
