@@ -12,6 +12,7 @@ alerts' run links use it too), or `--webserver-url`.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
@@ -80,6 +81,10 @@ class Doctor:
         finally:
             if self.instance is not None:
                 self.instance.dispose()
+            # The initialized resources hold an ephemeral Dagster instance; let it go while sqlite is still loaded
+            # (collected at interpreter exit it prints "Cannot operate on a closed database" tracebacks).
+            self.resources = self.instance = None
+            gc.collect()
         return lines
 
     def _scrub(self, text: str) -> str:
