@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from bluegreen_dagster.instance_facts import BLOCKED, FAILED, SUCCESS, InstanceFacts
 from bluegreen_dagster.resources import Resources
+from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.status import collect_status
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class StatusCollector:
         self.instance_opener = instance_opener
         self.facts_options = facts_options
         self.instance_facts: InstanceFacts | None = None
+        self._opening = threading.Lock()  # scrapes may come in parallel: open the instance once
         self._complained = ""
 
     def collect(self):
@@ -118,8 +121,9 @@ class StatusCollector:
     def _instance(self):
         up = _family("bluegreen_instance_up")
         try:
-            if self.instance_facts is None:
-                self.instance_facts = InstanceFacts(self.instance_opener(), **self.facts_options)
+            with self._opening:
+                if self.instance_facts is None:
+                    self.instance_facts = InstanceFacts(self.instance_opener(), **self.facts_options)
             facts = self.instance_facts.current()
         except Exception as exc:  # a down instance is a metric too; the next scrape tries again
             self._complain(f"Dagster instance unreadable: {exc}")
@@ -162,6 +166,7 @@ class StatusCollector:
 
     def _complain(self, message: str) -> None:
         """Log a source's failure once per distinct message, not on every scrape."""
+        message = scrub(message, self.resources.settings.neo4j.password)
         if message != self._complained:
             log.warning("%s", message)
             self._complained = message

@@ -57,12 +57,22 @@ def test_metrics_report_alias_age_and_databases(project: Project) -> None:
     assert "bluegreen_instance_up 0.0" in text
 
 
-def test_metrics_say_target_down_instead_of_crashing(project: Project, monkeypatch) -> None:
+def test_metrics_say_target_down_instead_of_crashing(project: Project, monkeypatch, caplog) -> None:
     monkeypatch.setenv("METRICS_TEST_PW", "x-secret")
     project.reconfigure(target="neo4j", neo4j={"host": "127.0.0.1", "bolt_port": 1, "password": "${METRICS_TEST_PW}"})
     write_snapshot(project.data, "acme", 1, people=3)
     text = generate_latest(registry_for(project.resources.initialized(), instance_opener=None)).decode()
     assert 'bluegreen_target_up{target="neo4j"} 0.0' in text
+    assert "graph target unreachable" in caplog.text and "x-secret" not in caplog.text + text
+
+
+def test_an_unreadable_instance_is_a_metric(project: Project) -> None:
+    def broken():
+        raise RuntimeError("could not connect to server: Connection refused")
+
+    text = generate_latest(registry_for(project.resources.initialized(), instance_opener=broken)).decode()
+    assert "bluegreen_instance_up 0.0" in text
+    assert 'bluegreen_target_up{target="embedded"} 1.0' in text  # the other source still reports
 
 
 def test_instance_history_is_read_in_bounded_steps(project: Project) -> None:
