@@ -240,3 +240,26 @@ def test_dashboard_uses_exactly_the_exported_series(scrapes) -> None:
     documented = {name + ("_total" if kind == "counter" else "") for name, (kind, _, _) in METRICS.items()}
     assert exported <= documented  # nothing served that METRICS does not describe
     assert documented <= used, f"series with no panel: {sorted(documented - used)}"
+
+
+def test_compose_wires_exporter_prometheus_and_grafana_together() -> None:
+    import yaml
+
+    deploy = DASHBOARD.parents[2]
+    services = yaml.safe_load((deploy / "docker-compose.yaml").read_text())["services"]
+    command = services["metrics"]["command"]
+    port = command[command.index("--port") + 1]
+    [job] = yaml.safe_load((deploy / "prometheus.yml").read_text())["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == [f"metrics:{port}"]
+    for service in ("prometheus", "grafana"):  # every bind-mounted file or folder exists
+        for volume in services[service]["volumes"]:
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (deploy / source).exists(), f"{service} mounts {source}, which is not in deploy/"
+    [datasource] = yaml.safe_load((deploy / "grafana/provisioning/datasources/prometheus.yaml").read_text())["datasources"]
+    assert datasource["url"] == "http://prometheus:9090" and "prometheus" in services
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {datasource["uid"]}
+    # the UIs and the exporter are published on the host's loopback only (README, "UI access")
+    for service in ("webserver", "metrics", "prometheus", "grafana"):
+        assert all(str(p).startswith("127.0.0.1:") for p in services[service]["ports"]), service
