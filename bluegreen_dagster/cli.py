@@ -31,6 +31,7 @@ from rich.table import Table
 
 from bluegreen_dagster.config import ConfigError, config_path
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.doctor import HEARTBEAT_MAX_AGE
 from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.snapshots import InvalidName, SnapshotError, partition_key, scan, snapshot_at
@@ -335,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="check every part of the deployment, one PASS/FAIL/SKIP line each")
     p.add_argument("--webserver-url", help="the webserver (default: alerts.dagster_webserver_url of config.yaml)")
-    p.add_argument("--heartbeat-max-age", type=float, default=90,
-                   help="seconds after which a daemon heartbeat counts as stale (default 90; it beats every 30)")
+    p.add_argument("--heartbeat-max-age", type=float, default=HEARTBEAT_MAX_AGE,
+                   help=f"seconds after which a daemon heartbeat counts as stale (default {HEARTBEAT_MAX_AGE:g}; "
+                        "it beats every 30)")
     p.add_argument("--timeout", type=float, default=5, help="seconds per network check (default 5)")
     p.set_defaults(func=cmd_doctor, own_config=True)
     return parser
