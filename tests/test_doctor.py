@@ -58,6 +58,7 @@ def stack(tmp_path_factory):
             yield project, url
 
 
+@pytest.mark.slow  # the real daemon
 def test_every_check_passes_on_a_healthy_deployment(stack) -> None:
     project, url = stack
     code, lines = doctor(project)
@@ -69,6 +70,7 @@ def test_every_check_passes_on_a_healthy_deployment(stack) -> None:
     assert lines["sensor"][1].startswith("snapshot_sensor running, last tick")
 
 
+@pytest.mark.slow  # the real daemon
 def test_webserver_down_says_where_it_looked(stack) -> None:
     project, _ = stack
     nowhere = f"http://127.0.0.1:{free_port()}"
@@ -79,6 +81,7 @@ def test_webserver_down_says_where_it_looked(stack) -> None:
     assert lines["daemon"][0] == PASS and lines["sensor"][0] == PASS  # only that line fails
 
 
+@pytest.mark.slow  # the real daemon
 def test_stopped_sensor_fails_with_how_to_start_it(stack) -> None:
     project, _ = stack
     stop = subprocess.run([str(BIN / "dagster"), "sensor", "stop", "snapshot_sensor", "-w", str(REPO / "workspace.yaml")],

@@ -153,6 +153,7 @@ def _try(url: str) -> dict | None:
         return None
 
 
+@pytest.mark.slow  # the real daemon
 def test_loads_are_counted_by_outcome_after_real_runs(scrapes) -> None:
     s = scrapes["after_runs"]
     assert value(s, "bluegreen_instance_up") == 1 and value(s, "bluegreen_instance_history_caught_up") == 1
@@ -165,6 +166,7 @@ def test_loads_are_counted_by_outcome_after_real_runs(scrapes) -> None:
     assert value(s, "bluegreen_verification_failures_total", customer="acme", check="verify_counts") is None
 
 
+@pytest.mark.slow  # the real daemon
 def test_last_load_duration_and_speed_are_those_of_the_newest_load(scrapes) -> None:
     s = scrapes["after_runs"]
     # acme's newest database is acme-200 (loaded, then refused by the gate): 5 people + 1 company, 20 relationships
@@ -175,6 +177,7 @@ def test_last_load_duration_and_speed_are_those_of_the_newest_load(scrapes) -> N
     assert time.time() - value(s, "bluegreen_last_load_timestamp_seconds", customer="globex") < 600
 
 
+@pytest.mark.slow  # the real daemon
 def test_live_snapshot_databases_and_queued_runs(scrapes) -> None:
     s = scrapes["after_runs"]
     assert value(s, "bluegreen_target_up", target="embedded") == 1
@@ -185,6 +188,7 @@ def test_live_snapshot_databases_and_queued_runs(scrapes) -> None:
     assert value(s, "bluegreen_runs", customer="acme", state="queued") == 0
 
 
+@pytest.mark.slow  # the real daemon
 def test_sensor_tick_is_recent_once_the_daemon_runs(scrapes) -> None:
     s = scrapes["after_tick"]
     tick = value(s, "bluegreen_sensor_last_successful_tick_timestamp_seconds", sensor="snapshot_sensor")
@@ -232,6 +236,7 @@ def test_expression_parser_finds_every_metric() -> None:
     assert metric_names('sum by (c) (increase(a_total{customer=~"$customer"}[1h])) / (time() - b)') == {"a_total", "b"}
 
 
+@pytest.mark.slow  # the real daemon
 def test_dashboard_uses_exactly_the_exported_series(scrapes) -> None:
     exported = {name for s in (scrapes["after_runs"], scrapes["after_tick"]) for name, _ in s}
     used = set().union(*(metric_names(e) for e in dashboard_expressions()))
