@@ -4,6 +4,7 @@ sensor stopped, bad data dir, bad config)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -79,6 +80,16 @@ def test_webserver_down_says_where_it_looked(stack) -> None:
     status, detail = lines["webserver"]
     assert status == FAIL and nowhere in detail and "dagster-webserver -w workspace.yaml" in detail
     assert lines["daemon"][0] == PASS and lines["sensor"][0] == PASS  # only that line fails
+
+
+@pytest.mark.slow  # the real daemon
+def test_stale_heartbeat_names_each_daemon_and_its_age(stack) -> None:
+    project, _ = stack
+    code, lines = doctor(project, "--heartbeat-max-age", "0")  # every heartbeat is older than 0 s
+    assert code == 1
+    status, detail = lines["daemon"]
+    assert status == FAIL and re.search(r"SENSOR \(\d+ s ago\)", detail), detail
+    assert "QUEUED_RUN_COORDINATOR" in detail and "start exactly one `dagster-daemon run" in detail
 
 
 @pytest.mark.slow  # the real daemon
