@@ -7,7 +7,8 @@
     bluegreen check                     preflight: config, target health, snapshots found (exit 1 on a problem)
     bluegreen register CUSTOMER TS      add a snapshot's partition (no dagster command can), print how to run it
     bluegreen load CUSTOMER TS          register, then submit a load_snapshot run through the run queue and wait
-    bluegreen metrics                   Prometheus exporter of the same facts as `status`
+    bluegreen metrics                   Prometheus exporter: `status` facts plus loads, runs and sensor ticks
+    bluegreen doctor                    one PASS/FAIL/SKIP line per part of the deployment (exit 1 on a failure)
 
 Every command reads $BLUEGREEN_CONFIG (default ./config.yaml). Commands that use the Dagster instance default
 DAGSTER_HOME to `.dagster_home` next to the config file, the same one `bluegreen demo` uses.
@@ -30,6 +31,7 @@ from rich.table import Table
 
 from bluegreen_dagster.config import ConfigError, config_path
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.doctor import HEARTBEAT_MAX_AGE
 from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.snapshots import InvalidName, SnapshotError, partition_key, scan, snapshot_at
@@ -263,8 +265,15 @@ def cmd_trigger(args: argparse.Namespace, resources: Resources) -> int:
 def cmd_metrics(args: argparse.Namespace, resources: Resources) -> int:
     from bluegreen_dagster.metrics import serve
 
-    serve(resources.initialized(), args.port)
+    serve(resources.initialized(), args.port, args.host)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace, resources: None) -> int:
+    from bluegreen_dagster.doctor import Options, run_doctor
+
+    return run_doctor(Options(webserver_url=args.webserver_url, heartbeat_max_age=args.heartbeat_max_age,
+                              timeout=args.timeout))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -320,16 +329,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
     p.set_defaults(func=cmd_trigger)
 
-    p = sub.add_parser("metrics", help="serve Prometheus metrics (alias age, databases) on /metrics")
+    p = sub.add_parser("metrics", help="serve Prometheus metrics (alias age, loads, runs, sensor ticks) on /metrics")
     p.add_argument("--port", type=int, default=9108)
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default all: Prometheus scrapes it)")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("doctor", help="check every part of the deployment, one PASS/FAIL/SKIP line each")
+    p.add_argument("--webserver-url", help="the webserver (default: alerts.dagster_webserver_url of config.yaml)")
+    p.add_argument("--heartbeat-max-age", type=float, default=HEARTBEAT_MAX_AGE,
+                   help=f"seconds after which a daemon heartbeat counts as stale (default {HEARTBEAT_MAX_AGE:g}; "
+                        "it beats every 30)")
+    p.add_argument("--timeout", type=float, default=5, help="seconds per network check (default 5)")
+    p.set_defaults(func=cmd_doctor, own_config=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        resources = load_resources()
+        # doctor reads the config itself: an invalid one is one of its FAIL lines, not an error before it starts
+        resources = None if getattr(args, "own_config", False) else load_resources()
         return args.func(args, resources)
     except (ConfigError, InvalidName, SnapshotError, TargetError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}")
