@@ -86,6 +86,42 @@ def test_corrupt_parquet(project: Project, fault, damage, relative: str) -> None
                              "run the partition again: bluegreen load acme 200"])
 
 
+def _flip_a_byte_that_reads_silently(path: Path) -> None:
+    """Rewrite the file with page checksums (pq.write_table(..., write_page_checksum=True)), then flip one byte of
+    its `name` column's pages: one that pyarrow, not verifying checksums, reads as other valid names without error."""
+    good = pq.read_table(path)
+    pq.write_table(good, path, write_page_checksum=True)
+    column = pq.ParquetFile(path).metadata.row_group(0).column(good.schema.get_field_index("name"))
+    start = column.dictionary_page_offset or column.data_page_offset
+    original = path.read_bytes()
+    for position in range(start + 16, start + column.total_compressed_size):
+        data = bytearray(original)
+        data[position] ^= 0x01
+        path.write_bytes(bytes(data))
+        try:
+            read = pq.ParquetFile(path).read()
+            read.validate(full=True)  # still valid UTF-8: nothing downstream would notice either
+            if not read.equals(good):
+                return
+        except (pa.ArrowException, OSError):
+            pass
+    raise AssertionError("no byte of the name column reads back silently changed")
+
+
+def test_a_flipped_byte_is_caught_by_the_page_checksums(project: Project, fault) -> None:
+    with dg.instance_for_test() as instance:
+        live(project, instance)
+        write_snapshot(project.data, "acme", 200, people=30)
+        damaged = snapshot_file(project, "nodes/person-00000.parquet")
+        _flip_a_byte_that_reads_silently(damaged)
+        probe = fault("corrupt parquet (one flipped byte, page checksums)", project, "acme")
+        result = probe.run(instance, BAD)
+    assert not result.success and failed_step(result) == "snapshot_database" and no_retries(result)
+    probe.conclude(alias=GOOD, message=probe.message(result),
+                   mentions=[str(damaged), "could not be read to the end", "checksum",
+                             "replace it with a complete Parquet file", "bluegreen load acme 200"])
+
+
 REQUIRED = [("nodes/person-00000.parquet", "nodeId"), ("nodes/person-00000.parquet", "labels"),
             ("relationships/knows-00000.parquet", "sourceNodeId"),
             ("relationships/knows-00000.parquet", "targetNodeId"),
