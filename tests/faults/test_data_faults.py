@@ -20,7 +20,7 @@ import pytest
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.targets.embedded import target as embedded_target
 from tests.conftest import Project
-from tests.faults.harness import run_notes, run_partition
+from tests.faults.harness import run_notes, run_partition, tree_state
 from tests.test_assets import alias, databases, metadata
 
 GOOD, BAD = "acme-100", "acme-200"
@@ -245,32 +245,53 @@ def test_snapshot_still_being_written(project: Project, fault) -> None:
     assert alias(project, "acme") == BAD
 
 
-def test_a_file_added_during_the_load_is_never_loaded_as_a_mix(project: Project, fault, monkeypatch) -> None:
+# What the producer does to acme-200 while it loads, and where the load is then: adds a node file once the files
+# are planned, rewrites a relationship file with other rows before it is staged, or removes one once all is staged.
+CHANGES = {"added": ("stage_relationships", "nodes/robot-00000.parquet", 33),
+           "rewrote": ("stage_relationships", "relationships/knows-00000.parquet", 31),
+           "removed": ("fill", "relationships/works_at-00000.parquet", 31)}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_snapshot_changing_during_the_load_is_never_loaded_as_a_mix(project: Project, fault, monkeypatch,
+                                                                      change: str) -> None:
+    phase, relative, nodes_after = CHANGES[change]
     with dg.instance_for_test() as instance:
         live(project, instance)
         folder = write_snapshot(project.data, "acme", 200, people=30)
-        late = folder / "nodes" / "robot-00000.parquet"
-        real_stage = embedded_target.stage_relationships
+        path = folder / relative
+        probe = fault(f"a file {change.replace('rewrote', 'rewritten')} during the load", project, "acme")
+        real = getattr(embedded_target, phase)
+        changed: list[str] = []
 
-        def stage_while_the_producer_adds_a_file(plan, *args, **kwargs):
-            if not late.exists():  # the load has planned its files; the producer adds one
-                pq.write_table(pa.table({"nodeId": pa.array([1000, 1001], pa.int64()),
-                                         "labels": pa.array([["Robot"]] * 2, pa.list_(pa.string()))}), late)
-            return real_stage(plan, *args, **kwargs)
+        def the_producer_changes_a_file_meanwhile(*args, **kwargs):
+            if not changed:
+                changed.append(str(path))
+                if change == "added":
+                    pq.write_table(pa.table({"nodeId": pa.array([1000, 1001], pa.int64()),
+                                             "labels": pa.array([["Robot"]] * 2, pa.list_(pa.string()))}), path)
+                elif change == "rewrote":
+                    rewrite(path, lambda t: t.slice(0, 60))
+                else:
+                    path.unlink()
+                # The producer's own change is not the pipeline's: every other file must stay as it was.
+                probe.before.pop(str(path), None)
+                if path.exists():
+                    probe.before[str(path)] = tree_state(path.parent)[str(path)]
+            return real(*args, **kwargs)
 
-        monkeypatch.setattr(embedded_target, "stage_relationships", stage_while_the_producer_adds_a_file)
-        probe = fault("file added during the load", project, "acme")
+        monkeypatch.setattr(embedded_target, phase, the_producer_changes_a_file_meanwhile)
         result = probe.run(instance, BAD)
-        assert not result.success and failed_step(result) == "snapshot_database" and no_retries(result)
+        assert changed and not result.success and failed_step(result) == "snapshot_database" and no_retries(result)
         assert databases(project, "acme") == [GOOD]
         probe.conclude(alias=GOOD, message=probe.message(result),
-                       mentions=[f"{folder} changed while it was being loaded", f"added {late}",
+                       mentions=[f"{folder} changed while it was being loaded", f"{change} {path}",
                                  "nothing was loaded", "must not change a snapshot after writing _SUCCESS",
                                  "run the partition again: bluegreen load acme 200"])
 
-        again = run_partition(project, instance, BAD)  # now the snapshot holds still: all its files load
+        again = run_partition(project, instance, BAD)  # now the snapshot holds still: what it holds loads
     assert again.success and alias(project, "acme") == BAD
-    assert metadata(again, "snapshot_database")["nodes"] == 30 + 1 + 2
+    assert metadata(again, "snapshot_database")["nodes"] == nodes_after
 
 
 # ---------------------------------------------------------------------------------------------------------------
