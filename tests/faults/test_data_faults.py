@@ -182,6 +182,21 @@ def test_wrong_column_type(project: Project, fault, relative: str, column: str, 
                              f"expected {expected}", "run the partition again: bluegreen load acme 200"])
 
 
+def test_node_ids_beyond_int64(project: Project, fault) -> None:
+    with dg.instance_for_test() as instance:
+        live(project, instance)
+        write_snapshot(project.data, "acme", 200, people=30)
+        companies = snapshot_file(project, "nodes/company-00000.parquet")
+        rewrite(companies, lambda t: t.set_column(0, "nodeId", pa.array([2**63 + i for i in range(len(t))],
+                                                                          pa.uint64())))
+        probe = fault("node ids beyond int64 (uint64)", project, "acme")
+        result = probe.run(instance, BAD)
+    assert not result.success and failed_step(result) == "snapshot_database" and no_retries(result)
+    probe.conclude(alias=GOOD, message=probe.message(result),
+                   mentions=[str(companies), "column 'nodeId' has values that do not fit INT64",
+                             "signed 64-bit integers", "bluegreen load acme 200"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Graphs that do not hold together
 

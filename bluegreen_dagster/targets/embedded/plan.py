@@ -203,7 +203,8 @@ def _ids_with_nulls(column: pa.Array, name: str, path: Path) -> np.ndarray:
     try:
         return pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as exc:
-        raise SnapshotError(f"{path}: column {name!r} has values that do not fit INT64 ({exc})") from None
+        raise SnapshotError(f"{path}: column {name!r} has values that do not fit INT64 ({exc}); node ids must be "
+                            "signed 64-bit integers") from None
 
 
 def _first_labels(labels: pa.ListArray) -> tuple[pa.Array, int]:
