@@ -148,11 +148,12 @@ class Snapshot:
         """What was added, removed or rewritten among the data files since `file_state()` returned `before`, or
         None: a load that planned its files from `before` loaded exactly the snapshot only when this is None."""
         after = self.file_state()
-        named = lambda names: ", ".join(printable(self.path / n) for n in names)  # noqa: E731
-        changes = [f"{what} {named(names)}" for what, names in (
-            ("added", sorted(set(after) - set(before))),
-            ("removed", sorted(set(before) - set(after))),
-            ("rewrote", sorted(n for n in before if n in after and after[n] != before[n]))) if names]
+        changes = []
+        for what, names in (("added", sorted(set(after) - set(before))),
+                            ("removed", sorted(set(before) - set(after))),
+                            ("rewrote", sorted(n for n in before if n in after and after[n] != before[n]))):
+            if names:
+                changes.append(f"{what} {', '.join(printable(self.path / n) for n in names)}")
         return "; ".join(changes) or None
 
     def fingerprint(self) -> str:

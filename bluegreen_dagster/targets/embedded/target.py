@@ -225,7 +225,7 @@ def _unchanged_since(snapshot: Snapshot, planned: dict[str, tuple[int, ...]]) ->
         raise SnapshotError(
             f"{printable(snapshot.path)} changed while it was being loaded ({changes}), so nothing was loaded: the "
             f"database would have mixed two versions of the snapshot. A producer must not change a snapshot after "
-            f"writing {SUCCESS_MARKER}: write the next version under a newer timestamp"
+            f"writing {SUCCESS_MARKER}"
         )
 
 
