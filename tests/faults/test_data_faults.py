@@ -261,10 +261,12 @@ def test_snapshot_still_being_written(project: Project, fault) -> None:
 
 
 # What the producer does to acme-200 while it loads, and where the load is then: adds a node file once the files
-# are planned, rewrites a relationship file with other rows before it is staged, or removes one once all is staged.
+# are planned, rewrites a relationship file with other rows before it is staged, or removes one once all is staged;
+# or is still writing a file in place ("cut short": half of it is there when the load reads it, then it finishes).
 CHANGES = {"added": ("stage_relationships", "nodes/robot-00000.parquet", 33),
            "rewrote": ("stage_relationships", "relationships/knows-00000.parquet", 31),
-           "removed": ("fill", "relationships/works_at-00000.parquet", 31)}
+           "removed": ("fill", "relationships/works_at-00000.parquet", 31),
+           "cut short": ("stage_nodes", "nodes/person-00000.parquet", 31)}
 
 
 @pytest.mark.parametrize("change", list(CHANGES))
@@ -278,6 +280,7 @@ def test_a_snapshot_changing_during_the_load_is_never_loaded_as_a_mix(project: P
         probe = fault(f"a file {change.replace('rewrote', 'rewritten')} during the load", project, "acme")
         real = getattr(embedded_target, phase)
         changed: list[str] = []
+        whole: list[bytes] = []
 
         def the_producer_changes_a_file_meanwhile(*args, **kwargs):
             if not changed:
@@ -287,6 +290,10 @@ def test_a_snapshot_changing_during_the_load_is_never_loaded_as_a_mix(project: P
                                              "labels": pa.array([["Robot"]] * 2, pa.list_(pa.string()))}), path)
                 elif change == "rewrote":
                     rewrite(path, lambda t: t.slice(0, 60))
+                elif change == "cut short":
+                    whole.append(path.read_bytes())
+                    with open(path, "r+b") as fh:  # in place, as a producer that writes without renaming
+                        fh.truncate(len(whole[0]) // 2)
                 else:
                     path.unlink()
                 # The producer's own change is not the pipeline's: every other file must stay as it was.
@@ -300,10 +307,13 @@ def test_a_snapshot_changing_during_the_load_is_never_loaded_as_a_mix(project: P
         assert changed and not result.success and failed_step(result) == "snapshot_database" and no_retries(result)
         assert databases(project, "acme") == [GOOD]
         probe.conclude(alias=GOOD, message=probe.message(result),
-                       mentions=[f"{folder} changed while it was being loaded", f"{change} {path}",
+                       mentions=[f"{folder} changed while it was being loaded",
+                                 f"{'rewrote' if change == 'cut short' else change} {path}",
                                  "nothing was loaded", "must not change a snapshot after writing _SUCCESS",
                                  "run the partition again: bluegreen load acme 200"])
 
+        if whole:
+            path.write_bytes(whole[0])  # the producer finishes the file
         again = run_partition(project, instance, BAD)  # now the snapshot holds still: what it holds loads
     assert again.success and alias(project, "acme") == BAD
     assert metadata(again, "snapshot_database")["nodes"] == nodes_after

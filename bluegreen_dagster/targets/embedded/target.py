@@ -110,6 +110,7 @@ class EmbeddedTarget(GraphTarget):
                 return self._reused(key, started)
             partial = self.store.partial_path(key)
             remove_with_siblings(partial)  # stale file of a crashed attempt
+            planned = None
             try:
                 planned = snapshot.file_state()
                 bytes_read = snapshot.size_bytes
@@ -121,6 +122,8 @@ class EmbeddedTarget(GraphTarget):
                 remove_with_siblings(partial)
                 if _is_disk_full(exc):
                     raise self._disk_full(snapshot, exc) from None
+                if isinstance(exc, SnapshotError) and planned is not None:
+                    _unchanged_since(snapshot, planned)  # a file cut short by its producer: say that, not "corrupt"
                 raise
         return LoadReport(key, nodes, relationships, bytes_read, time.monotonic() - started, phases=phases)
 
