@@ -39,6 +39,7 @@ from bluegreen_dagster.snapshots import (
     Snapshot,
     SnapshotError,
     expected_counts,
+    how_to_retry,
     parse_partition_key,
     snapshot_for_key,
 )
@@ -70,7 +71,11 @@ def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
         if context is not None and context.retry_number >= max_retries:
             raise dg.Failure(description=f"{exc} (gave up after {max_retries} retries)", allow_retries=False) from exc
         raise
-    except (SnapshotError, InvalidName, PermanentTargetError, ConfigError) as exc:
+    except SnapshotError as exc:
+        key = context.partition_key if context is not None else None
+        raise dg.Failure(description=str(exc) + (f". {how_to_retry(key)}" if key else ""),
+                         allow_retries=False) from exc
+    except (InvalidName, PermanentTargetError, ConfigError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
 
 

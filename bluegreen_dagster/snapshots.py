@@ -132,6 +132,30 @@ class Snapshot:
         nodes, relationships = self.files()
         return sum(f.stat().st_size for f in nodes + relationships)
 
+    def file_state(self) -> dict[str, tuple[int, ...]]:
+        """Each data file (path relative to the snapshot) -> its identity (device, inode, size, mtime, ctime): taken
+        before a load, compared after it by `changes_since`."""
+        nodes, relationships = self.files()
+        state = {}
+        for path in nodes + relationships:
+            try:
+                state[path.relative_to(self.path).as_posix()] = _identity(path.stat())
+            except FileNotFoundError:
+                continue  # gone already: changes_since reports it as removed
+        return state
+
+    def changes_since(self, before: Mapping[str, tuple[int, ...]]) -> str | None:
+        """What was added, removed or rewritten among the data files since `file_state()` returned `before`, or
+        None: a load that planned its files from `before` loaded exactly the snapshot only when this is None."""
+        after = self.file_state()
+        changes = []
+        for what, names in (("added", sorted(set(after) - set(before))),
+                            ("removed", sorted(set(before) - set(after))),
+                            ("rewrote", sorted(n for n in before if n in after and after[n] != before[n]))):
+            if names:
+                changes.append(f"{what} {', '.join(printable(self.path / n) for n in names)}")
+        return "; ".join(changes) or None
+
     def fingerprint(self) -> str:
         """'sha256:<hex>' over each file's path relative to the snapshot, its size and the SHA-256 of its whole
         content: changes when any file is added, removed, renamed or rewritten (even with the same size).
@@ -179,6 +203,15 @@ def _checked(snapshot: Snapshot) -> Snapshot:
     if os.path.lexists(snapshot.path) and not inside(str(snapshot.path), snapshot._base_real):
         raise SnapshotError(leads_out(str(snapshot.path)))
     return snapshot
+
+
+def how_to_retry(key: str) -> str:
+    """What a user does after a snapshot's files were refused (appended to every such error): the run moved no
+    alias and changed no file, and the sensor launches a snapshot once, so the fixed snapshot is run by hand."""
+    sid = parse_partition_key(key)
+    return (f"The alias was not moved and no snapshot file was changed. Fix the snapshot's files (or drop a "
+            f"corrected snapshot with a newer timestamp), then run the partition again: "
+            f"bluegreen load {sid.customer} {sid.timestamp}")
 
 
 def snapshot_at(base_path: Path, customer: str, timestamp: str | int) -> Snapshot:

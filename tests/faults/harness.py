@@ -127,3 +127,14 @@ class FaultProbe:
         assert not changed, f"snapshot files changed or deleted: {changed}"
         assert not leftovers, f"left after the next cleanup: {leftovers}"
         assert not missing, f"the message does not mention {missing}:\n{message}"
+
+
+def run_notes(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:
+    """What a run that did not fail tells a user, one per line: every observation's description (why the alias did
+    not move), every check's description, then its steps' log lines ("acme-100: already loaded; reused it")."""
+    lines = [event.asset_observation_data.asset_observation.description or "" for event in result.all_events
+             if event.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
+    lines += [e.description or "" for e in result.get_asset_check_evaluations()]
+    lines += [entry.user_message for entry in instance.all_logs(result.run_id)
+              if entry.dagster_event is None and entry.user_message]
+    return "\n".join(line for line in lines if line)

@@ -130,7 +130,8 @@ def _plan_nodes(node_files: list[Path], batch_rows: int, names: TableNames,
         where = sorted({str(node_files[f]) for f in np.concatenate([files[dup], files[dup + 1]])[:20].tolist()})
         raise SnapshotError(
             f"{len(dup)} duplicate nodeId value(s) among the node files (e.g. {_sample(ids[dup])}; in "
-            f"{', '.join(where)}): nodeId must be unique across all labels"
+            f"{', '.join(where)}): nodeId must be unique across all labels and files; write each node once, "
+            "with all its labels in one row"
         )
     del files
     return LoadPlan(node_tables, {}, table_names, NodeIndex(ids, codes, len(table_names)))
@@ -184,7 +185,8 @@ def _plan_relationships(plan: LoadPlan, rel_files: list[Path], batch_rows: int, 
         per_file = "; ".join(f"{p}: {n}" for p, n in missing_by_file.items())
         raise SnapshotError(
             f"{total} relationship(s) reference nodes that are not in the node files "
-            f"(e.g. nodeId {', '.join(map(str, missing_examples)) or 'null'}); per file: {per_file}"
+            f"(e.g. nodeId {', '.join(map(str, missing_examples)) or 'null'}); per file: {per_file}. Export those "
+            "nodes into nodes/ too, or leave those relationships out"
         )
     for table in plan.rel_tables.values():
         table.finish_properties(schemas, REL_GDS_COLUMNS)
@@ -201,7 +203,8 @@ def _ids_with_nulls(column: pa.Array, name: str, path: Path) -> np.ndarray:
     try:
         return pc.fill_null(column.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid as exc:
-        raise SnapshotError(f"{path}: column {name!r} has values that do not fit INT64 ({exc})") from None
+        raise SnapshotError(f"{path}: column {name!r} has values that do not fit INT64 ({exc}); node ids must be "
+                            "signed 64-bit integers") from None
 
 
 def _first_labels(labels: pa.ListArray) -> tuple[pa.Array, int]:

@@ -16,7 +16,15 @@ import uuid
 from pathlib import Path
 
 from bluegreen_dagster.config import Settings
-from bluegreen_dagster.snapshots import GraphCounts, InvalidName, Snapshot, parse_partition_key
+from bluegreen_dagster.snapshots import (
+    SUCCESS_MARKER,
+    GraphCounts,
+    InvalidName,
+    Snapshot,
+    SnapshotError,
+    parse_partition_key,
+    printable,
+)
 from bluegreen_dagster.targets.base import (
     DatabaseInfo,
     GraphTarget,
@@ -104,15 +112,20 @@ class EmbeddedTarget(GraphTarget):
                 return self._reused(key, started)
             partial = self.store.partial_path(key)
             remove_with_siblings(partial)  # stale file of a crashed attempt
+            planned = None
             try:
+                planned = snapshot.file_state()
                 bytes_read = snapshot.size_bytes
                 nodes, relationships, phases = self._write(partial, snapshot)
+                _unchanged_since(snapshot, planned)
                 os.replace(partial, final)
                 fsync_dir(self.store.databases_dir)
             except BaseException as exc:
                 remove_with_siblings(partial)
                 if _is_disk_full(exc):
                     raise self._disk_full(snapshot, exc) from None
+                if isinstance(exc, SnapshotError) and planned is not None:
+                    _unchanged_since(snapshot, planned)  # a file cut short by its producer: say that, not "corrupt"
                 raise
         return LoadReport(key, nodes, relationships, bytes_read, time.monotonic() - started, phases=phases)
 
@@ -213,6 +226,18 @@ class EmbeddedTarget(GraphTarget):
                     remove_with_siblings(partial)
             except TransientTargetError:
                 pass  # being loaded right now: leave it alone
+
+
+def _unchanged_since(snapshot: Snapshot, planned: dict[str, tuple[int, ...]]) -> None:
+    """A load reads the files it planned; if the producer added, removed or rewrote one meanwhile, the database
+    would be a mix of two versions of the snapshot, so it is refused (its partial file is removed)."""
+    changes = snapshot.changes_since(planned)
+    if changes:
+        raise SnapshotError(
+            f"{printable(snapshot.path)} changed while it was being loaded ({changes}), so nothing was loaded: the "
+            f"database would have mixed two versions of the snapshot. A producer must not change a snapshot after "
+            f"writing {SUCCESS_MARKER}"
+        )
 
 
 def _is_disk_full(exc: BaseException) -> bool:
