@@ -14,6 +14,7 @@ import pytest
 from bluegreen_dagster.demo_data import write_snapshot
 from tests.conftest import Project, make_project
 from tests.standin.bolt_server import BoltServer
+from tests.standin.flight_server import GdsArrowServer
 from tests.standin.server import start_standin
 from tests.standin.tcp_proxy import TcpProxy
 
@@ -43,7 +44,9 @@ def retries(result: dg.ExecuteInProcessResult, step: str) -> list[str]:
     def cause(error):
         while error.cause is not None and "RetryRequested" in error.cls_name:
             error = error.cause
-        return error.message.strip()
+        message = error.message.strip()  # "module.Class: text" for a raised exception: keep the text
+        head, _, rest = message.partition(": ")
+        return rest if head.endswith(error.cls_name) and rest else message
 
     return [cause(e.event_specific_data.error) for e in result.all_events
             if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY and e.step_key == step]
@@ -72,6 +75,25 @@ def test_target_down_before_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyP
         standin.bolt = BoltServer(standin.dbms, port=port).start()  # back up, for the probe's cleanup and alias
     probe.conclude(alias="acme-100", message=probe.message(result),
                    mentions=[f"127.0.0.1:{port}", "cannot reach Neo4j", "check", "gave up after 1 retries"])
+
+
+def test_arrow_server_down_before_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin, fault) -> None:
+    """Bolt answers (the health check passes) but nothing listens on the GDS Arrow port."""
+    project = neo4j_project(tmp_path, monkeypatch, standin)
+    write_snapshot(project.data, "acme", 100, people=40)
+    write_snapshot(project.data, "acme", 200, people=40)
+    with dg.instance_for_test() as instance:
+        probe = fault("GDS Arrow server down before the load", project, "acme")
+        assert probe.run(instance, "acme-100").success
+        port = standin.arrow.port
+        standin.arrow.stop()
+        result = probe.run(instance, "acme-200")
+        assert not result.success and failed_step(result) == "snapshot_database"
+        assert len(retries(result, "snapshot_database")) == 1
+        standin.arrow = GdsArrowServer(standin.dbms, port=port).start()
+    assert "acme-200" not in standin.dbms.database_names()
+    probe.conclude(alias="acme-100", message=probe.message(result),
+                   mentions=[f"GDS Arrow server at 127.0.0.1:{port}", "gds.arrow.enabled", "gave up after 1 retries"])
 
 
 def test_arrow_connection_reset_mid_stream_then_the_retry_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
