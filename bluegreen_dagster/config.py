@@ -299,6 +299,29 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH))
 
 
+def _shown_input(err: Any) -> str:
+    """The offending value, for the error message, unless it may hold a secret: a whole section (the top-level
+    validator's input is the entire expanded file, webhook URLs and tokens included) or a SecretStr field."""
+    value = err.get("input")
+    if err["type"] in ("missing", "extra_forbidden") or isinstance(value, (dict, list)) or _holds_secret(err["loc"]):
+        return ""
+    return f" (got {value!r})"
+
+
+def _holds_secret(loc: tuple[Any, ...]) -> bool:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return False
+        if "SecretStr" in str(field.annotation):
+            return True
+        if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return False
+        model = field.annotation
+    return False
+
+
 def parse_settings(raw: dict[str, Any] | None, *, root: Path, env: dict[str, str] | None = None, source: str = "config") -> Settings:
     """Validate an already-parsed YAML mapping (after `${VAR}` expansion)."""
     expanded = _expand_env(raw or {}, "", dict(os.environ) if env is None else env)
@@ -308,9 +331,8 @@ def parse_settings(raw: dict[str, Any] | None, *, root: Path, env: dict[str, str
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            value = "" if err["type"] in ("missing", "extra_forbidden") or "password" in where else f" (got {err.get('input')!r})"
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}: {msg}{value}")
+            problems.append(f"{where}: {msg}{_shown_input(err)}")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
     return settings.resolve_paths(root)
 

@@ -59,19 +59,6 @@ def test_refreshes_through_dagster_on_the_neo4j_target(neo4j_project: Project, s
     assert "acme-100" not in standin.dbms.database_names()
 
 
-def test_a_stream_dropped_mid_load_keeps_the_alias_and_leaves_nothing(neo4j_project: Project, standin) -> None:
-    write_snapshot(neo4j_project.data, "acme", 100, people=50)
-    write_snapshot(neo4j_project.data, "acme", 200, people=400)
-    with dg.instance_for_test() as instance:
-        assert run(neo4j_project, instance, "acme-100").success
-        standin.dbms.faults.drop_put_after_batches = 2
-        result = run(neo4j_project, instance, "acme-200")
-    assert not result.success
-    assert result.get_step_failure_events()[0].step_key == "snapshot_database"
-    assert standin.dbms.alias_target("acme") == "acme-100"
-    assert "acme-200" not in standin.dbms.database_names()
-
-
 def test_wrong_password_fails_at_once_and_never_shows_the_password(neo4j_project: Project, standin) -> None:
     standin.dbms.password = "rotated-elsewhere"
     write_snapshot(neo4j_project.data, "acme", 100, people=10)

@@ -128,6 +128,15 @@ def _step_cause(event: dg.DagsterEvent) -> str:
     return event.message or "the step failed without an error message"
 
 
+def _interrupted(event: dg.DagsterEvent) -> bool:
+    error = event.event_specific_data.error if event.event_specific_data is not None else None
+    while error is not None:
+        if error.cls_name == "DagsterExecutionInterruptedError":
+            return True
+        error = error.cause or error.context
+    return False
+
+
 def _check_name(evaluation) -> str:
     return f"{evaluation.check_name} (check on {evaluation.asset_key.to_user_string()})"
 
@@ -169,6 +178,11 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
     step_failures = [ev for _, ev in events if ev.event_type == DagsterEventType.STEP_FAILURE]
     if step_failures:
         event = step_failures[-1]
+        if _interrupted(event):  # SIGTERM/SIGINT reached the worker: its error says only the exception's name
+            return Alert(kind="run_worker_died", step=event.step_key,
+                         cause=f"the run worker died during step {event.step_key}: interrupted (SIGTERM or "
+                               "SIGINT; its daemon, code server or container was stopped)",
+                         action=f"The alias was not moved. {next_step}", **common)
         retries = sum(1 for _, ev in events
                       if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == event.step_key)
         cause = _step_cause(event) + (f" (after {retries + 1} attempts)" if retries else "")

@@ -55,6 +55,11 @@ CONNECTION_TIMEOUT = 5.0  # driver: opening one connection
 MAX_TRANSACTION_RETRY_TIME = 5.0  # driver: its own retries inside execute_query (reads of data databases)
 
 
+# What an operator checks when the Bolt port does not answer (the message already names host:port).
+UNREACHABLE_HINT = ("check that Neo4j is running and that neo4j.host / neo4j.bolt_port name its Bolt listener "
+                    "(server.bolt.listen_address), reachable from this host")
+
+
 def bolt_uri(settings: Neo4jSettings) -> str:
     return f"bolt://{settings.host}:{settings.bolt_port}"
 
@@ -127,7 +132,7 @@ class Admin:
         if code == DATABASE_NOT_FOUND:
             return PermanentTargetError(f"{what}: database not found ({message})")
         if isinstance(exc, (nx.ServiceUnavailable, nx.SessionExpired)):
-            return TransientTargetError(f"cannot reach Neo4j at {self.uri}: {message}")
+            return TransientTargetError(f"cannot reach Neo4j at {self.uri}: {message}; {UNREACHABLE_HINT}")
         if isinstance(exc, nx.UnsupportedServerProduct) or isinstance(exc, nx.ConfigurationError):
             return PermanentTargetError(f"{what}: {self.uri} is not a usable Neo4j server ({message})")
         if isinstance(exc, nx.Neo4jError) and exc.is_retryable():
@@ -137,7 +142,7 @@ class Admin:
         if isinstance(exc, (nx.Neo4jError, nx.DriverError)):
             return PermanentTargetError(f"{what} failed: {code + ': ' if code else ''}{message}")
         if isinstance(exc, OSError):
-            return TransientTargetError(f"cannot reach Neo4j at {self.uri}: {message}")
+            return TransientTargetError(f"cannot reach Neo4j at {self.uri}: {message}; {UNREACHABLE_HINT}")
         return PermanentTargetError(f"{what} failed: {type(exc).__name__}: {message}")
 
     def _with_retry(self, what: str, call: Callable[[], T]) -> T:

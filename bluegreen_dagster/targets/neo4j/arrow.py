@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from bluegreen_dagster.config import Neo4jSettings
 from bluegreen_dagster.snapshots import Snapshot
-from bluegreen_dagster.targets.base import LoadReport, PermanentTargetError, TargetError
+from bluegreen_dagster.targets.base import LoadReport, PermanentTargetError, TargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.arrow_schema import FilePlan, plan_and_check
 from bluegreen_dagster.targets.neo4j.arrow_streams import Uploader, units_of
@@ -113,6 +113,10 @@ class ArrowLoader:
             mine = not isinstance(exc, AlreadyExists) or (self.is_unregistered is not None
                                                            and self.is_unregistered(database))
             self.abort_and_drop(database, exc, drop=mine)
+            if isinstance(exc, TransientTargetError) and mine:
+                # The user sees this message on the retried step: say that nothing half-loaded is left.
+                raise type(exc)(f"{exc}; the import was aborted and {database} dropped, nothing is left "
+                                "behind") from None
             raise
         return LoadReport(database, nodes.rows, rels.rows, nodes.bytes + rels.bytes, 0.0)
 
