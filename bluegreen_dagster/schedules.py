@@ -48,7 +48,8 @@ def build_schedules(orchestrator: OrchestratorSettings, load_snapshot: dg.Unreso
             context.log.info(decision.why)
         requests = relaunch_requests(decisions)
         if not requests:
-            yield dg.SkipReason(f"nothing to relaunch ({len(decisions)} failed snapshots looked at)")
+            yield dg.SkipReason(f"nothing to relaunch among {len(decisions)} failed snapshots"
+                                + "".join(f"\n{d.why}" for d in decisions[:20]))
         yield from requests
 
     running = dg.DefaultScheduleStatus.RUNNING
