@@ -4,8 +4,11 @@ is the partition key, and Dagster launches a run key once).
 A failed run is **transient** when a later run may succeed:
 - a step gave up on a transient target error (its Failure carries `assets.FAILURE_KIND: transient`: the target was
   unreachable or over a health threshold through every retry), or
-- the run itself failed without a step failing because its worker died or never started (Dagster's
-  `RunFailureReason` UNEXPECTED_TERMINATION, RUN_WORKER_RESTART or START_TIMEOUT).
+- the run itself failed, with no step failure and no error of its own, and nobody asked to cancel it: its worker
+  died or never started. That is how Dagster 1.13 records it when the code server, run monitoring or a restarted
+  worker fails the run from outside (`report_run_failed` without an error; at most a `RunFailureReason` of
+  UNEXPECTED_TERMINATION, RUN_WORKER_RESTART or START_TIMEOUT). A run stopped for exceeding its maximum runtime
+  is canceled first, so it is not taken for a dead worker.
 
 It is **permanent** when a step's Failure says so (bad data, bad name, wrong credentials) or a blocking check
 failed (verification, plausibility): the same snapshot would fail again. Anything else is unknown and is not
@@ -39,6 +42,7 @@ def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str,
     """(TRANSIENT | PERMANENT | UNKNOWN, why) for a failed run, from its event log."""
     records = instance.get_records_for_run(run.run_id, of_type={
         DagsterEventType.STEP_FAILURE, DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.PIPELINE_FAILURE,
+        DagsterEventType.PIPELINE_CANCELING,
     }).records
     events = [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event is not None]
     for event in events:
@@ -59,12 +63,15 @@ def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str,
         if all(kind == TRANSIENT for kind, _ in kinds):
             return TRANSIENT, "gave up on a transient target error in " + ", ".join(step for _, step in kinds)
         return UNKNOWN, "a step failed without saying whether a retry can help"
+    if any(event.event_type == DagsterEventType.PIPELINE_CANCELING for event in events):
+        return UNKNOWN, "the run was canceled (by an operator, or for exceeding its maximum runtime)"
     for event in events:
         if event.event_type == DagsterEventType.PIPELINE_FAILURE:
-            reason = getattr(event.event_specific_data, "failure_reason", None)
-            if reason in _WORKER_GONE:
-                return TRANSIENT, f"the run worker died ({reason.value})"
-    return UNKNOWN, "the run failed without a step failure or a run-worker failure"
+            data = event.event_specific_data
+            reason = getattr(data, "failure_reason", None)
+            if getattr(data, "error", None) is None and (reason is None or reason in _WORKER_GONE):
+                return TRANSIENT, "the run worker died" + (f" ({reason.value})" if reason else "")
+    return UNKNOWN, "the run failed with an error of its own, outside any step"
 
 
 @dataclass

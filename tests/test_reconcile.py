@@ -194,3 +194,26 @@ def test_a_bad_cron_fails_at_load_naming_the_key(project: Project, bad_cron: str
 
     with pytest.raises(ConfigError, match="orchestrator.reconcile_cron"):
         project.reconfigure(orchestrator={"reconcile_cron": bad_cron})
+
+
+def test_a_run_whose_worker_died_is_relaunched_a_timed_out_one_is_not(project: Project) -> None:
+    """The records Dagster writes: the code server (or run monitoring) fails a run whose worker process is gone
+    with `report_run_failed` and no error; run monitoring cancels a run over its maximum runtime first."""
+    write_snapshot(project.data, "acme", 100, people=20)
+    write_snapshot(project.data, "globex", 100, people=20)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("snapshots", ["acme-100", "globex-100"])
+        died = instance.create_run_for_job(project.job(), tags={"dagster/partition": "acme-100", "customer": "acme"})
+        instance.report_run_failed(died)
+        slow = instance.create_run_for_job(project.job(),
+                                           tags={"dagster/partition": "globex-100", "customer": "globex"})
+        instance.report_run_canceling(slow, message="Canceling due to exceeding maximum runtime of 60 seconds.")
+        instance.report_run_failed(slow, "Exceeded maximum runtime of 60 seconds.")
+        assert instance.get_run_by_id(died.run_id).status == dg.DagsterRunStatus.FAILURE
+
+        [request] = relaunch_tick(project, instance).run_requests
+        assert request.partition_key == "acme-100" and request.run_key == "acme-100/relaunch-1"
+        assert request.tags["bluegreen/relaunch_of"] == died.run_id
+        assert run_request(project, instance, request).success
+    assert alias(project, "acme") == "acme-100"
+    assert alias(project, "globex") is None
