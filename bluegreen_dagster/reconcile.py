@@ -11,8 +11,9 @@ For each customer (a folder under dataset.base_path, or a snapshot partition), u
 3. **Cleanup**: `bluegreen.cleanup` with Dagster's in-flight runs: removes crashed loads' leftovers and keeps the
    newest `keep_databases`, the alias target and loads in flight.
 
-The asset `reconcile_report` materializes what was done per customer; its check `no_unsafe_drift` fails with one line per
-customer whose drift needs an operator. Relaunching failed loads is relaunch.py's (a schedule on load_snapshot).
+The asset `reconcile_report` materializes what was done per customer; its check `no_unsafe_drift` fails with one
+line per customer whose drift needs an operator. Relaunching failed loads is relaunch.py's (a schedule on
+load_snapshot).
 """
 
 

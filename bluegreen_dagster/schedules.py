@@ -54,8 +54,9 @@ def build_schedules(orchestrator: OrchestratorSettings, load_snapshot: dg.Unreso
 
     running = dg.DefaultScheduleStatus.RUNNING
     return [
-        dg.ScheduleDefinition(name=RECONCILE_SCHEDULE, job_name=RECONCILE_JOB, cron_schedule=orchestrator.reconcile_cron,
-                              default_status=running, description="Reconciles every customer's alias and databases"),
+        dg.ScheduleDefinition(name=RECONCILE_SCHEDULE, job_name=RECONCILE_JOB,
+                              cron_schedule=orchestrator.reconcile_cron, default_status=running,
+                              description="Reconciles every customer's alias and databases"),
         dg.schedule(name=RELAUNCH_SCHEDULE, job=load_snapshot, cron_schedule=orchestrator.reconcile_cron,
                     default_status=running,
                     description="Relaunches snapshots whose run failed for a transient cause (at most "
