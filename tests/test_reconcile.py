@@ -217,3 +217,32 @@ def test_a_run_whose_worker_died_is_relaunched_a_timed_out_one_is_not(project: P
         assert run_request(project, instance, request).success
     assert alias(project, "acme") == "acme-100"
     assert alias(project, "globex") is None
+
+
+@pytest.mark.slow
+def test_through_the_daemon_a_transient_failure_is_relaunched_and_reconcile_runs(project: Project) -> None:
+    """The real `dagster-daemon`: the sensor's run fails on a full disk (transient), the disk is freed, and at the
+    next minute the relaunch schedule's run (through the queue) switches the alias; the reconcile job runs too."""
+    from tests.dagster_processes import dagster_home, running_daemon, wait_for
+
+    project.reconfigure(orchestrator={"reconcile_cron": "* * * * *", "max_retries": 0, "settle_seconds": 0},
+                        embedded={"min_free_disk_mb": 10 ** 12})
+    write_snapshot(project.data, "acme", 100, people=20)
+    home = dagster_home(project.root)
+    with running_daemon(project) as log, dg.DagsterInstance.from_config(str(home)) as instance:
+        def runs(**tags):
+            return instance.get_runs(filters=dg.RunsFilter(tags=tags))
+
+        [first] = wait_for(lambda: [r for r in runs(**{"dagster/partition": "acme-100"})
+                                    if r.status == dg.DagsterRunStatus.FAILURE], 120, "the sensor's run to fail",
+                           log)
+        project.reconfigure(embedded={"min_free_disk_mb": 1})  # read by the next run's worker
+        [relaunch] = wait_for(lambda: [r for r in runs(**{RELAUNCH_TAG: "1"}) if r.is_finished], 200,
+                              "the relaunched run to finish", log)
+        assert relaunch.status == dg.DagsterRunStatus.SUCCESS
+        assert relaunch.tags["dagster/partition"] == "acme-100"
+        assert relaunch.tags["dagster/schedule_name"] == "relaunch_transient_failures"
+        assert relaunch.tags["bluegreen/relaunch_of"] == first.run_id
+        wait_for(lambda: [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="reconcile"))
+                          if r.status == dg.DagsterRunStatus.SUCCESS], 120, "a reconcile run", log)
+    assert alias(project, "acme") == "acme-100"
