@@ -246,3 +246,29 @@ def test_through_the_daemon_a_transient_failure_is_relaunched_and_reconcile_runs
         wait_for(lambda: [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="reconcile"))
                           if r.status == dg.DagsterRunStatus.SUCCESS], 120, "a reconcile run", log)
     assert alias(project, "acme") == "acme-100"
+
+
+def test_on_the_neo4j_standin_a_stale_alias_moves_forward_and_a_dangling_one_is_drift(tmp_path, monkeypatch) -> None:
+    from tests.conftest import make_project
+    from tests.standin.server import start_standin
+
+    monkeypatch.setenv("RECONCILE_NEO4J_PASSWORD", "standin-reconcile-pw")
+    with start_standin(password="standin-reconcile-pw") as standin:
+        standin.arrow.accept_string_properties = True  # the demo snapshot has string node properties
+        project = make_project(tmp_path, target="neo4j", neo4j={
+            **standin.neo4j_settings(), "password": "${RECONCILE_NEO4J_PASSWORD}", "online_timeout": 10,
+            "arrow_string_properties": True})
+        for customer in ("acme", "globex"):
+            write_snapshot(project.data, customer, 100, people=50)
+        write_snapshot(project.data, "acme", 200, people=50)
+        with dg.instance_for_test() as instance:
+            assert run(project, instance, "acme-100").success
+            assert run(project, instance, "globex-100").success
+            load_without_switch(project, "acme", 200)
+            del standin.dbms.databases["globex-100"]  # gone behind our back; the alias still names it
+
+            meta, check = reconcile(project, instance)
+        assert standin.dbms.aliases["acme"] == "acme-200"
+        assert meta["switched_forward"] == ["acme: acme-100 -> acme-200"]
+        assert not check.passed and check.description == "globex: alias globex serves globex-100, which does not exist"
+        assert standin.dbms.aliases["globex"] == "globex-100"
