@@ -61,6 +61,11 @@ class TargetUnhealthy(TransientTargetError):
     """The health check refused the load; the step's retry policy tries again later."""
 
 
+# Metadata on a step's Failure that says whether a later run may succeed: the reconcile schedule relaunches a
+# snapshot whose run failed "transient" (relaunch.py), never one that failed "permanent".
+FAILURE_KIND = "bluegreen/failure"
+
+
 @contextmanager
 def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
     """Errors a retry cannot fix become a Failure that is not retried. Transient ones go to the RetryPolicy, except
@@ -69,14 +74,15 @@ def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
         yield
     except TransientTargetError as exc:
         if context is not None and context.retry_number >= max_retries:
-            raise dg.Failure(description=f"{exc} (gave up after {max_retries} retries)", allow_retries=False) from exc
+            raise dg.Failure(description=f"{exc} (gave up after {max_retries} retries)", allow_retries=False,
+                             metadata={FAILURE_KIND: "transient"}) from exc
         raise
     except SnapshotError as exc:
         key = context.partition_key if context is not None else None
         raise dg.Failure(description=str(exc) + (f". {how_to_retry(key)}" if key else ""),
-                         allow_retries=False) from exc
+                         allow_retries=False, metadata={FAILURE_KIND: "permanent"}) from exc
     except (InvalidName, PermanentTargetError, ConfigError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: "permanent"}) from exc
 
 
 def snapshot_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,

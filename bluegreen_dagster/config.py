@@ -87,6 +87,21 @@ class OrchestratorSettings(_Section):
     # The plausibility gate (plausibility.py): refuse a switch that shrinks nodes or relationships by more than
     # this against the live database (an empty graph is always refused). Per customer: customers.<name>.
     max_shrink_percent: float = Field(50, ge=0, le=100)
+    # The reconcile schedule (reconcile.py, relaunch.py) and the health-audit schedule (health_audit.py): cron
+    # strings, evaluated in UTC; each schedule can be stopped and started in the UI (Automation).
+    reconcile_cron: str = "0 * * * *"
+    health_audit_cron: str = "*/15 * * * *"
+    # How many times the reconcile schedule relaunches one snapshot whose runs failed for a transient cause.
+    max_relaunch_attempts: int = Field(3, ge=0, le=100)
+
+    @field_validator("reconcile_cron", "health_audit_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string  # the check Dagster applies to a schedule
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a cron string Dagster accepts; e.g. \"0 * * * *\" (hourly)")
+        return value
 
 
 # Pre-switch smoke queries (smoke.py): read-only Cypher on a new database after verification, before the switch.

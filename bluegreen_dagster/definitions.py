@@ -4,7 +4,7 @@
 config.yaml ($BLUEGREEN_CONFIG or ./config.yaml) is read once, here, into the resources (resources.py); a bad file
 fails when the code location loads, with the key's name. Assets and sensor functions are module-level and take
 the resources as arguments; only what Dagster needs at definition time is built here from the same settings: the
-job's RetryPolicy and the sensor's interval.
+job's RetryPolicy, the sensor's interval and the schedules' crons (schedules.py).
 """
 
 import dagster as dg
@@ -12,6 +12,8 @@ import dagster as dg
 from bluegreen_dagster.assets import CHECKS, STEPS
 from bluegreen_dagster.jobs import build_load_snapshot_job
 from bluegreen_dagster.resources import Resources, load_resources
+from bluegreen_dagster.schedules import ASSETS as OPERATIONS_ASSETS
+from bluegreen_dagster.schedules import build_jobs, build_schedules
 from bluegreen_dagster.sensors import build_alert_sensor, snapshot_sensor
 
 SNAPSHOT_SENSOR = "snapshot_sensor"
@@ -25,10 +27,11 @@ def build_definitions(resources: Resources) -> dg.Definitions:
                        description=f"Watches {resources.settings.dataset.base_path} for complete snapshots; one "
                                    "partition and one run each.")(snapshot_sensor)
     return dg.Definitions(
-        assets=STEPS,
+        assets=[*STEPS, *OPERATIONS_ASSETS],
         asset_checks=CHECKS,
-        jobs=[load_snapshot],
+        jobs=[load_snapshot, *build_jobs()],
         sensors=[sensor, build_alert_sensor(resources.settings.alerts)],
+        schedules=build_schedules(orchestrator, load_snapshot),
         resources=resources.as_dict(),
         # `dagster asset materialize` runs the implicit asset job: in-process too, like load_snapshot.
         executor=dg.in_process_executor,
