@@ -9,6 +9,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from bluegreen_dagster.config import OrchestratorSettings
+
 from bluegreen_dagster.demo_data import write_snapshot
 from tests.conftest import Project, make_project
 from tests.test_assets import run
@@ -33,8 +35,10 @@ def history(instance: dg.DagsterInstance, key: str) -> list:
 
 
 def test_schedule_is_every_15_minutes_and_running(project: Project) -> None:
+    assert OrchestratorSettings().health_audit_cron == "*/15 * * * *"  # the default (tests/conftest.py: a rare one)
     schedule = next(s for s in project.defs.schedules if s.name == "health_audit")
-    assert schedule.cron_schedule == "*/15 * * * *" and schedule.job_name == "health_audit"
+    assert schedule.cron_schedule == project.settings.orchestrator.health_audit_cron
+    assert schedule.job_name == "health_audit"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     project.reconfigure(orchestrator={"health_audit_cron": "*/5 * * * *"})
     assert next(s for s in project.defs.schedules if s.name == "health_audit").cron_schedule == "*/5 * * * *"

@@ -6,6 +6,8 @@ import shutil
 import dagster as dg
 import pytest
 
+from bluegreen_dagster.config import OrchestratorSettings
+
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.pins import set_pin
 from bluegreen_dagster.relaunch import RELAUNCH_TAG
@@ -31,8 +33,9 @@ def load_without_switch(project: Project, customer: str, ts: int) -> None:
 
 
 def test_reconcile_schedule_is_hourly_running_and_configurable(project: Project) -> None:
+    assert OrchestratorSettings().reconcile_cron == "0 * * * *"  # the default (tests/conftest.py sets a rare one)
     schedules = {s.name: s for s in project.defs.schedules}
-    assert schedules["reconcile"].cron_schedule == "0 * * * *"
+    assert schedules["reconcile"].cron_schedule == project.settings.orchestrator.reconcile_cron
     assert schedules["reconcile"].job_name == "reconcile"
     assert schedules["relaunch_transient_failures"].job_name == "load_snapshot"
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in schedules.values())
