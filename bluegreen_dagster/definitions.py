@@ -10,7 +10,7 @@ job's RetryPolicy and the sensor's interval.
 import dagster as dg
 
 from bluegreen_dagster.assets import CHECKS, STEPS
-from bluegreen_dagster.jobs import build_load_snapshot_job
+from bluegreen_dagster.jobs import build_load_snapshot_job, rollback_job
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.sensors import build_alert_sensor, snapshot_sensor
 
@@ -27,7 +27,7 @@ def build_definitions(resources: Resources) -> dg.Definitions:
     return dg.Definitions(
         assets=STEPS,
         asset_checks=CHECKS,
-        jobs=[load_snapshot],
+        jobs=[load_snapshot, rollback_job],
         sensors=[sensor, build_alert_sensor(resources.settings.alerts)],
         resources=resources.as_dict(),
         # `dagster asset materialize` runs the implicit asset job: in-process too, like load_snapshot.
