@@ -210,3 +210,27 @@ def test_neo4j_ui_job_rolls_back_by_default_to_the_newest_older_verified(neo4j_p
     assert get_pin(neo4j_instance, "acme") is None
     seen = latest_alias_observation(neo4j_instance)
     assert seen.metadata["rolled_back_from"].value == "acme-300" and seen.metadata["pinned"].value is False
+
+
+def test_a_failed_verification_never_drops_the_pinned_database(project: Project, instance,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """drop_unverified, the other place that drops databases, spares the pinned one even when the alias was moved
+    away from it by hand (so "it is the alias target" does not protect it)."""
+    from bluegreen_dagster.pins import set_pin
+    from bluegreen_dagster.targets.embedded import EmbeddedTarget
+
+    project.reconfigure(orchestrator={"keep_databases": 3})
+    load(project, instance, 100, 200)
+    set_pin(instance, "acme", "acme-100", reason="kept for an audit", by="ops@test")
+    real_count = EmbeddedTarget.count
+
+    def short_by_one(self, database):  # the re-run's verification finds a row missing
+        counts = real_count(self, database)
+        return type(counts)(counts.nodes - 1, counts.relationships, counts.labels, counts.types)
+
+    monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
+    result = run(project, instance, "acme-100")
+    assert not result.success
+    assert next(e for e in result.get_asset_check_evaluations() if e.check_name == "verify_counts").passed is False
+    monkeypatch.undo()
+    assert databases(project) == ["acme-100", "acme-200"] and alias(project) == "acme-200"
