@@ -59,7 +59,8 @@ def alias_observation(customer: str, serves: str, previous: str | None, descript
     """The observation of `alias/<customer>` that says which database the alias serves now, and since when: one
     shape for a switch, a rollback and an unpin (rollback.py)."""
     since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return dg.AssetObservation(asset_key=alias_asset_key(customer), description=description or f"{customer} -> {serves}",
+    return dg.AssetObservation(asset_key=alias_asset_key(customer),
+                               description=description or f"{customer} -> {serves}",
                                metadata={"serves": serves, "since": since, "previous": previous or "", **metadata})
 
 

@@ -2,12 +2,13 @@
 
 1. The alias only moves to a database that is fully loaded and verified (re-verified right before the switch)
    and plausible (plausibility.py: never an empty graph, no big shrink unless overridden), and only forward in
-   time: an older snapshot never takes the alias from a newer one. So the alias target always passed the gate,
+   time: an older snapshot never takes the alias from a newer one (only an operator's rollback, rollback.py, moves
+   it back, and only to a database that re-verifies and is not empty). So the alias target always passed the gate,
    and cleanup, which never drops it, never leaves a customer without a database that passed it.
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target, the database the
-   customer is pinned to (pins.py) or a database still loading. "Still loading" has one source, the caller's `in_flight` (Dagster's run records, see
-   `concurrency.in_flight_partitions`); any other database that is not online is a crashed load's leftover and is
-   removed whatever its age.
+   customer is pinned to (pins.py) or a database still loading. "Still loading" has one source, the caller's
+   `in_flight` (Dagster's run records, see `concurrency.in_flight_partitions`); any other database that is not
+   online is a crashed load's leftover and is removed whatever its age.
 
 The caller holds the customer's lock (`concurrency.customer_lock`) around `switch_if_newest` and `cleanup`, which
 makes each one check-then-act step per customer, whichever host runs it.

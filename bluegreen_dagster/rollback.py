@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import pins
+from bluegreen_dagster import pins, plausibility
 from bluegreen_dagster.assets import alias_observation
 from bluegreen_dagster.concurrency import customer_lock
 from bluegreen_dagster.names import shown_name
@@ -67,8 +67,8 @@ def operator() -> str:
 
 
 def why_not_verified(target: GraphTarget, base_path: Path, database: str) -> str | None:
-    """None if `database` holds exactly what its snapshot on disk promises (counts per label and type), otherwise
-    why not, in words.
+    """None if `database` holds exactly what its snapshot on disk promises (counts per label and type) and is not
+    an empty graph (plausibility.py), otherwise why not, in words.
 
     "Verified" here means: re-verified now, against the snapshot on disk, the same test the switch applies right
     before it moves an alias. A passed `verify_counts` in Dagster's history only says the database was right when it
@@ -78,7 +78,10 @@ def why_not_verified(target: GraphTarget, base_path: Path, database: str) -> str
         snapshot = snapshot_for_key(base_path, database)
         if not snapshot.path.is_dir():
             return f"its snapshot folder {snapshot.path} is gone, so it cannot be verified (restore the folder)"
-        rules.verify(target, database, expected_counts(snapshot))
+        actual = rules.verify(target, database, expected_counts(snapshot))
+        # The gate's absolute rule; its shrink rule compares with the live database, which a rollback replaces
+        # on purpose, so it does not apply.
+        plausibility.check(actual, None, max_shrink_percent=100, new_name=database, live_name=None)
     except (SnapshotError, InvalidName, TargetError) as exc:
         return str(exc)
     return None

@@ -234,3 +234,24 @@ def test_a_failed_verification_never_drops_the_pinned_database(project: Project,
     assert next(e for e in result.get_asset_check_evaluations() if e.check_name == "verify_counts").passed is False
     monkeypatch.undo()
     assert databases(project) == ["acme-100", "acme-200"] and alias(project) == "acme-200"
+
+
+def test_an_empty_graph_is_never_rolled_back_to(project: Project, instance, capsys) -> None:
+    """A database that matches its snapshot but holds no nodes (a producer bug) is not a rollback target."""
+    import pyarrow as pa
+
+    from tests.embedded_helpers import custom, people
+
+    project.reconfigure(orchestrator={"keep_databases": 3})
+    no_rels = pa.table({"sourceNodeId": pa.array([], pa.int64()), "targetNodeId": pa.array([], pa.int64()),
+                        "relationshipType": pa.array([], pa.string())})
+    custom(project.root, {"people": people([])}, {"knows": no_rels}, ts=100)
+    load(project, instance, 200, 300)
+    run(project, instance, "acme-100")  # loaded and verified; older than the live one, so never switched to
+    assert "acme-100" in databases(project)
+    capsys.readouterr()
+    assert main(["rollback", "acme", "--to", "acme-100"]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "acme-100 is not verified" in said and "empty graph" in said and alias(project) == "acme-300"
+    assert main(["rollback", "acme"]) == 0 and alias(project) == "acme-200"
+    assert main(["rollback", "acme"]) == 1 and alias(project) == "acme-200"  # only the empty one is older
