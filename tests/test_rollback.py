@@ -72,6 +72,7 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
     assert facts["reason"] == "bad data in 200" and facts["pinned"] is True
     pin = status_json(capsys)["pin"]
     assert pin["database"] == "acme-100" and pin["reason"] == "bad data in 200" and "@" in pin["by"]
+    assert main(["status"]) == 0 and "pinned" in capsys.readouterr().out  # the table's pin column renders
 
     # keep_databases=2: a new snapshot loads and verifies, but the alias stays; the run succeeds and says why.
     write_snapshot(project.data, "acme", 300, people=40)
