@@ -7,7 +7,8 @@ per step, which matters for "snapshot lands -> alias switched". Its step RetryPo
 read; the assets themselves are plain module-level definitions.
 """
 
-
+# No `from __future__ import annotations` here: Dagster reads the op's annotations (RollbackConfig, the resources)
+# when it defines the op.
 import dagster as dg
 from pydantic import Field
 
@@ -39,7 +40,7 @@ def dead_target_seconds(orchestrator: OrchestratorSettings) -> float:
     return (retries + 1) * per_call + orchestrator.retry_backoff_base * (2 ** (retries + 1) - 2)
 
 
-def build_load_snapshot_job(orchestrator: OrchestratorSettings) -> "dg.UnresolvedAssetJobDefinition":  # (not exported at runtime)
+def build_load_snapshot_job(orchestrator: OrchestratorSettings) -> "dg.UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         LOAD_SNAPSHOT_JOB,
         selection=dg.AssetSelection.assets(*STEPS),

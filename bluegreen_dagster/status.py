@@ -8,8 +8,8 @@ when the caller read the pins.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bluegreen_dagster.pins import Pin
