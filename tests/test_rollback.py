@@ -246,10 +246,11 @@ def test_an_empty_graph_is_never_rolled_back_to(project: Project, instance, caps
     project.reconfigure(orchestrator={"keep_databases": 3})
     no_rels = pa.table({"sourceNodeId": pa.array([], pa.int64()), "targetNodeId": pa.array([], pa.int64()),
                         "relationshipType": pa.array([], pa.string())})
-    custom(project.root, {"people": people([])}, {"knows": no_rels}, ts=100)
+    empty = custom(project.root, {"people": people([])}, {"knows": no_rels}, ts=100)
+    (empty.path / "_SUCCESS").touch()
     load(project, instance, 200, 300)
-    run(project, instance, "acme-100")  # loaded and verified; older than the live one, so never switched to
-    assert "acme-100" in databases(project)
+    # Loaded and verified; older than the live one, so never switched to.
+    assert run(project, instance, "acme-100").success and "acme-100" in databases(project)
     capsys.readouterr()
     assert main(["rollback", "acme", "--to", "acme-100"]) == 1
     said = " ".join(capsys.readouterr().err.split())
