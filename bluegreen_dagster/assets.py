@@ -12,6 +12,8 @@
   other two checks; a failing one blocks the switch the same way, and the database is kept for inspection.
 - `alias_switch` materializes only when it moved the alias (otherwise it records an observation saying why not) and
   then records an observation of the per-customer asset `alias/<customer>`: "acme-corp -> acme-corp-1795452651".
+  A pinned customer (pins.py, `bluegreen rollback --pin`) is never switched: the observation says pinned to what,
+  since when, by whom and why.
 - `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
   deletes the dynamic partitions of the databases it dropped.
 
@@ -33,6 +35,7 @@ from bluegreen_dagster import plausibility, smoke
 from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, in_flight_partitions, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.partitions import snapshot_partitions
+from bluegreen_dagster.pins import get_pin
 from bluegreen_dagster.resources import PipelineResource, TargetResource
 from bluegreen_dagster.snapshots import (
     InvalidName,
@@ -55,6 +58,16 @@ _AFTER_CHECKS = {"dagster/priority": "-1"}
 def alias_asset_key(customer: str) -> dg.AssetKey:
     """The per-customer asset whose latest observation says which database the alias serves, and since when."""
     return dg.AssetKey(["alias", customer])
+
+
+def alias_observation(customer: str, serves: str, previous: str | None, description: str | None = None,
+                      **metadata) -> dg.AssetObservation:
+    """The observation of `alias/<customer>` that says which database the alias serves now, and since when: one
+    shape for a switch, a rollback and an unpin (rollback.py)."""
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return dg.AssetObservation(asset_key=alias_asset_key(customer),
+                               description=description or f"{customer} -> {serves}",
+                               metadata={"serves": serves, "since": since, "previous": previous or "", **metadata})
 
 
 class TargetUnhealthy(TransientTargetError):
@@ -223,36 +236,38 @@ def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, 
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
             customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
+        pin = get_pin(context.instance, customer)  # read under the lock: a rollback --pin cannot slip in between
         result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot),
                                         max_shrink_percent=pipeline.shrink_limit(customer),
-                                        allow_shrink=allow_shrink(context))
+                                        allow_shrink=allow_shrink(context), pinned=pin.describe() if pin else None)
         reader = graph.reader_location(customer)
-    context.log.info(result.reason)
+    (context.log.warning if pin else context.log.info)(result.reason)
     metadata = {"switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
-                "customer": customer, "reason": result.reason, "reader": reader or "", "customer_lock": lock}
+                "customer": customer, "reason": result.reason, "reader": reader or "", "customer_lock": lock,
+                "pinned_to": pin.database if pin else ""}
     if not result.switched:
         yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata=metadata,
                                   description=result.reason)
         return
-    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    context.log_event(dg.AssetObservation(
-        asset_key=alias_asset_key(customer), description=f"{customer} -> {result.current}",
-        metadata={"serves": result.current, "since": since, "previous": result.previous or "",
-                  "snapshot_timestamp": snapshot.id.timestamp, "reader": reader or "", "run_id": context.run.run_id}))
+    context.log_event(alias_observation(customer, result.current, result.previous,
+                                        snapshot_timestamp=snapshot.id.timestamp, reader=reader or "",
+                                        run_id=context.run.run_id))
     yield dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(**common, deps=[snapshot_database], kinds={"python"})
 def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource
             ) -> dg.MaterializeResult:
-    """Keep the customer's newest `orchestrator.keep_databases` databases, the alias target and loads in flight."""
+    """Keep the customer's newest `orchestrator.keep_databases` databases, the alias target, the pinned database
+    and loads in flight."""
     snapshot = snapshot_of(context, pipeline)
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
             customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
+        pin = get_pin(context.instance, customer)
         result = rules.cleanup(graph, customer, pipeline.keep_databases,
                                in_flight=lambda: in_flight_partitions(context.instance, customer),
-                               own=snapshot.key)
+                               own=snapshot.key, pinned=pin.database if pin else None)
     # The partitions of dropped databases go too (their run history stays): the partition list stays as long as
     # the databases kept, not one per snapshot ever seen. The sensor's cursor, not the partitions, says what it saw.
     pruned = [key for key in result.dropped
@@ -268,7 +283,8 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
 @dg.failure_hook(required_resource_keys={"target"})
 def drop_unverified(context: dg.HookContext) -> None:
     """When verification fails (or cannot finish), remove the database it was checking, unless the alias serves it
-    (a re-run of the live snapshot) or another run of the same snapshot is in flight."""
+    (a re-run of the live snapshot), the customer is pinned to it, or another run of the same snapshot is in
+    flight."""
     if not (context.step_key or "").endswith("verify_counts"):
         return
     key = context.instance.get_run_by_id(context.run_id).tags.get("dagster/partition", "")
@@ -279,8 +295,10 @@ def drop_unverified(context: dg.HookContext) -> None:
     graph_resource: TargetResource = context.resources.target
     with graph_resource.open() as graph, customer_lock(context.instance, customer, on_wait=context.log.info):
         others = in_flight_partitions(context.instance, customer, this_run=context.run_id)
-        if graph.alias_target(customer) == key or key in others:
-            context.log.warning(f"{key} failed verification; kept: it is the alias target or loading in another run")
+        pin = get_pin(context.instance, customer)
+        if graph.alias_target(customer) == key or key in others or (pin and pin.database == key):
+            context.log.warning(f"{key} failed verification; kept: it is the alias target, pinned or loading in "
+                                "another run")
             return
         graph.drop_database(key)
     context.log.warning(f"{key} failed verification: dropped it (the alias was not moved)")

@@ -2,12 +2,13 @@
 
 1. The alias only moves to a database that is fully loaded and verified (re-verified right before the switch)
    and plausible (plausibility.py: never an empty graph, no big shrink unless overridden), and only forward in
-   time: an older snapshot never takes the alias from a newer one. So the alias target always passed the gate,
+   time: an older snapshot never takes the alias from a newer one (only an operator's rollback, rollback.py, moves
+   it back, and only to a database that re-verifies and is not empty). So the alias target always passed the gate,
    and cleanup, which never drops it, never leaves a customer without a database that passed it.
-2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target or a database still
-   loading. "Still loading" has one source, the caller's `in_flight` (Dagster's run records, see
-   `concurrency.in_flight_partitions`); any other database that is not online is a crashed load's leftover and is
-   removed whatever its age.
+2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target, the database the
+   customer is pinned to (pins.py) or a database still loading. "Still loading" has one source, the caller's
+   `in_flight` (Dagster's run records, see `concurrency.in_flight_partitions`); any other database that is not
+   online is a crashed load's leftover and is removed whatever its age.
 
 The caller holds the customer's lock (`concurrency.customer_lock`) around `switch_if_newest` and `cleanup`, which
 makes each one check-then-act step per customer, whichever host runs it.
@@ -60,11 +61,19 @@ def is_newer(database: str, current: str) -> bool:
 
 
 def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, *,
-                     max_shrink_percent: float | None = None, allow_shrink: bool = False) -> SwitchResult:
+                     max_shrink_percent: float | None = None, allow_shrink: bool = False,
+                     pinned: str | None = None) -> SwitchResult:
     """Point the customer's alias at `database` if it is newer than the current target, after verifying it and,
-    when `max_shrink_percent` is given, passing the plausibility gate against the live database."""
+    when `max_shrink_percent` is given, passing the plausibility gate against the live database.
+
+    `pinned` is the customer's pin, described (`pins.Pin.describe`), when an operator pinned the alias: then the
+    alias stays where it is, whatever `database` is."""
     new = parse_partition_key(database)
     previous = target.alias_target(new.customer)
+    if pinned:
+        return SwitchResult(False, previous, previous,
+                            f"alias {new.customer} stays on {previous}: {pinned}; "
+                            f"`bluegreen unpin {new.customer}` to resume switching")
     if previous == database:
         return SwitchResult(False, previous, previous, f"alias {new.customer} already points at {database}")
     if previous is not None and not is_newer(database, previous):
@@ -88,8 +97,10 @@ class CleanupResult:
 
 
 def cleanup(target: GraphTarget, customer: str, keep: int,
-            in_flight: Callable[[], Collection[str]], own: str | None = None) -> CleanupResult:
-    """Drop this customer's databases beyond the newest `keep`, except the alias target and loads in progress.
+            in_flight: Callable[[], Collection[str]], own: str | None = None,
+            pinned: str | None = None) -> CleanupResult:
+    """Drop this customer's databases beyond the newest `keep`, except the alias target, the `pinned` database
+    (the one the customer's pin names) and loads in progress.
 
     `in_flight()` names the databases whose runs are queued or running. It is called after the databases are
     listed: a run creates its database only after its run record exists, so every database in the listing that
@@ -115,6 +126,11 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
                 result.protected[info.name] = "this run's database"
         elif info.name in loading:
             result.protected[info.name] = "still loading"
+        elif info.name == pinned:  # whatever its status or age: an operator chose it
+            if len(result.kept) < keep:
+                result.kept.append(info.name)
+            else:
+                result.protected[info.name] = "pinned"
         elif info.status != "online" and info.name != alias:
             target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
             result.dropped.append(info.name)

@@ -9,6 +9,8 @@
     bluegreen load CUSTOMER TS          register, then submit a load_snapshot run through the run queue and wait
     bluegreen metrics                   Prometheus exporter: `status` facts plus loads, runs and sensor ticks
     bluegreen doctor                    one PASS/FAIL/SKIP line per part of the deployment (exit 1 on a failure)
+    bluegreen rollback CUSTOMER         move the alias back to a retained, verified database [--to DB] [--pin]
+    bluegreen unpin CUSTOMER            clear a pin: the next snapshot switches as usual
 
 Every command reads $BLUEGREEN_CONFIG (default ./config.yaml). Commands that use the Dagster instance default
 DAGSTER_HOME to `.dagster_home` next to the config file, the same one `bluegreen demo` uses.
@@ -80,19 +82,26 @@ def _age(seconds: int | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace, resources: Resources) -> int:
+    from bluegreen_dagster.pins import pins
+    from bluegreen_dagster.snapshots import customers
+
     live = resources.initialized()
-    rows = collect_status(live.pipeline.base, live.target)
+    with _instance(resources) as instance:
+        pinned = pins(instance, list(customers(live.pipeline.base)))
+    rows = collect_status(live.pipeline.base, live.target, pins=pinned)
     if args.json:
         print(json.dumps({"target": live.target.kind, "customers": [r.as_dict() for r in rows]}, indent=2))
         return 0
     table = Table(title=f"bluegreen status ({live.target.kind} target)")
-    for column in ("customer", "alias target", "age", "retained databases", "reader opens"):
+    for column in ("customer", "alias target", "age", "retained databases", "reader opens", "pinned"):
         table.add_column(column, overflow="fold")  # never hide a database name behind an ellipsis
     for row in rows:
         retained = ", ".join(f"{d.name}{'' if d.status == 'online' else ' (' + d.status + ')'}"
                              for d in row.databases) or "-"
+        pin = (f"[yellow]{row.pin['database']}[/] since {row.pin['since']} by {row.pin['by']}"
+               + (f": {row.pin['reason']}" if row.pin["reason"] else "")) if row.pin else "-"
         table.add_row(row.customer, row.target_database or "[yellow]no alias yet[/]", _age(row.age_seconds),
-                      retained, row.reader or "-")
+                      retained, row.reader or "-", pin)
     Console().print(table)
     return 0
 
@@ -262,6 +271,32 @@ def cmd_trigger(args: argparse.Namespace, resources: Resources) -> int:
     return 0 if status == "SUCCESS" else 1
 
 
+def cmd_rollback(args: argparse.Namespace, resources: Resources) -> int:
+    """Move the alias back now, on this host, under the customer's lock (the `rollback` job does the same in the UI)."""
+    from bluegreen_dagster.rollback import RollbackRefused, rollback
+
+    live = resources.initialized()
+    with _instance(resources) as instance, live.target.open() as graph:
+        try:
+            result = rollback(instance, graph, live.pipeline.base, args.customer, to=args.to, pin=args.pin,
+                              reason=args.reason, on_wait=console.print)
+        except RollbackRefused as exc:
+            console.print(f"[red]rollback refused:[/] {exc}")
+            return 1
+    console.print(result.describe())
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace, resources: Resources) -> int:
+    from bluegreen_dagster.rollback import unpin
+
+    live = resources.initialized()
+    with _instance(resources) as instance, live.target.open() as graph:
+        _, text = unpin(instance, graph, args.customer)
+    console.print(text)
+    return 0
+
+
 def cmd_metrics(args: argparse.Namespace, resources: Resources) -> int:
     from bluegreen_dagster.metrics import serve
 
@@ -328,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="return once the run is submitted")
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
     p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("rollback", help="move a customer's alias back to a retained, verified database")
+    p.add_argument("customer")
+    p.add_argument("--to", help="the database to serve (default: the newest older one that is online and verifies)")
+    p.add_argument("--pin", action="store_true", help="keep the alias there: newer snapshots load but do not switch")
+    p.add_argument("--reason", default="", help="why; recorded with the rollback and the pin")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("unpin", help="clear a customer's pin; the next snapshot switches as usual")
+    p.add_argument("customer")
+    p.set_defaults(func=cmd_unpin)
 
     p = sub.add_parser("metrics", help="serve Prometheus metrics (alias age, loads, runs, sensor ticks) on /metrics")
     p.add_argument("--port", type=int, default=9108)

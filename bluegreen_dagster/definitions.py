@@ -10,7 +10,7 @@ job's RetryPolicy, the sensor's interval and the schedules' crons (schedules.py)
 import dagster as dg
 
 from bluegreen_dagster.assets import CHECKS, STEPS
-from bluegreen_dagster.jobs import build_load_snapshot_job
+from bluegreen_dagster.jobs import build_load_snapshot_job, rollback_job
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.schedules import ASSETS as OPERATIONS_ASSETS
 from bluegreen_dagster.schedules import build_jobs, build_schedules
@@ -29,7 +29,7 @@ def build_definitions(resources: Resources) -> dg.Definitions:
     return dg.Definitions(
         assets=[*STEPS, *OPERATIONS_ASSETS],
         asset_checks=CHECKS,
-        jobs=[load_snapshot, *build_jobs()],
+        jobs=[load_snapshot, rollback_job, *build_jobs()],
         sensors=[sensor, build_alert_sensor(resources.settings.alerts)],
         schedules=build_schedules(orchestrator, load_snapshot),
         resources=resources.as_dict(),
