@@ -66,14 +66,44 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def why_not_verified(target: GraphTarget, base_path: Path, database: str) -> str | None:
-    """None if `database` holds exactly what its snapshot on disk promises (counts per label and type) and is not
-    an empty graph (plausibility.py), otherwise why not, in words.
+# The blocking checks of a load: a database that failed one of them (e.g. a refused shrink, a failed smoke query) is
+# kept for inspection and must never serve the alias, although it may count exactly like its snapshot.
+GATE_CHECKS = ("verify_counts", "plausible", "smoke_queries")
 
-    "Verified" here means: re-verified now, against the snapshot on disk, the same test the switch applies right
-    before it moves an alias. A passed `verify_counts` in Dagster's history only says the database was right when it
-    was loaded; counting it again also catches a database damaged or changed since, needs no run history (cleanup
-    prunes partitions), and gives the CLI and the UI job the same answer on every host."""
+
+def gate_problem(instance: dg.DagsterInstance, database: str) -> str | None:
+    """Why Dagster's records do not show `database` as having passed every blocking check, or None if they do.
+
+    The checks are those of the run that made the partition's latest `snapshot_database` materialization (Dagster
+    1.13 records no partition on the evaluations of a partitioned asset's checks, but their run has one)."""
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("snapshot_database"), asset_partitions=[database]), limit=1)
+    if not latest.records:
+        return "Dagster has no record of loading it"
+    run_id = latest.records[0].run_id
+    passed = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.asset_check_evaluation_data
+        passed[evaluation.check_name] = evaluation.passed
+    for name in GATE_CHECKS:
+        if name not in passed:
+            return f"its run {run_id} recorded no {name} result"
+        if not passed[name]:
+            return f"its {name} check failed in run {run_id}"
+    return None
+
+
+def why_not_verified(target: GraphTarget, instance: dg.DagsterInstance, base_path: Path,
+                     database: str) -> str | None:
+    """None if `database` passed the gate when it was loaded and still holds exactly what its snapshot on disk
+    promises (counts per label and type) and is not an empty graph (plausibility.py), otherwise why not, in words.
+
+    Both sources must agree. Dagster's records (`gate_problem`) know whether the load passed every blocking check,
+    which the database itself cannot tell. Re-verifying now, against the snapshot on disk, with the same test the
+    switch applies right before it moves an alias, catches a database damaged or changed since."""
+    problem = gate_problem(instance, database)
+    if problem:
+        return problem
     try:
         snapshot = snapshot_for_key(base_path, database)
         if not snapshot.path.is_dir():
@@ -137,7 +167,7 @@ def rollback(instance: dg.DagsterInstance, target: GraphTarget, base_path: Path,
             if databases[to].status != "online":
                 raise RollbackRefused(f"{to} is {databases[to].status}, not online; choose another "
                                       f"(retained: {retained})")
-            problem = why_not_verified(target, base_path, to)
+            problem = why_not_verified(target, instance, base_path, to)
             if problem:
                 raise RollbackRefused(f"{to} is not verified: {problem}")
             chosen = to
@@ -151,7 +181,7 @@ def rollback(instance: dg.DagsterInstance, target: GraphTarget, base_path: Path,
                 if databases[name].status != "online":
                     skipped[name] = databases[name].status
                     continue
-                problem = why_not_verified(target, base_path, name)
+                problem = why_not_verified(target, instance, base_path, name)
                 if problem is None:
                     chosen = name
                     break

@@ -257,3 +257,20 @@ def test_an_empty_graph_is_never_rolled_back_to(project: Project, instance, caps
     assert "acme-100 is not verified" in said and "empty graph" in said and alias(project) == "acme-300"
     assert main(["rollback", "acme"]) == 0 and alias(project) == "acme-200"
     assert main(["rollback", "acme"]) == 1 and alias(project) == "acme-200"  # only the empty one is older
+
+
+def test_a_database_that_failed_the_gate_is_never_rolled_back_to(project: Project, instance, capsys) -> None:
+    """A database refused by `plausible` is kept for inspection and counts exactly like its snapshot: only
+    Dagster's record of its checks tells it must not serve."""
+    project.reconfigure(orchestrator={"keep_databases": 3})
+    write_snapshot(project.data, "acme", 100, people=200)
+    write_snapshot(project.data, "acme", 200, people=20)  # shrinks 90 %: refused by the gate, kept
+    load(project, instance, 100)
+    assert not run(project, instance, "acme-200").success
+    load(project, instance, 300, people=200)
+    assert "acme-200" in databases(project)
+    capsys.readouterr()
+    assert main(["rollback", "acme", "--to", "acme-200"]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert "acme-200 is not verified: its plausible check failed" in said and alias(project) == "acme-300"
+    assert main(["rollback", "acme"]) == 0 and alias(project) == "acme-100"
