@@ -5,8 +5,9 @@ For each customer (a folder under dataset.base_path, or a snapshot partition), u
    not one of ours, or that is newer than every snapshot on disk; or a pinned customer's alias serves another
    database than the pin. Nothing else is done for that customer. (A live database whose snapshot is gone is fine.)
 2. **Forward**: when a newer, complete database exists whose run is not in flight and whose snapshot is on disk,
-   the alias moves to the newest such database that passes `bluegreen.switch_if_newest` (re-verified against its
-   snapshot and the plausibility gate, like the `alias_switch` step). A pinned customer on its pinned database
+   the alias moves to the newest such database whose load passed every blocking check (records.py), that never
+   served the alias before (one rolled back from stays off it), and that passes `bluegreen.switch_if_newest`
+   (re-verified against its snapshot and the plausibility gate, like the `alias_switch` step). A pinned customer on its pinned database
    stays there.
 3. **Cleanup**: `bluegreen.cleanup` with Dagster's in-flight runs: removes crashed loads' leftovers and keeps the
    newest `keep_databases`, the alias target and loads in flight.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import plausibility
+from bluegreen_dagster import plausibility, records
 from bluegreen_dagster.concurrency import customer_lock, in_flight_partitions
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
@@ -104,6 +105,13 @@ def reconcile_customer(graph: GraphTarget, instance: dg.DagsterInstance, pipelin
                         and (live is None or rules.is_newer(name, live))),
                        key=lambda name: parse_partition_key(name).ts, reverse=True)
         for name in newer:
+            # Only a database whose load passed every blocking check (smoke queries are not re-run here), and
+            # not one the alias was moved away from on purpose (a rollback without a pin).
+            why = records.gate_problem(instance, name) or (
+                "the alias served it before and was rolled back from it" if records.was_live(instance, name) else None)
+            if why:
+                out.notes.append(f"not switched to {name}: {why}")
+                continue
             try:
                 result = rules.switch_if_newest(graph, name, expected_counts(snapshots[name]),
                                                 max_shrink_percent=pipeline.shrink_limit(customer))

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import pins, plausibility
+from bluegreen_dagster import pins, plausibility, records
 from bluegreen_dagster.assets import alias_observation
 from bluegreen_dagster.concurrency import customer_lock
 from bluegreen_dagster.names import shown_name
@@ -66,33 +66,6 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-# The blocking checks of a load: a database that failed one of them (e.g. a refused shrink, a failed smoke query) is
-# kept for inspection and must never serve the alias, although it may count exactly like its snapshot.
-GATE_CHECKS = ("verify_counts", "plausible", "smoke_queries")
-
-
-def gate_problem(instance: dg.DagsterInstance, database: str) -> str | None:
-    """Why Dagster's records do not show `database` as having passed every blocking check, or None if they do.
-
-    The checks are those of the run that made the partition's latest `snapshot_database` materialization (Dagster
-    1.13 records no partition on the evaluations of a partitioned asset's checks, but their run has one)."""
-    latest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("snapshot_database"), asset_partitions=[database]), limit=1)
-    if not latest.records:
-        return "Dagster has no record of loading it"
-    run_id = latest.records[0].run_id
-    passed = {}
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.asset_check_evaluation_data
-        passed[evaluation.check_name] = evaluation.passed
-    for name in GATE_CHECKS:
-        if name not in passed:
-            return f"its run {run_id} recorded no {name} result"
-        if not passed[name]:
-            return f"its {name} check failed in run {run_id}"
-    return None
-
-
 def why_not_verified(target: GraphTarget, instance: dg.DagsterInstance, base_path: Path,
                      database: str) -> str | None:
     """None if `database` passed the gate when it was loaded and still holds exactly what its snapshot on disk
@@ -101,7 +74,7 @@ def why_not_verified(target: GraphTarget, instance: dg.DagsterInstance, base_pat
     Both sources must agree. Dagster's records (`gate_problem`) know whether the load passed every blocking check,
     which the database itself cannot tell. Re-verifying now, against the snapshot on disk, with the same test the
     switch applies right before it moves an alias, catches a database damaged or changed since."""
-    problem = gate_problem(instance, database)
+    problem = records.gate_problem(instance, database)
     if problem:
         return problem
     try:

@@ -26,10 +26,30 @@ def reconcile(project: Project, instance: dg.DagsterInstance):
     return {k: v.value for k, v in materialization.metadata.items()}, check
 
 
-def load_without_switch(project: Project, customer: str, ts: int) -> None:
-    """A database loaded completely whose run died before its switch (nothing in flight names it)."""
-    with make_target(project.settings) as target:
-        target.load(snapshot_at(project.data, customer, ts))
+def load_without_switch(project: Project, instance: dg.DagsterInstance, customer: str, ts: int) -> None:
+    """A database loaded and checked whose run died before its switch (nothing in flight names it): the run's
+    health_check and snapshot_database steps and their checks, without alias_switch and cleanup."""
+    key = f"{customer}-{ts}"
+    if not instance.has_dynamic_partition("snapshots", key):
+        instance.add_dynamic_partitions("snapshots", [key])
+    project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                     asset_selection=[dg.AssetKey("health_check"), dg.AssetKey("snapshot_database")])
+
+
+def test_a_database_without_a_passed_gate_or_rolled_back_from_is_never_switched_to(project: Project) -> None:
+    write_snapshot(project.data, "acme", 100, people=200)
+    write_snapshot(project.data, "acme", 200, people=200)
+    write_snapshot(project.data, "acme", 300, people=200)
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "acme-100").success and run(project, instance, "acme-200").success
+        with make_target(project.settings) as target:
+            target.point_alias("acme", "acme-100")  # as a rollback without a pin leaves it
+            target.load(snapshot_at(project.data, "acme", 300))  # loaded, but no run recorded its checks
+        meta, check = reconcile(project, instance)
+    assert alias(project, "acme") == "acme-100" and check.passed and not meta["switched_forward"]
+    notes = meta["per_customer"]["acme"]
+    assert "not switched to acme-300: Dagster has no record of loading it" in notes
+    assert "not switched to acme-200: the alias served it before and was rolled back from it" in notes
 
 
 def test_reconcile_schedule_is_hourly_running_and_configurable(project: Project) -> None:
@@ -51,8 +71,8 @@ def test_stale_alias_moves_forward_to_the_newest_verified_database(project: Proj
     write_snapshot(project.data, "acme", 300, people=2)  # shrinks far beyond max_shrink_percent: never switched to
     with dg.instance_for_test() as instance:
         assert run(project, instance, "acme-100").success
-        load_without_switch(project, "acme", 200)
-        load_without_switch(project, "acme", 300)
+        load_without_switch(project, instance, "acme", 200)
+        load_without_switch(project, instance, "acme", 300)
         assert alias(project, "acme") == "acme-100"
 
         meta, check = reconcile(project, instance)
@@ -70,7 +90,7 @@ def test_pinned_customer_stays_on_its_pinned_database(project: Project) -> None:
     write_snapshot(project.data, "acme", 200, people=200)
     with dg.instance_for_test() as instance:
         assert run(project, instance, "acme-100").success
-        load_without_switch(project, "acme", 200)
+        load_without_switch(project, instance, "acme", 200)
         set_pin(instance, "acme", "acme-100", reason="bad upstream data", by="test")
 
         meta, check = reconcile(project, instance)
@@ -267,7 +287,7 @@ def test_on_the_neo4j_standin_a_stale_alias_moves_forward_and_a_dangling_one_is_
         with dg.instance_for_test() as instance:
             assert run(project, instance, "acme-100").success
             assert run(project, instance, "globex-100").success
-            load_without_switch(project, "acme", 200)
+            load_without_switch(project, instance, "acme", 200)
             del standin.dbms.databases["globex-100"]  # gone behind our back; the alias still names it
 
             meta, check = reconcile(project, instance)
