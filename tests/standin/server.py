@@ -58,15 +58,15 @@ def start_standin(password: str = "password", user: str = "neo4j", edition: str 
                   **dbms_options: Any) -> Iterator[Standin]:
     """Yield a running stand-in. `arrow=False` starts no Flight server (like Neo4j without GDS Arrow)."""
     dbms = Dbms(user=user, password=password, edition=edition, **dbms_options)
-    bolt = BoltServer(dbms, port=bolt_port, telemetry_hint=telemetry_hint).start()
-    flight_server = None
+    standin = Standin(dbms, BoltServer(dbms, port=bolt_port, telemetry_hint=telemetry_hint).start(), None)
     try:
         if arrow:
-            flight_server = GdsArrowServer(dbms, port=arrow_port).start()
-        yield Standin(dbms, bolt, flight_server)
+            standin.arrow = GdsArrowServer(dbms, port=arrow_port).start()
+        yield standin
     finally:
+        # The servers running now: a test may have replaced one (a restart on the same port).
         try:
-            if flight_server is not None:
-                flight_server.stop()
+            if standin.arrow is not None:
+                standin.arrow.stop()
         finally:
-            bolt.stop()
+            standin.bolt.stop()
