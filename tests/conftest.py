@@ -78,3 +78,25 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("BLUEGREEN_CONFIG", str(p.config_file))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return p
+
+
+@pytest.fixture(autouse=True)
+def _no_dangling_defs_state_storage(monkeypatch: pytest.MonkeyPatch):
+    """Loading Definitions never trips over an instance another part of the test process dropped.
+
+    A Dagster instance that is "entered" (`with instance:`, or one a schedule/sensor context opens from a ref and
+    never exits) publishes its defs-state storage in a context variable, and that storage holds only a weak
+    reference to its instance. Tests make many instances in one process: once such an instance is collected, any
+    later Definitions load fails with "Attempted to resolve undefined DagsterInstance weakref". A long-lived
+    daemon or webserver keeps its one instance, so this is a test-process artifact: treat a storage whose instance
+    is gone as no storage."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    original = DefsStateStorage.get
+
+    def live_storage():
+        storage = original()
+        ref = getattr(storage, "_instance_weakref", None)
+        return None if ref is not None and ref() is None else storage
+
+    monkeypatch.setattr(DefsStateStorage, "get", staticmethod(live_storage))

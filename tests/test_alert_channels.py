@@ -243,7 +243,7 @@ def test_the_shipped_config_example_parses_and_turns_channels_on(tmp_path: Path)
 
     repo = Path(__file__).resolve().parent.parent
     text = (repo / "config.yaml").read_text()
-    block = text[text.index("# alerts:"):]
+    block = text[text.index("# alerts:"):].split("\n\n")[0]  # up to the blank line before the next section
     uncommented = "\n".join(line[2:] for line in block.splitlines() if line.startswith("# "))
     env = {"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/x", "SMTP_PASSWORD": "pw",
            "ALERT_WEBHOOK_URL": "https://hooks.example.com/x", "ALERT_WEBHOOK_TOKEN": "t",

@@ -158,9 +158,9 @@ def test_crashed_loads_leftover_is_removed_and_its_partition_kept(project: Proje
 def relaunch_tick(project: Project, instance: dg.DagsterInstance):
     defs = project.defs
     schedule = next(s for s in defs.schedules if s.name == "relaunch_transient_failures")
-    context = dg.build_schedule_context(instance=instance, resources=project.resources.as_dict(),
-                                        repository_def=defs.get_repository_def())
-    return schedule.evaluate_tick(context)
+    with dg.build_schedule_context(instance=instance, resources=project.resources.as_dict(),
+                                   repository_def=defs.get_repository_def()) as context:
+        return schedule.evaluate_tick(context)
 
 
 def run_request(project: Project, instance: dg.DagsterInstance, request: dg.RunRequest):

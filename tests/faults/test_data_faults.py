@@ -371,7 +371,7 @@ def test_an_older_snapshot_after_a_newer_one_is_live(project: Project, fault) ->
         late = probe.run(instance, BAD)
         assert late.success  # loaded and verified ...
         assert {e.check_name: e.passed for e in late.get_asset_check_evaluations()} == {
-            "verify_counts": True, "plausible": True}
+            "verify_counts": True, "plausible": True, "smoke_queries": True}
         assert not late.asset_materializations_for_node("alias_switch")  # ... never switched to
         assert BAD in databases(project, "acme")  # kept by its own run; the next cleanup applies keep_databases
         probe.conclude(alias="acme-300", gone=[BAD], message=run_notes(instance, late),
