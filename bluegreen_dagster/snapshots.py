@@ -132,6 +132,24 @@ class Snapshot:
         nodes, relationships = self.files()
         return sum(f.stat().st_size for f in nodes + relationships)
 
+    def stamp(self) -> str | None:
+        """A cheap identity of the snapshot's folders (inode and change time of the folder, nodes/ and
+        relationships/; three stats, no file read), None when the folder is gone. It changes when the folder is
+        deleted and dropped again (even on a reused inode: the change time is new) or an entry is added, removed or
+        renamed in one of them; not when a file is rewritten in place (only `fingerprint()` sees that). The sensor
+        compares it per tick to notice a re-dropped snapshot without hashing files."""
+        parts = []
+        for folder in (self.path, self.path / NODES_DIR, self.path / RELATIONSHIPS_DIR):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                if folder == self.path:
+                    return None
+                parts.append("-")
+                continue
+            parts.append(f"{st.st_ino:x}.{st.st_ctime_ns:x}")
+        return hashlib.blake2b("/".join(parts).encode(), digest_size=5).hexdigest()
+
     def fingerprint(self) -> str:
         """'sha256:<hex>' over each file's path relative to the snapshot, its size and the SHA-256 of its whole
         content: changes when any file is added, removed, renamed or rewritten (even with the same size).
