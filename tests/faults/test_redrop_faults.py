@@ -18,6 +18,7 @@ from tests.conftest import Project
 from tests.faults.test_discovery_faults import tree_state
 from tests.faults.test_gate_faults import run
 from tests.test_assets import alias, metadata
+from tests.test_neo4j_dagster import neo4j_project, standin  # noqa: F401  (fixtures)
 from tests.test_sensors import snapshot_sensor, tick
 
 
@@ -165,3 +166,28 @@ def test_the_same_files_dropped_again_launch_nothing_and_are_reused(
         again = run(project, instance, "acme-100")
         assert again.success and metadata(again, "snapshot_database")["reused"] is True
     assert alias(project, "acme") == "acme-100"
+
+
+def test_both_targets_behave_the_same_on_the_neo4j_stand_in(neo4j_project: Project, standin) -> None:
+    """The rule lives above the target (fingerprints.py): on Neo4j too, a non-live re-drop is dropped and loaded
+    again, a live one fails with what to do and the alias and the graph stay as they were."""
+    write_snapshot(neo4j_project.data, "acme", 200, people=40)
+    write_snapshot(neo4j_project.data, "acme", 100, people=40)
+    with dg.instance_for_test() as instance:
+        assert run(neo4j_project, instance, "acme-200").success
+        assert run(neo4j_project, instance, "acme-100").success  # older: loaded, kept as this run's, never live
+        redrop(neo4j_project, "acme", 100, people=40, seed=5)
+        again = run(neo4j_project, instance, "acme-100")
+        assert again.success and metadata(again, "snapshot_database")["reused"] is False
+
+        with make_target(neo4j_project.settings) as target:
+            live_counts = target.count("acme-200")
+        redrop(neo4j_project, "acme", 200, people=60, seed=5)
+        files = tree_state(neo4j_project.data)
+        failed = run(neo4j_project, instance, "acme-200")
+        assert not failed.success and "acme-200 is live" in step_failure(failed, "snapshot_database")
+        assert standin.dbms.alias_target("acme") == "acme-200"
+        with make_target(neo4j_project.settings) as target:
+            assert target.count("acme-200") == live_counts
+            assert all(d.status == "online" for d in target.list_databases("acme"))
+    assert tree_state(neo4j_project.data) == files
