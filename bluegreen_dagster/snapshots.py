@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from pathlib import Path
@@ -137,17 +138,20 @@ class Snapshot:
         relationships/; three stats, no file read), None when the folder is gone. It changes when the folder is
         deleted and dropped again (even on a reused inode: the change time is new) or an entry is added, removed or
         renamed in one of them; not when a file is rewritten in place (only `fingerprint()` sees that). The sensor
-        compares it per tick to notice a re-dropped snapshot without hashing files."""
+        compares it per tick to notice a re-dropped snapshot without hashing files. Links are not followed (a link
+        is stamped itself), so nothing outside base_path is looked at."""
         parts = []
         for folder in (self.path, self.path / NODES_DIR, self.path / RELATIONSHIPS_DIR):
             try:
-                st = os.stat(folder)
+                st = os.lstat(folder)
             except OSError:
                 if folder == self.path:
                     return None
                 parts.append("-")
                 continue
             parts.append(f"{st.st_ino:x}.{st.st_ctime_ns:x}")
+            if folder == self.path and stat.S_ISLNK(st.st_mode):
+                break  # a linked snapshot folder: its contents are not looked at through the link
         return hashlib.blake2b("/".join(parts).encode(), digest_size=5).hexdigest()
 
     def fingerprint(self) -> str:
