@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,8 @@ import pytest
 
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.targets import make_target
-from tests.conftest import Project
+from tests.conftest import Project, make_project
+from tests.dagster_processes import running_daemon, wait_for
 from tests.faults.test_discovery_faults import tree_state
 from tests.faults.test_gate_faults import run
 from tests.test_assets import alias, metadata
@@ -191,3 +193,31 @@ def test_both_targets_behave_the_same_on_the_neo4j_stand_in(neo4j_project: Proje
             assert target.count("acme-200") == live_counts
             assert all(d.status == "online" for d in target.list_databases("acme"))
     assert tree_state(neo4j_project.data) == files
+
+
+@pytest.mark.slow
+def test_through_the_daemon_a_fixed_redrop_goes_live_without_manual_steps(tmp_path: Path) -> None:
+    """The producer's fix for a refused snapshot, dropped again under the same timestamp, is launched by the real
+    daemon's sensor once (a second run key for that partition, no more over later ticks) and goes live."""
+    project = make_project(tmp_path, orchestrator={"scan_interval": 5, "keep_databases": 2})
+    home = str(project.root / "dagster_home")
+
+    def runs(key: str, status: dg.DagsterRunStatus | None = None) -> list[str]:
+        with dg.DagsterInstance.from_config(home) as instance:
+            return sorted(r.tags.get("dagster/run_key", "") for r in instance.get_runs(filters=dg.RunsFilter(
+                tags={"dagster/partition": key}, statuses=[status] if status else None)))
+
+    with running_daemon(project) as log:
+        write_snapshot(project.data, "acme", 1_767_000_100, people=200)
+        wait_for(lambda: alias(project, "acme") == "acme-1767000100", 120, "the first switch", log)
+        write_snapshot(project.data, "acme", 1_767_000_200, people=20)  # -90%: refused by the gate
+        wait_for(lambda: runs("acme-1767000200", dg.DagsterRunStatus.FAILURE), 120, "the refused run", log)
+
+        redrop(project, "acme", 1_767_000_200, people=220, seed=11)
+        files = tree_state(project.data)
+        wait_for(lambda: alias(project, "acme") == "acme-1767000200", 120, "the re-drop to go live", log)
+        time.sleep(3 * project.settings.orchestrator.scan_interval)  # later ticks launch nothing more
+        keys = runs("acme-1767000200")
+    assert len(keys) == 2 and keys[0] == "acme-1767000200" and keys[1].startswith("acme-1767000200@"), keys
+    assert tree_state(project.data) == files
+    assert no_leftovers(project, "acme") == []
