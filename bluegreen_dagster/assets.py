@@ -1,6 +1,7 @@
 """The steps of one snapshot's refresh, each a partitioned asset (or check) so the run timeline shows them apart:
 
-    health_check -> snapshot_database -> [verify_counts, plausible: blocking checks] -> alias_switch, cleanup
+    health_check -> snapshot_database -> [verify_counts, plausible, smoke_queries: blocking checks]
+                 -> alias_switch, cleanup
 
 - `snapshot_database` is the snapshot's database; it runs in the pool `bluegreen_loads` (see concurrency.py). It
   records the fingerprint of the files it was loaded from; a snapshot dropped again with other files is loaded
@@ -9,6 +10,8 @@
   switched to, and the job's failure hook `drop_unverified` removes it.
 - `plausible` is the plausibility gate (plausibility.py): an empty graph, or one that shrinks too much against the
   live database, fails it; the later steps are skipped and the database is kept for inspection.
+- `smoke_queries` runs the configured warm-up and smoke queries (smoke.py) read-only on the new database after the
+  other two checks; a failing one blocks the switch the same way, and the database is kept for inspection.
 - `alias_switch` materializes only when it moved the alias (otherwise it records an observation saying why not) and
   then records an observation of the per-customer asset `alias/<customer>`: "acme-corp -> acme-corp-1795452651".
 - `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
@@ -28,7 +31,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import fingerprints, plausibility
+from bluegreen_dagster import fingerprints, plausibility, smoke
 from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, in_flight_partitions, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.partitions import snapshot_partitions
@@ -46,6 +49,8 @@ from bluegreen_dagster.targets import PermanentTargetError, TransientTargetError
 GROUP = "bluegreen"
 # Among steps ready at the same time the in-process executor runs the higher priority first: switch, then cleanup.
 _FIRST = {"dagster/priority": "1"}
+# ... and the smoke queries after the other checks: they query a database that passed verification.
+_AFTER_CHECKS = {"dagster/priority": "-1"}
 
 
 def alias_asset_key(customer: str) -> dg.AssetKey:
@@ -181,6 +186,35 @@ def plausible(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
     return dg.AssetCheckResult(passed=True, metadata=metadata)
 
 
+@dg.asset_check(asset=snapshot_database, blocking=True, op_tags=_AFTER_CHECKS)
+def smoke_queries(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource,
+                  target: TargetResource) -> dg.AssetCheckResult:
+    """The configured warm-up and smoke queries (config.yaml `smoke:`, `customers.<name>.smoke:`) pass on the new
+    database, each read-only within its time limit. A failure names the query, what was expected and what came
+    back; the alias stays and the database is kept for inspection (cleanup's retention drops it later)."""
+    snapshot = snapshot_of(context, pipeline)
+    plan = pipeline.smoke_plan(snapshot.id.customer)
+    if smoke.is_empty(plan):
+        return dg.AssetCheckResult(passed=True, description="no smoke queries configured (config.yaml smoke:)")
+    blocked = failed_checks(context)
+    if blocked:
+        # Its database may be gone already (drop_unverified); the failed check is the cause to report.
+        raise dg.Failure(f"smoke queries not run: {', '.join(blocked)} failed first and blocks the switch",
+                         allow_retries=False)
+    with step_errors(context, pipeline.max_retries), target.open() as graph:
+        report = smoke.run_plan(graph, snapshot.key, plan)
+    if report.warmup is not None and report.warmup.seconds is not None:
+        context.log.info(f"{snapshot.key}: warm-up query took {report.warmup.seconds:.2f}s")
+    return dg.AssetCheckResult(passed=report.passed, description=report.description(), metadata=report.metadata())
+
+
+def failed_checks(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The blocking checks that already failed in this run (read from the run's event log)."""
+    records = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [r.dagster_event.event_specific_data for r in records if r.dagster_event is not None]
+    return sorted({e.check_name for e in evaluations if not e.passed and e.blocking})
+
+
 @dg.asset(**common, deps=[snapshot_database], kinds={"python"}, output_required=False, op_tags=_FIRST)
 def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource):
     """The customer's alias moves to this database if it is the newest verified one; never backwards. Materializes
@@ -253,4 +287,4 @@ def drop_unverified(context: dg.HookContext) -> None:
 
 
 STEPS = [health_check, snapshot_database, alias_switch, cleanup]
-CHECKS = [verify_counts, plausible]
+CHECKS = [verify_counts, plausible, smoke_queries]

@@ -26,6 +26,7 @@ from bluegreen_dagster.config import (
     _ENV_PATTERN,
     ConfigError,
     Settings,
+    SmokeSettings,
     config_path,
     load_settings,
 )
@@ -54,6 +55,14 @@ class PipelineResource(dg.ConfigurableResource):
 
     def shrink_limit(self, customer: str) -> float:
         return self.max_shrink_percent_by_customer.get(customer, self.max_shrink_percent)
+
+    # smoke: of config.yaml, and each configured customer's plan with customers.<name>.smoke merged over it: as
+    # SmokeSettings JSON with only the keys that were set (an expectation is the key that is present).
+    smoke: str = "{}"
+    smoke_by_customer: dict[str, str] = {}
+
+    def smoke_plan(self, customer: str) -> SmokeSettings:
+        return SmokeSettings.model_validate_json(self.smoke_by_customer.get(customer, self.smoke))
 
 
 class TargetResource(dg.ConfigurableResource):
@@ -174,7 +183,10 @@ def build_resources(settings: Settings, raw: dict | None = None, source: str = "
         max_concurrent_loads=orch.max_concurrent_loads, max_runs_per_tick=orch.max_runs_per_tick,
         max_shrink_percent=orch.max_shrink_percent,
         max_shrink_percent_by_customer={name: c.max_shrink_percent for name, c in settings.customers.items()
-                                        if c.max_shrink_percent is not None})
+                                        if c.max_shrink_percent is not None},
+        smoke=settings.smoke.model_dump_json(exclude_unset=True),
+        smoke_by_customer={name: settings.smoke_for(name).model_dump_json(exclude_unset=True)
+                           for name, c in settings.customers.items() if c.smoke is not None})
     thresholds = {"max_databases": orch.max_databases, "heap_threshold_percent": orch.heap_threshold_percent,
                   "pagecache_threshold_percent": orch.pagecache_threshold_percent}
     target: TargetResource

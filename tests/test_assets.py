@@ -51,7 +51,8 @@ def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> N
     switch = metadata(result, "alias_switch")
     assert switch["switched"] is True and switch["previous"] == "" and switch["alias_target"] == "acme-100"
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"verify_counts": True,
-                                                                                      "plausible": True}
+                                                                                      "plausible": True,
+                                                                                      "smoke_queries": True}
     assert alias(project, "acme") == "acme-100"
     # The UI's asset alias/acme says which database the alias serves, and since when.
     live = instance_observation(result, ["alias", "acme"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Any
 
 from bluegreen_dagster.snapshots import GraphCounts, InvalidName, Snapshot, parse_partition_key, validate_customer
 
@@ -26,6 +27,24 @@ class TransientTargetError(TargetError):
 
 class PermanentTargetError(TargetError):
     """Retrying will not help until someone changes something (credentials, edition, configuration, data)."""
+
+
+class QueryTimedOut(PermanentTargetError):
+    """A read-only query ran past its time limit and was stopped (`GraphTarget.read_query`)."""
+
+
+class QueryRefused(PermanentTargetError):
+    """The database refused or failed a read-only query: a syntax error, a write, an unknown procedure..."""
+
+
+@dataclass
+class QueryResult:
+    """What `GraphTarget.read_query` saw: the columns, the first rows, how many rows there were, how long it took."""
+
+    columns: list[str]
+    rows: list[list[Any]]  # the first `keep_rows` rows
+    row_count: int         # every row the query returned
+    seconds: float
 
 
 @dataclass
@@ -127,6 +146,13 @@ class GraphTarget(abc.ABC):
     @abc.abstractmethod
     def drop_database(self, database: str) -> None:
         """Remove a database (no error if it is gone). Must refuse to drop the target of an alias."""
+
+    @abc.abstractmethod
+    def read_query(self, database: str, query: str, *, timeout_seconds: float, keep_rows: int = 1) -> QueryResult:
+        """Run `query` (Cypher, from config.yaml) read-only on `database` to its end, within `timeout_seconds`.
+
+        Raise QueryTimedOut when it ran longer (stopped by the store where it can, else measured), QueryRefused
+        when the store refused it (including any write), TransientTargetError when the store cannot be reached."""
 
     def reader_location(self, customer: str) -> str | None:
         """What a reader opens to query the customer's current graph (a path or a URI and alias name)."""

@@ -4,7 +4,6 @@ complete, no snapshot file changed, and the message a user sees names the cause 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,21 +15,7 @@ from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import InvalidName, SnapshotError, scan, snapshot_for_key
 from tests.conftest import Project
-
-
-def tree_state(*roots: Path) -> dict[str, str]:
-    """Every file (content hash) and link (its target) under roots, without following links."""
-    state = {}
-    for root in roots:
-        for folder, dirs, files in os.walk(root):
-            for name in dirs + files:
-                path = os.path.join(folder, name)
-                if os.path.islink(path):
-                    state[path] = "link:" + os.readlink(path)
-                elif name in files:
-                    with open(path, "rb") as fh:
-                        state[path] = hashlib.file_digest(fh, "sha256").hexdigest()
-    return state
+from tests.faults.harness import tree_state
 
 
 def check_output(capsys: pytest.CaptureFixture) -> tuple[int, str]:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
 from tests.conftest import Project
-from tests.faults.test_discovery_faults import tree_state
+from tests.faults.harness import tree_state
 from tests.test_assets import alias, databases
 
 
@@ -37,14 +37,14 @@ def gate(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
     return next(e for e in result.get_asset_check_evaluations() if e.check_name == "plausible")
 
 
-def test_an_empty_snapshot_never_goes_live_and_the_good_database_survives_cleanup(project: Project) -> None:
+def test_an_empty_snapshot_never_goes_live_and_the_good_database_survives_cleanup(project: Project, fault) -> None:
     project.reconfigure(orchestrator={"keep_databases": 1})
     write_snapshot(project.data, "acme", 100, people=50)
     with dg.instance_for_test() as instance:
         assert run(project, instance, "acme-100").success
         write_empty_snapshot(project, "acme", 200, like=100)
         write_empty_snapshot(project, "acme", 300, like=100)
-        before = tree_state(project.data)
+        probe = fault("empty snapshot (0 rows, _SUCCESS)", project, "acme")
 
         refused = run(project, instance, "acme-200")
         assert not refused.success
@@ -55,10 +55,11 @@ def test_an_empty_snapshot_never_goes_live_and_the_good_database_survives_cleanu
         # Another refused snapshot with keep_databases=1: cleanup would keep only the newest, but the last
         # database that passed the gate is the alias target and stays.
         assert not run(project, instance, "acme-300").success
+        probe.conclude(alias="acme-100", message=probe.message(refused),
+                       mentions=["empty graph", "acme-200", "fix the producer"])
         write_snapshot(project.data, "acme", 400, people=50)
         assert run(project, instance, "acme-400").success
         assert alias(project, "acme") == "acme-400"
-    assert tree_state(project.data) == {**before, **tree_state(project.data / "acme" / "400")}
 
 
 def test_the_first_snapshot_of_a_customer_may_not_be_empty(project: Project) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
 import ladybug as lb
 
 from bluegreen_dagster.snapshots import IDENTIFIER_RE, LABELS, NODE_ID, GraphCounts, SnapshotError
-from bluegreen_dagster.targets.base import PermanentTargetError
+from bluegreen_dagster.targets.base import PermanentTargetError, QueryRefused, QueryResult, QueryTimedOut
 from bluegreen_dagster.targets.embedded.plan import LoadPlan
 from bluegreen_dagster.targets.embedded.staging import Staged
 from bluegreen_dagster.targets.embedded.tables import TableSchema
@@ -96,6 +97,42 @@ def count_database(path: str | os.PathLike[str]) -> GraphCounts:
             conn.close()
     finally:
         db.close()
+
+
+def read_query(path: str | os.PathLike[str], query: str, *, timeout_seconds: float, keep_rows: int) -> QueryResult:
+    """Run `query` on the database file opened read-only (LadybugDB refuses any write there), stopped by LadybugDB's
+    query timeout; a run that still took longer (e.g. while materializing) counts as timed out too."""
+    db = lb.Database(str(path), read_only=True, buffer_pool_size=256 * MB)
+    try:
+        conn = lb.Connection(db)
+        try:
+            conn.set_query_timeout(max(1, int(timeout_seconds * 1000)))
+            started = time.monotonic()
+            try:
+                result = conn.execute(query)
+            except RuntimeError as exc:
+                seconds = time.monotonic() - started
+                if str(exc).strip() == "Interrupted." or seconds > timeout_seconds:
+                    raise QueryTimedOut(f"stopped after {seconds:.2f}s, the limit is {timeout_seconds:g}s") from None
+                raise QueryRefused(f"LadybugDB refused it: {exc}") from None
+            if isinstance(result, list):  # several statements: each gave its own result
+                for part in result:
+                    part.close()
+                raise QueryRefused("it holds several statements: a smoke query is one statement")
+            try:
+                columns = list(result.get_column_names())
+                row_count = result.get_num_tuples()
+                rows = [result.get_next() for _ in range(min(keep_rows, row_count))]
+            finally:
+                result.close()
+            seconds = time.monotonic() - started
+        finally:
+            conn.close()
+    finally:
+        db.close()
+    if seconds > timeout_seconds:
+        raise QueryTimedOut(f"took {seconds:.2f}s, the limit is {timeout_seconds:g}s")
+    return QueryResult(columns, rows, row_count, seconds)
 
 
 def _rows(result) -> list[list]:

@@ -23,9 +23,11 @@ from bluegreen_dagster.targets.base import (
     Health,
     LoadReport,
     PermanentTargetError,
+    QueryResult,
     TransientTargetError,
+    validate_database,
 )
-from bluegreen_dagster.targets.embedded.database import count_database, fill
+from bluegreen_dagster.targets.embedded.database import count_database, fill, read_query
 from bluegreen_dagster.targets.embedded.plan import plan_load
 from bluegreen_dagster.targets.embedded.staging import stage_nodes, stage_relationships
 from bluegreen_dagster.targets.embedded.store import Store, fsync_dir, remove_with_siblings
@@ -152,6 +154,12 @@ class EmbeddedTarget(GraphTarget):
         if not path.exists():
             raise PermanentTargetError(f"database {database} does not exist ({path} is missing)")
         return count_database(path)
+
+    def read_query(self, database: str, query: str, *, timeout_seconds: float, keep_rows: int = 1) -> QueryResult:
+        path = self.store.database_path(validate_database(database))
+        if not path.exists():
+            raise PermanentTargetError(f"database {database} does not exist ({path} is missing)")
+        return read_query(path, query, timeout_seconds=timeout_seconds, keep_rows=keep_rows)
 
     def list_databases(self, customer: str) -> list[DatabaseInfo]:
         found: dict[str, str] = {}

@@ -21,6 +21,9 @@ from bluegreen_dagster.config import Neo4jSettings
 from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.targets.base import (
     PermanentTargetError,
+    QueryRefused,
+    QueryResult,
+    QueryTimedOut,
     TransientTargetError,
     validate_alias,
     validate_database,
@@ -40,6 +43,9 @@ EXISTING_DATABASE = "Neo.ClientError.Database.ExistingDatabaseFound"
 EXISTING_ALIAS = "Neo.ClientError.Database.ExistingAliasFound"
 DATABASE_LIMIT = "Neo.DatabaseError.Database.DatabaseLimitReached"
 DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
+# A transaction stopped by its timeout (5.x names it ...ClientConfiguration when the client set the timeout).
+TIMED_OUT = ("Neo.ClientError.Transaction.TransactionTimedOut",
+             "Neo.ClientError.Transaction.TransactionTimedOutClientConfiguration")
 
 # Retry budget of one call, kept small because the step's RetryPolicy retries the whole step on top of it
 # (the worst case of the stack is `jobs.dead_target_seconds`, documented in the README).
@@ -173,6 +179,36 @@ class Admin:
             return [record.data() for record in records]
 
         return self._with_retry(what, call)
+
+    def read_only_query(self, database: str, query: str, *, timeout: float, keep_rows: int) -> QueryResult:
+        """Run a query from config.yaml (a smoke query) to its end in a READ transaction on `database` with the
+        server-side transaction timeout `timeout`: the server refuses writes and stops it at the limit. One
+        attempt: the step's RetryPolicy retries what is transient (unreachable, busy)."""
+        started = time.monotonic()
+        try:
+            with self.driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session, \
+                    session.begin_transaction(timeout=timeout) as tx:
+                result = tx.run(query)
+                columns, rows, count = list(result.keys()), [], 0
+                for record in result:
+                    if count < keep_rows:
+                        rows.append(list(record.values()))
+                    count += 1
+        except nx.Neo4jError as exc:
+            seconds = time.monotonic() - started
+            message = scrub(exc.message or str(exc), self.settings.password)
+            if exc.code in TIMED_OUT:
+                raise QueryTimedOut(f"stopped by Neo4j after {seconds:.2f}s, the limit is {timeout:g}s") from None
+            if exc.classification == "ClientError" and exc.code not in (UNAUTHORIZED, DATABASE_NOT_FOUND) \
+                    and not isinstance(exc, nx.AuthError):
+                raise QueryRefused(f"Neo4j refused it: {exc.code}: {message}") from None
+            raise self.map_error(exc, f"running a read-only query on {database}") from None
+        except (nx.DriverError, OSError) as exc:
+            raise self.map_error(exc, f"running a read-only query on {database}") from None
+        seconds = time.monotonic() - started
+        if seconds > timeout:
+            raise QueryTimedOut(f"took {seconds:.2f}s, the limit is {timeout:g}s")
+        return QueryResult(columns, rows, count, seconds)
 
     # ---------------------------------------------------------------------------------------------------------
     # statements

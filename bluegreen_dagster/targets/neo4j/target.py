@@ -19,6 +19,7 @@ from bluegreen_dagster.targets.base import (
     GraphTarget,
     Health,
     LoadReport,
+    QueryResult,
     validate_alias,
     validate_database,
     PermanentTargetError,
@@ -187,6 +188,12 @@ class Neo4jTarget(GraphTarget):
         return self._counts(self.admin.read(database, queries.COUNT_NODES, what),
                             self.admin.read(database, queries.COUNT_BY_LABEL, what),
                             self.admin.read(database, queries.COUNT_BY_TYPE, what))
+
+    def read_query(self, database: str, query: str, *, timeout_seconds: float, keep_rows: int = 1) -> QueryResult:
+        """`query` in a READ transaction on `database` (a snapshot database, or e.g. Community's `neo4j`)."""
+        if not isinstance(database, str) or not _DATABASE_NAME_RE.match(database):
+            raise PermanentTargetError(f"refusing to query {database!r}: not a Neo4j database name")
+        return self.admin.read_only_query(database, query, timeout=timeout_seconds, keep_rows=keep_rows)
 
     @staticmethod
     def _counts(nodes: list[dict], labels: list[dict], types: list[dict]) -> GraphCounts:
