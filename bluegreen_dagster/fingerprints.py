@@ -74,14 +74,15 @@ def prepare_load(graph: GraphTarget, snapshot: Snapshot, fingerprint: str, recor
     else:
         if live:
             raise LiveSnapshotChanged(
-                f"{key} is live (alias {customer}) but {snapshot.path} now holds other files than it was loaded "
-                f"from (fingerprint {short(recorded_fingerprint)} loaded, {short(fingerprint)} on disk now). A live "
-                "database is never replaced in place, so this run changes nothing. To publish the new files, drop "
-                f"them as a new snapshot with a later timestamp ({snapshot.path.parent}/<later timestamp>/); or "
-                f"restore the files {key} was loaded from. To reload this timestamp itself, first let a newer "
-                f"snapshot take the alias {customer}, then run the partition {key} again")
-        why = (f"it was loaded from other files (fingerprint {short(recorded_fingerprint)}) than {snapshot.path} "
-               f"holds now ({short(fingerprint)}): the snapshot was dropped again under the same timestamp")
+                f"{key} is live (alias {customer}) but its snapshot folder now holds other files than it was loaded "
+                f"from (fingerprint {short(recorded_fingerprint)} loaded, {short(fingerprint)} now in "
+                f"{snapshot.path}). A live database is never replaced in place, so this run changes nothing. To "
+                f"publish the new files, drop them as a new snapshot with a later timestamp "
+                f"({snapshot.path.parent}/<later timestamp>/); or restore the files {key} was loaded from. To reload "
+                f"this timestamp itself, first let a newer snapshot take the alias {customer}, then run the "
+                f"partition {key} again")
+        why = (f"the snapshot was dropped again under the same timestamp with other files (fingerprint "
+               f"{short(recorded_fingerprint)} loaded, {short(fingerprint)} now in {snapshot.path})")
     if key in in_flight():
         raise TransientTargetError(f"{key} must be loaded again ({why}), but another run is loading it right now")
     graph.drop_database(key)

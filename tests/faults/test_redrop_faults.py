@@ -17,8 +17,8 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
 from tests.dagster_processes import running_daemon, wait_for
-from tests.faults.test_discovery_faults import tree_state
-from tests.faults.test_gate_faults import run
+from tests.faults.harness import run_partition as run
+from tests.faults.harness import tree_state
 from tests.test_assets import alias, metadata
 from tests.test_neo4j_dagster import neo4j_project, standin  # noqa: F401  (fixtures)
 from tests.test_sensors import snapshot_sensor, tick
@@ -57,7 +57,7 @@ def no_leftovers(project: Project, customer: str) -> list[str]:
 
 
 def test_a_redropped_snapshot_that_is_not_live_is_loaded_again_and_switched(
-        project: Project, caplog: pytest.LogCaptureFixture) -> None:
+        project: Project, caplog: pytest.LogCaptureFixture, fault) -> None:
     sensor = snapshot_sensor(project)
     write_snapshot(project.data, "acme", 100, people=50)
     write_snapshot(project.data, "acme", 200, people=10)  # a producer bug: -80%, refused by the gate
@@ -69,7 +69,7 @@ def test_a_redropped_snapshot_that_is_not_live_is_loaded_again_and_switched(
         first_fingerprint = metadata(refused, "snapshot_database")["fingerprint"]
 
         redrop(project, "acme", 200, people=60, seed=7)  # the producer's fix, same timestamp
-        files = tree_state(project.data)
+        probe = fault("re-drop, same timestamp, not live", project, "acme")
         requests = []
         for _ in range(3):
             result = tick(sensor, instance, cursor, log_handler=caplog.handler)
@@ -86,10 +86,8 @@ def test_a_redropped_snapshot_that_is_not_live_is_loaded_again_and_switched(
         load = metadata(again, "snapshot_database")
         assert load["reused"] is False and (load["nodes"], load["relationships"]) == (61, 240)
         assert load["fingerprint"] != first_fingerprint and request.run_key.split("@")[1] in load["fingerprint"]
-        assert any("dropped it and loading it again" in w and "same timestamp" in w
-                   for w in run_warnings(again, instance))
-        assert alias(project, "acme") == "acme-200"
-    assert tree_state(project.data) == files
+        [reloaded] = [w for w in run_warnings(again, instance) if "dropped it and loading it again" in w]
+        probe.conclude(alias="acme-200", message=reloaded, mentions=["other files", "same timestamp", "acme-200"])
     assert no_leftovers(project, "acme") == []
 
 
@@ -111,7 +109,7 @@ def test_same_counts_other_values_are_loaded_again_not_served_stale(project: Pro
 
 
 def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing(
-        project: Project, caplog: pytest.LogCaptureFixture) -> None:
+        project: Project, caplog: pytest.LogCaptureFixture, fault) -> None:
     sensor = snapshot_sensor(project)
     write_snapshot(project.data, "acme", 100, people=50)
     with dg.instance_for_test() as instance:
@@ -121,7 +119,7 @@ def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing
             live_counts = target.count("acme-100")
 
         redrop(project, "acme", 100, people=70, seed=3)
-        files = tree_state(project.data)
+        probe = fault("re-drop, same timestamp, live", project, "acme")
         result = tick(sensor, instance, cursor, log_handler=caplog.handler)
         [request] = result.run_requests
         assert request.run_key.startswith("acme-100@") and len(redrop_warnings(caplog, "acme-100")) == 1
@@ -129,14 +127,14 @@ def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing
         failed = run(project, instance, "acme-100")
         assert not failed.success
         assert step_starts(failed, "snapshot_database") == 1  # not retried: a retry cannot fix it
-        message = step_failure(failed, "snapshot_database")
-        assert "acme-100 is live" in message and "other files than it was loaded from" in message
-        assert "new snapshot with a later timestamp" in message and "run the partition acme-100 again" in message
+        message = probe.message(failed)
+        assert message == step_failure(failed, "snapshot_database")
         # The alias still serves the database as it was, the new files are still on disk untouched.
-        assert alias(project, "acme") == "acme-100"
+        probe.conclude(alias="acme-100", message=message, mentions=[
+            "acme-100 is live", "other files than it was loaded from", "new snapshot with a later timestamp",
+            "run the partition acme-100 again"])
         with make_target(project.settings) as target:
             assert target.count("acme-100") == live_counts
-        assert tree_state(project.data) == files
 
         # Doing what the message says: the new files as a later snapshot go live; cleanup leaves nothing partial.
         write_snapshot(project.data, "acme", 300, people=70, seed=3)
@@ -150,7 +148,7 @@ def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing
 
 
 def test_the_same_files_dropped_again_launch_nothing_and_are_reused(
-        project: Project, caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+        project: Project, caplog: pytest.LogCaptureFixture, tmp_path: Path, fault) -> None:
     sensor = snapshot_sensor(project)
     folder = write_snapshot(project.data, "acme", 100, people=30)
     with dg.instance_for_test() as instance:
@@ -160,6 +158,7 @@ def test_the_same_files_dropped_again_launch_nothing_and_are_reused(
         shutil.copytree(folder, tmp_path / "copy")
         shutil.rmtree(folder)
         shutil.copytree(tmp_path / "copy", folder)
+        probe = fault("re-drop, same timestamp, same files", project, "acme")
         for _ in range(2):
             result = tick(sensor, instance, cursor, log_handler=caplog.handler)
             assert not result.run_requests
@@ -167,7 +166,8 @@ def test_the_same_files_dropped_again_launch_nothing_and_are_reused(
         assert redrop_warnings(caplog, "acme-100") == []
         again = run(project, instance, "acme-100")
         assert again.success and metadata(again, "snapshot_database")["reused"] is True
-    assert alias(project, "acme") == "acme-100"
+        [said] = [r.user_message for r in instance.all_logs(again.run_id) if "reused it" in r.user_message]
+        probe.conclude(alias="acme-100", message=said, mentions=["acme-100", "already loaded; reused it"])
 
 
 def test_both_targets_behave_the_same_on_the_neo4j_stand_in(neo4j_project: Project, standin) -> None:
