@@ -17,6 +17,7 @@ under a new run key (`<key>@<fingerprint prefix>`), whose load replaces the data
 from __future__ import annotations
 
 import json
+import os
 
 import dagster as dg
 
@@ -26,7 +27,7 @@ from bluegreen_dagster.concurrency import sync_pool_limit
 from bluegreen_dagster.config import AlertSettings
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.resources import PipelineResource
-from bluegreen_dagster.snapshots import COMPLETE, Snapshot, SnapshotError, SnapshotId, scan
+from bluegreen_dagster.snapshots import COMPLETE, Snapshot, SnapshotError, SnapshotId, folder_stamp, scan
 
 # Version 2 had no stamps; it is read as version 3 whose stamps are taken on the first tick (nothing relaunched).
 CURSOR_VERSION = 3
@@ -91,12 +92,14 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
     database was loaded from, each logged once. Costs three stats per launched snapshot; a snapshot is hashed only
     when its stamp changed and it is complete again."""
     found = []
+    base = os.fspath(pipeline.base)
     for customer, seen in cursor.launched.items():
+        stamps = cursor.stamps.get(customer, {})
         for ts in seen:
-            snap = Snapshot(SnapshotId(customer, ts, str(ts)), pipeline.base / customer / str(ts), pipeline.base)
-            stamp, before = snap.stamp(), cursor.stamp(snap)
+            stamp, before = folder_stamp(f"{base}{os.sep}{customer}{os.sep}{ts}"), stamps.get(str(ts))
             if stamp is None or stamp == before:
                 continue  # gone (a re-drop in progress, or deleted), or unchanged
+            snap = Snapshot(SnapshotId(customer, ts, str(ts)), pipeline.base / customer / str(ts), pipeline.base)
             if before is None:
                 cursor.set_stamp(snap, stamp)  # launched before stamps were kept: take it now, launch nothing
                 continue

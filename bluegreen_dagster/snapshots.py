@@ -134,25 +134,8 @@ class Snapshot:
         return sum(f.stat().st_size for f in nodes + relationships)
 
     def stamp(self) -> str | None:
-        """A cheap identity of the snapshot's folders (inode and change time of the folder, nodes/ and
-        relationships/; three stats, no file read), None when the folder is gone. It changes when the folder is
-        deleted and dropped again (even on a reused inode: the change time is new) or an entry is added, removed or
-        renamed in one of them; not when a file is rewritten in place (only `fingerprint()` sees that). The sensor
-        compares it per tick to notice a re-dropped snapshot without hashing files. Links are not followed (a link
-        is stamped itself), so nothing outside base_path is looked at."""
-        parts = []
-        for folder in (self.path, self.path / NODES_DIR, self.path / RELATIONSHIPS_DIR):
-            try:
-                st = os.lstat(folder)
-            except OSError:
-                if folder == self.path:
-                    return None
-                parts.append("-")
-                continue
-            parts.append(f"{st.st_ino:x}.{st.st_ctime_ns:x}")
-            if folder == self.path and stat.S_ISLNK(st.st_mode):
-                break  # a linked snapshot folder: its contents are not looked at through the link
-        return hashlib.blake2b("/".join(parts).encode(), digest_size=5).hexdigest()
+        """`folder_stamp` of this snapshot's folder: a cheap identity that changes when it is dropped again."""
+        return folder_stamp(os.fspath(self.path))
 
     def fingerprint(self) -> str:
         """'sha256:<hex>' over each file's path relative to the snapshot, its size and the SHA-256 of its whole
@@ -168,6 +151,28 @@ class Snapshot:
             size, digest = _file_digest(str(path))
             total.update(f"{relative}\0{size}\0{digest}\n".encode())
         return "sha256:" + total.hexdigest()
+
+
+def folder_stamp(path: str) -> str | None:
+    """A cheap identity of a snapshot folder (inode and change time of the folder, nodes/ and relationships/; three
+    lstat calls, no file read), None when the folder is gone. It changes when the folder is deleted and dropped
+    again (even on a reused inode: the change time is new) or an entry is added, removed or renamed in one of them;
+    not when a file is rewritten in place (only `Snapshot.fingerprint()` sees that). The sensor compares it per tick
+    to notice a re-dropped snapshot without hashing files; plain strings, no pathlib, as it runs per launched
+    snapshot per tick. Links are not followed (a link is stamped itself): nothing outside base_path is looked at."""
+    parts = []
+    for folder in (path, path + os.sep + NODES_DIR, path + os.sep + RELATIONSHIPS_DIR):
+        try:
+            st = os.lstat(folder)
+        except OSError:
+            if folder is path:
+                return None
+            parts.append("-")
+            continue
+        parts.append(f"{st.st_ino:x}.{st.st_ctime_ns:x}")
+        if folder is path and stat.S_ISLNK(st.st_mode):
+            break  # a linked snapshot folder: its contents are not looked at through the link
+    return hashlib.blake2b("/".join(parts).encode(), digest_size=5).hexdigest()
 
 
 @functools.lru_cache(maxsize=4096)
