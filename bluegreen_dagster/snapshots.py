@@ -4,7 +4,8 @@ stay-inside-base_path rule in `folders.py`, reading Parquet in `reading.py`; the
 
 `scan` is the sensor's hot path: one `os.scandir` per customer folder and, per examined snapshot, one per folder
 (snapshot, nodes/, relationships/), using the entries' cached types. With `newer_than` it skips, by name alone,
-every snapshot at or below a customer's timestamp, so a tick costs per customer, not per old snapshot.
+every snapshot at or below a customer's timestamp, so a tick costs per customer, not per old snapshot. The other
+per-tick cost is `folder_stamp` (three lstat calls) per launched snapshot, to notice one dropped again.
 """
 
 from __future__ import annotations
