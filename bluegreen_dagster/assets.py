@@ -143,10 +143,12 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
         with step_errors(context, pipeline.max_retries), target.open() as graph:
             fingerprint = snapshot.fingerprint()
             with customer_lock(context.instance, snapshot.id.customer, on_wait=context.log.info):
+                pin = get_pin(context.instance, snapshot.id.customer)
                 changed = fingerprints.prepare_load(
                     graph, snapshot, fingerprint, fingerprints.recorded(context.instance, snapshot.key),
                     in_flight=lambda: in_flight_partitions(context.instance, snapshot.id.customer,
-                                                           this_run=context.run.run_id))
+                                                           this_run=context.run.run_id),
+                    pinned=pin.database if pin else None)
             if changed:
                 context.log.warning(changed)
             report = graph.load(snapshot)

@@ -52,19 +52,20 @@ def recorded(instance: dg.DagsterInstance, key: str) -> str | None:
 
 
 def prepare_load(graph: GraphTarget, snapshot: Snapshot, fingerprint: str, recorded_fingerprint: str | None,
-                 in_flight: Callable[[], Collection[str]]) -> str | None:
+                 in_flight: Callable[[], Collection[str]], pinned: str | None = None) -> str | None:
     """Make sure database `snapshot.key`, if it exists complete, was loaded from the files the snapshot holds now:
     drop it when it was not (and the alias does not serve it) so the load that follows starts fresh.
 
     Returns a line for the run's log when it did something or could not check, None when there was nothing to do.
-    Raises LiveSnapshotChanged (not retried) for the alias target, TransientTargetError when another run is loading
+    Raises LiveSnapshotChanged (not retried) for the alias target or the `pinned` database (pins.py),
+    TransientTargetError when another run is loading
     the same database. The caller holds the customer's lock, so the alias cannot move to it meanwhile."""
     key, customer = snapshot.key, snapshot.id.customer
     if recorded_fingerprint == fingerprint:
         return None
     if not any(d.name == key and d.status == "online" for d in graph.list_databases(customer)):
         return None  # nothing complete to reuse: the load creates it (the target removes a crashed load's leftovers)
-    live = graph.alias_target(customer) == key
+    live = graph.alias_target(customer) == key or key == pinned
     if recorded_fingerprint is None:
         if live:
             return (f"{key} has no recorded fingerprint (loaded before fingerprints were recorded); the alias serves "
@@ -80,7 +81,7 @@ def prepare_load(graph: GraphTarget, snapshot: Snapshot, fingerprint: str, recor
                 f"publish the new files, drop them as a new snapshot with a later timestamp "
                 f"({snapshot.path.parent}/<later timestamp>/); or restore the files {key} was loaded from. To reload "
                 f"this timestamp itself, first let a newer snapshot take the alias {customer}, then run the "
-                f"partition {key} again")
+                f"partition {key} again (or `bluegreen rollback {customer}` to move the alias off it)")
         why = (f"the snapshot was dropped again under the same timestamp with other files (fingerprint "
                f"{short(recorded_fingerprint)} loaded, {short(fingerprint)} now in {snapshot.path})")
     if key in in_flight():
