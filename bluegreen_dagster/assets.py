@@ -3,7 +3,9 @@
     health_check -> snapshot_database -> [verify_counts, plausible, smoke_queries: blocking checks]
                  -> alias_switch, cleanup
 
-- `snapshot_database` is the snapshot's database; it runs in the pool `bluegreen_loads` (see concurrency.py).
+- `snapshot_database` is the snapshot's database; it runs in the pool `bluegreen_loads` (see concurrency.py). It
+  records the fingerprint of the files it was loaded from; a snapshot dropped again with other files is loaded
+  again, or refused when it is live (fingerprints.py).
 - `verify_counts` only verifies. If it fails, Dagster skips the later steps, so an unverified database is never
   switched to, and the job's failure hook `drop_unverified` removes it.
 - `plausible` is the plausibility gate (plausibility.py): an empty graph, or one that shrinks too much against the
@@ -31,7 +33,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import plausibility, smoke
+from bluegreen_dagster import fingerprints, plausibility, smoke
 from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, in_flight_partitions, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.partitions import snapshot_partitions
@@ -139,11 +141,22 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
                    on_wait=context.log.info) as claimed_by:
         waited = time.monotonic() - started
         with step_errors(context, pipeline.max_retries), target.open() as graph:
+            fingerprint = snapshot.fingerprint()
+            with customer_lock(context.instance, snapshot.id.customer, on_wait=context.log.info):
+                pin = get_pin(context.instance, snapshot.id.customer)
+                changed = fingerprints.prepare_load(
+                    graph, snapshot, fingerprint, fingerprints.recorded(context.instance, snapshot.key),
+                    in_flight=lambda: in_flight_partitions(context.instance, snapshot.id.customer,
+                                                           this_run=context.run.run_id),
+                    pinned=pin.database if pin else None)
+            if changed:
+                context.log.warning(changed)
             report = graph.load(snapshot)
     what = "already loaded; reused it" if report.reused else f"loaded {report.rows:,} rows in {report.seconds:.1f}s"
     context.log.info(f"{report.database}: {what}")
     return dg.MaterializeResult(metadata={
         "database": report.database, "target": graph.kind, "reused": report.reused,
+        fingerprints.FINGERPRINT: fingerprint,
         "nodes": report.nodes, "relationships": report.relationships, "rows": report.rows,
         "bytes": report.bytes_read, "duration_s": round(report.seconds, 3),
         "rows_per_s": round(report.rows_per_second), "waited_for_load_slot_s": round(waited, 3),

@@ -4,7 +4,8 @@ stay-inside-base_path rule in `folders.py`, reading Parquet in `reading.py`; the
 
 `scan` is the sensor's hot path: one `os.scandir` per customer folder and, per examined snapshot, one per folder
 (snapshot, nodes/, relationships/), using the entries' cached types. With `newer_than` it skips, by name alone,
-every snapshot at or below a customer's timestamp, so a tick costs per customer, not per old snapshot.
+every snapshot at or below a customer's timestamp, so a tick costs per customer, not per old snapshot. The other
+per-tick cost is `folder_stamp` (three lstat calls) per launched snapshot, to notice one dropped again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from pathlib import Path
@@ -156,6 +158,10 @@ class Snapshot:
                 changes.append(f"{what} {', '.join(printable(self.path / n) for n in names)}")
         return "; ".join(changes) or None
 
+    def stamp(self) -> str | None:
+        """`folder_stamp` of this snapshot's folder: a cheap identity that changes when it is dropped again."""
+        return folder_stamp(os.fspath(self.path))
+
     def fingerprint(self) -> str:
         """'sha256:<hex>' over each file's path relative to the snapshot, its size and the SHA-256 of its whole
         content: changes when any file is added, removed, renamed or rewritten (even with the same size).
@@ -170,6 +176,28 @@ class Snapshot:
             size, digest = _file_digest(str(path))
             total.update(f"{relative}\0{size}\0{digest}\n".encode())
         return "sha256:" + total.hexdigest()
+
+
+def folder_stamp(path: str) -> str | None:
+    """A cheap identity of a snapshot folder (inode and change time of the folder, nodes/ and relationships/; three
+    lstat calls, no file read), None when the folder is gone. It changes when the folder is deleted and dropped
+    again (even on a reused inode: the change time is new) or an entry is added, removed or renamed in one of them;
+    not when a file is rewritten in place (only `Snapshot.fingerprint()` sees that). The sensor compares it per tick
+    to notice a re-dropped snapshot without hashing files; plain strings, no pathlib, as it runs per launched
+    snapshot per tick. Links are not followed (a link is stamped itself): nothing outside base_path is looked at."""
+    parts = []
+    for folder in (path, path + os.sep + NODES_DIR, path + os.sep + RELATIONSHIPS_DIR):
+        try:
+            st = os.lstat(folder)
+        except OSError:
+            if folder is path:
+                return None
+            parts.append("-")
+            continue
+        parts.append(f"{st.st_ino:x}.{st.st_ctime_ns:x}")
+        if folder is path and stat.S_ISLNK(st.st_mode):
+            break  # a linked snapshot folder: its contents are not looked at through the link
+    return hashlib.blake2b("/".join(parts).encode(), digest_size=5).hexdigest()
 
 
 @functools.lru_cache(maxsize=4096)

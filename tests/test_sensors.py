@@ -137,3 +137,54 @@ def test_sensor_tick_resolves_against_the_real_definitions(project: Project) -> 
         data = sensor.evaluate_tick(ctx)
         assert [r.partition_key for r in data.run_requests] == ["acme-100"]
         assert data.run_requests[0].tags["dagster/partition"] == "acme-100"
+
+
+def test_a_cursor_from_before_stamps_relaunches_nothing(project: Project, sensor: dg.SensorDefinition) -> None:
+    """A version-2 cursor (no stamps) keeps what it launched; the stamps are taken on the first tick, and a re-drop
+    after that is noticed."""
+    import shutil
+
+    write_snapshot(project.data, "acme", 100, people=3)
+    old = json.dumps({"v": 2, "launched": {"acme": [100]}, "invalid": []})
+    with dg.instance_for_test() as instance:
+        first = tick(sensor, instance, old)
+        assert not first.run_requests and set(json.loads(first.cursor)["stamps"]["acme"]) == {"100"}
+        shutil.rmtree(project.data / "acme" / "100")
+        write_snapshot(project.data, "acme", 100, people=4)
+        assert [r.run_key.split("@")[0] for r in tick(sensor, instance, first.cursor).run_requests] == ["acme-100"]
+
+
+def test_a_redrop_is_launched_once_when_complete_not_while_written(
+        project: Project, sensor: dg.SensorDefinition, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    project.reconfigure(orchestrator={"settle_seconds": 120})
+    sensor = snapshot_sensor(project)
+    write_snapshot(project.data, "acme", 100, people=3)
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance).cursor
+        shutil.rmtree(project.data / "acme" / "100")
+        gone = tick(sensor, instance, cursor, log_handler=caplog.handler)  # deleted: nothing to do yet
+        write_snapshot(project.data, "acme", 100, people=4, success_marker=False)  # still being written
+        writing = tick(sensor, instance, gone.cursor, log_handler=caplog.handler)
+        assert not gone.run_requests and not writing.run_requests
+        assert not [r for r in caplog.records if "dropped again" in r.getMessage()]
+
+        (project.data / "acme" / "100" / "_SUCCESS").touch()
+        done = tick(sensor, instance, writing.cursor, log_handler=caplog.handler)
+        [request] = done.run_requests
+        assert request.partition_key == "acme-100" and request.run_key.startswith("acme-100@")
+        assert list(done.dynamic_partitions_requests[0].partition_keys) == ["acme-100"]
+        assert not tick(sensor, instance, done.cursor, log_handler=caplog.handler).run_requests
+        [said] = [r.getMessage() for r in caplog.records if "dropped again" in r.getMessage()]
+        assert "none recorded as loaded" in said
+
+
+def test_stamps_are_kept_only_for_the_launched_window(project: Project, sensor: dg.SensorDefinition) -> None:
+    with dg.instance_for_test() as instance:
+        cursor = None
+        for ts in (100, 200, 300):  # keep_databases=2
+            write_snapshot(project.data, "acme", ts, people=3)
+            cursor = tick(sensor, instance, cursor).cursor
+        data = json.loads(cursor)
+    assert data["launched"] == {"acme": [300, 200]} and set(data["stamps"]["acme"]) == {"300", "200"}
