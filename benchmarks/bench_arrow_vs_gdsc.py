@@ -11,6 +11,8 @@ What runs, each in its own spawned process (so every peak RSS is that variant's 
   gdsc   the path a user of the official client takes: `read_table` of the nodes folder, `GdsArrowClient`
          `create_database` / `upload_nodes`, `node_load_done`, then the relationships folder the same way
   gdsc_per_row_group   the official client fed one row group at a time (how we would use it if adopted)
+  bound  the sink's ingest limit: every file read into memory first (not timed), then sent as --batch-size
+         slices over --concurrency parallel DoPut streams with nothing else to do: what any client can reach
 Snapshots (written once into a temp folder, 4 node files + 4 relationship files, pyarrow's default row groups):
   numeric      ints and floats (the issue's shape)
   strings      adds a string and a list<int64> node property (ours with neo4j.arrow_string_properties: true)
@@ -273,6 +275,44 @@ def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, qu
                "peak_rss_mb": _rss_mb()})
 
 
+def _bound_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
+    """The sink's ingest bound: tables already in memory, sent over `concurrency` parallel DoPut streams."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = f"{CUSTOMER}-{Path(folder).name}-bound"
+    tables = {sub: [pq.read_table(path) for path in sorted((Path(folder) / sub).glob("*.parquet"))]
+              for sub in ("nodes", "relationships")}
+    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    options = flight.FlightCallOptions(headers=[(b"authorization", basic.encode())])
+    client = flight.FlightClient(f"grpc+tcp://{HOST}:{port}")
+
+    def action(kind: str) -> None:
+        list(client.do_action(flight.Action(kind, json.dumps({"name": name}).encode()), options))
+
+    def put(entity: str, table: pa.Table) -> int:
+        descriptor = flight.FlightDescriptor.for_command(
+            json.dumps({"name": "PUT_MESSAGE", "version": "v1", "body": {"name": name, "entity_type": entity}}))
+        writer, reader = client.do_put(descriptor, table.schema, options)
+        for batch in table.to_batches(max_chunksize=batch_size):
+            writer.write_batch(batch)
+            reader.read()  # the sink's ack, as a real client waits for it
+        writer.done_writing()
+        writer.close()
+        return table.num_rows
+
+    start, cpu = time.perf_counter(), _cpu_s()
+    rows = 0
+    action("v1/CREATE_DATABASE")
+    with ThreadPoolExecutor(concurrency) as pool:
+        for sub, entity, done in (("nodes", "node", "v1/NODE_LOAD_DONE"),
+                                  ("relationships", "relationship", "v1/RELATIONSHIP_LOAD_DONE")):
+            rows += sum(pool.map(lambda t, e=entity: put(e, t), tables[sub]))
+            action(done)
+    client.close()
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
+               "peak_rss_mb": _rss_mb()})
+
+
 def _run(ctx, target, *args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
@@ -308,6 +348,76 @@ def machine() -> dict:
             "python": platform.python_version(), "pyarrow": pa.__version__}
 
 
+class Sink:
+    """The sink Flight server in its own process, for the duration of a `with` block."""
+
+    def __enter__(self) -> "Sink":
+        self.ctx = mp.get_context("spawn")
+        ready, self.stop = self.ctx.Queue(), self.ctx.Event()
+        self.proc = self.ctx.Process(target=_sink_child, args=(ready, self.stop))
+        self.proc.start()
+        self.port = ready.get(timeout=60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.proc.join(30)
+
+
+def measure_snapshot(sink: Sink, folder: Path, nodes: int, strings: bool, repeat: int, concurrency: int,
+                     batch_size: int, per_row_group: bool = True, bound: bool = False) -> dict:
+    """Write one snapshot into `folder`, run every variant on it (each in its own process), delete its files."""
+    ctx, port = sink.ctx, sink.port
+    started = time.perf_counter()
+    counts = write_files(folder, nodes, strings)
+    entry: dict = {**counts, "rows": counts["nodes"] + counts["relationships"],
+                   "parquet_mb": round(sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 2**20),
+                   "write_seconds": round(time.perf_counter() - started, 1)}
+    entry["read"] = _with_rate(_run(ctx, _read_child, str(folder)))
+    ours, gdsc, gdsc_rg, bounds = [], [], [], []
+    for _ in range(repeat):  # alternating, so drifting machine load hits all alike
+        ours.append(_with_rate(_run(ctx, _ours_child, str(folder), port, strings, concurrency, batch_size)))
+        gdsc.append(_with_rate(_run(ctx, _gdsc_child, str(folder), port, concurrency, batch_size)))
+        if per_row_group:
+            gdsc_rg.append(_with_rate(_run(ctx, _gdsc_rg_child, str(folder), port, concurrency, batch_size)))
+        if bound:
+            bounds.append(_with_rate(_run(ctx, _bound_child, str(folder), port, concurrency, batch_size)))
+    entry["ours"], entry["gdsc"] = _best(ours), _best(gdsc)
+    if gdsc_rg:
+        entry["gdsc_per_row_group"] = _best(gdsc_rg)
+    if bounds:
+        entry["bound"] = _best(bounds)
+    for key in ("read", "ours", "gdsc", "gdsc_per_row_group", "bound"):
+        if key in entry:
+            assert entry[key]["rows"] == entry["rows"], (folder, entry[key])
+    entry["ours_vs_gdsc"] = round(entry["ours"]["rows_per_s"] / entry["gdsc"]["rows_per_s"], 2)
+    if gdsc_rg:
+        entry["ours_vs_gdsc_per_row_group"] = round(
+            entry["ours"]["rows_per_s"] / entry["gdsc_per_row_group"]["rows_per_s"], 2)
+    entry["ours_vs_read"] = round(entry["ours"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
+    entry["gdsc_vs_read"] = round(entry["gdsc"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
+    if bounds:
+        entry["ours_vs_bound"] = round(entry["ours"]["rows_per_s"] / entry["bound"]["rows_per_s"], 2)
+    for f in folder.rglob("*.parquet"):
+        f.unlink()
+    return entry
+
+
+def series(base_nodes: int, factors=(1, 4, 16), repeat: int = 1, concurrency: int = 4,
+           batch_size: int = 10_000) -> dict:
+    """The numeric snapshot at each size factor: read, ours, the official client and the sink's bound."""
+    from graphdatascience import __version__ as gdsc_version
+
+    out: dict = {"machine": machine(), "graphdatascience": gdsc_version, "concurrency": concurrency,
+                 "batch_size": batch_size, "base_nodes": base_nodes, "sizes": {}}
+    with Sink() as sink, tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
+        for factor in factors:
+            folder = Path(tmp) / CUSTOMER / str(factor)
+            out["sizes"][f"{factor}x"] = measure_snapshot(sink, folder, base_nodes * factor, False, repeat,
+                                                          concurrency, batch_size, per_row_group=False, bound=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1_500_000, help="nodes of the speed snapshots (x4 rows)")
@@ -321,47 +431,14 @@ def main() -> None:
         args.nodes, args.memory_nodes, args.repeat = 100_000, 25_000, 1
     from graphdatascience import __version__ as gdsc_version
 
-    ctx = mp.get_context("spawn")
-    ready, stop = ctx.Queue(), ctx.Event()
-    sink = ctx.Process(target=_sink_child, args=(ready, stop))
-    sink.start()
-    port = ready.get(timeout=60)
     out: dict = {"machine": machine(), "graphdatascience": gdsc_version, "concurrency": args.concurrency,
                  "batch_size": args.batch_size, "snapshots": {}}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
-            specs = [("numeric", args.nodes, False, args.repeat), ("strings", args.nodes, True, args.repeat),
-                     ("memory_1x", args.memory_nodes, False, 1), ("memory_16x", args.memory_nodes * 16, False, 1)]
-            for ts, (label, nodes, strings, repeat) in enumerate(specs, start=1):
-                folder = Path(tmp) / CUSTOMER / str(ts)
-                started = time.perf_counter()
-                counts = write_files(folder, nodes, strings)
-                entry: dict = {**counts, "rows": counts["nodes"] + counts["relationships"],
-                               "parquet_mb": round(sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 2**20),
-                               "write_seconds": round(time.perf_counter() - started, 1)}
-                entry["read"] = _with_rate(_run(ctx, _read_child, str(folder)))
-                ours, gdsc, gdsc_rg = [], [], []
-                for _ in range(repeat):  # alternating, so drifting machine load hits all alike
-                    ours.append(_with_rate(_run(ctx, _ours_child, str(folder), port, strings, args.concurrency,
-                                                args.batch_size)))
-                    gdsc.append(_with_rate(_run(ctx, _gdsc_child, str(folder), port, args.concurrency,
-                                                args.batch_size)))
-                    gdsc_rg.append(_with_rate(_run(ctx, _gdsc_rg_child, str(folder), port, args.concurrency,
-                                                   args.batch_size)))
-                entry["ours"], entry["gdsc"], entry["gdsc_per_row_group"] = _best(ours), _best(gdsc), _best(gdsc_rg)
-                for r in (entry["read"], entry["ours"], entry["gdsc"], entry["gdsc_per_row_group"]):
-                    assert r["rows"] == entry["rows"], (label, r)
-                entry["ours_vs_gdsc"] = round(entry["ours"]["rows_per_s"] / entry["gdsc"]["rows_per_s"], 2)
-                entry["ours_vs_gdsc_per_row_group"] = round(
-                    entry["ours"]["rows_per_s"] / entry["gdsc_per_row_group"]["rows_per_s"], 2)
-                entry["ours_vs_read"] = round(entry["ours"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
-                entry["gdsc_vs_read"] = round(entry["gdsc"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
-                out["snapshots"][label] = entry
-                for f in folder.rglob("*.parquet"):
-                    f.unlink()
-    finally:
-        stop.set()
-        sink.join(30)
+    with Sink() as sink, tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
+        specs = [("numeric", args.nodes, False, args.repeat), ("strings", args.nodes, True, args.repeat),
+                 ("memory_1x", args.memory_nodes, False, 1), ("memory_16x", args.memory_nodes * 16, False, 1)]
+        for ts, (label, nodes, strings, repeat) in enumerate(specs, start=1):
+            out["snapshots"][label] = measure_snapshot(sink, Path(tmp) / CUSTOMER / str(ts), nodes, strings, repeat,
+                                                       args.concurrency, args.batch_size, bound=True)
     snaps = out["snapshots"]
     out["goals"] = {
         "ours_vs_gdsc_numeric (>= 1.2)": snaps["numeric"]["ours_vs_gdsc"],
