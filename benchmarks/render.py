@@ -77,7 +77,9 @@ def _size_plot(plots: Path, name: str, title: str, sizes: dict, series: list[tup
         memory.plot(rows, [entry[key]["peak_rss_mb"] for entry in sizes.values()], marker="o", label=label)
     for ax, ylabel in ((speed, "rows/s"), (memory, "peak RSS (MB)")):
         ax.set_xscale("log")
-        ax.set_xlabel("rows in the snapshot (nodes + relationships)")
+        ax.set_xticks(rows, [f"{size}\n{_rows(n)}" for size, n in zip(sizes, rows)])
+        ax.minorticks_off()
+        ax.set_xlabel("snapshot size, rows (nodes + relationships)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     speed.set_yscale("log")
@@ -186,6 +188,7 @@ def _latency(results: dict, plots: Path) -> str:
     ax.axhline(section["goal_median_s"], color="red", linestyle="--", label=f"goal: median < {section['goal_median_s']} s")
     ax.axhline(section["floor_in_process_run_s"], color="green", linestyle="-.",
                label=f"in-process floor {section['floor_in_process_run_s']} s")
+    ax.set_xticks(range(1, len(values) + 1))
     ax.set_xlabel("drop")
     ax.set_ylabel("seconds")
     ax.set_title(f"Snapshot drop to alias switch under dagster dev (scan_interval {section['scan_interval_s']} s)")
@@ -222,10 +225,10 @@ def _sensor(results: dict, plots: Path) -> str:
     disk = [s["snapshots_on_disk"] for s in series]
     for customers in sorted({s["customers"] for s in series}):
         points = [s for s in series if s["customers"] == customers]
-        ax.plot([s["snapshots_on_disk"] for s in points], [s["tick_s"] for s in points], marker="o",
-                label=f"tick, {customers:,} customers")
+        (line,) = ax.plot([s["snapshots_on_disk"] for s in points], [s["tick_s"] for s in points], marker="o",
+                          label=f"tick, {customers:,} customers")
         ax.plot([s["snapshots_on_disk"] for s in points], [s["full_scan_s"] for s in points], marker="x",
-                linestyle=":", label=f"full scan (no window), {customers:,} customers")
+                linestyle=":", color=line.get_color(), label=f"full scan (no window), {customers:,} customers")
     ax.axhline(section["goal_tick_s"], color="red", linestyle="--", label=f"goal: tick < {section['goal_tick_s']} s")
     ax.set_xscale("log")
     ax.set_yscale("log")
