@@ -26,122 +26,26 @@ Prints ONE JSON object.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import multiprocessing as mp
 import os
 import platform
-import resource
-import secrets
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# The handshake pieces the stand-in already has (a no-op handler enabling Handshake, a Bearer-sending middleware).
-from tests.standin.flight_server import _BearerMiddleware, _NoOpAuthHandler  # noqa: E402
+from benchmarks.flight_sink import HOST, PASSWORD, USER, Sink, bound_child  # noqa: E402
+from benchmarks.harness import cpu_s, rss_mb  # noqa: E402
 
-HOST = "127.0.0.1"
-USER, PASSWORD = "neo4j", "bench-password"
 CUSTOMER = "bench"
 FILES = 4  # per entity
 RELS_PER_NODE = 3
-
-
-def _rss_mb() -> float:
-    """Peak RSS of this process. VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a spawned child would
-    report its parent's peak (e.g. from writing the snapshot) when that is higher than its own."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The sink: a GDS Arrow v1 server that counts rows and keeps none
-
-
-class _Auth(flight.ServerMiddlewareFactory):
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.token = token
-        self.basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-    def start_call(self, info, headers):
-        value = (headers.get("authorization") or headers.get("Authorization") or [""])[0]
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if value == self.basic:
-            return _BearerMiddleware(self.token)
-        if value == f"Bearer {self.token}":
-            return _BearerMiddleware(None)
-        raise flight.FlightUnauthenticatedError("authenticate with a basic token first")
-
-
-class SinkServer(flight.FlightServerBase):
-    ACTIONS = ("v1/CREATE_DATABASE", "v1/NODE_LOAD_DONE", "v1/RELATIONSHIP_LOAD_DONE", "v1/ABORT")
-
-    def __init__(self) -> None:
-        super().__init__(f"grpc+tcp://{HOST}:0", auth_handler=_NoOpAuthHandler(),
-                         middleware={"auth": _Auth(secrets.token_hex(16))})
-        self.lock = threading.Lock()
-        self.rows: dict[tuple[str, str], int] = {}
-
-    def list_actions(self, context):
-        return [(a, a) for a in self.ACTIONS]
-
-    def do_action(self, context, action):
-        body = json.loads(action.body.to_pybytes() or b"{}")
-        name = body["name"]
-        with self.lock:
-            if action.type == "v1/CREATE_DATABASE":
-                self.rows[(name, "node")] = self.rows[(name, "relationship")] = 0
-                reply = {"name": name}
-            elif action.type == "v1/NODE_LOAD_DONE":
-                reply = {"name": name, "node_count": self.rows[(name, "node")]}
-            elif action.type == "v1/RELATIONSHIP_LOAD_DONE":
-                reply = {"name": name, "relationship_count": self.rows[(name, "relationship")]}
-            elif action.type == "v1/ABORT":
-                reply = {"name": name}
-            else:
-                raise NotImplementedError(f"Unknown action type '{action.type}'")
-        return [json.dumps(reply).encode()]
-
-    def do_put(self, context, descriptor, reader, writer):
-        body = json.loads(descriptor.command)["body"]
-        key = (body["name"], body["entity_type"])
-        rows = 0
-        ack = pa.py_buffer(b'{"ok":true}')
-        for chunk in reader:
-            if chunk.data is None:
-                continue
-            rows += chunk.data.num_rows
-            writer.write(ack)  # one ack per batch, as the real server does
-        with self.lock:
-            self.rows[key] += rows
-
-
-def _sink_child(ready, stop) -> None:
-    server = SinkServer()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    ready.put(server.port)
-    stop.wait()
-    server.shutdown()
-    server.wait()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -193,13 +97,13 @@ def _read_child(folder: str, queue) -> None:
     """Every file read whole, twice; the faster pass is reported (the first warms the thread pool)."""
     passes = []
     for _ in range(2):
-        start, cpu = time.perf_counter(), _cpu_s()
+        start, cpu = time.perf_counter(), cpu_s()
         rows = 0
         for sub in ("nodes", "relationships"):
             for path in sorted((Path(folder) / sub).glob("*.parquet")):
                 rows += pq.read_table(path).num_rows
-        passes.append({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu})
-    queue.put({**min(passes, key=lambda p: p["seconds"]), "peak_rss_mb": _rss_mb()})
+        passes.append({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": cpu_s() - cpu})
+    queue.put({**min(passes, key=lambda p: p["seconds"]), "peak_rss_mb": rss_mb()})
 
 
 def _ours_child(folder: str, port: int, strings: bool, concurrency: int, batch_size: int, queue) -> None:
@@ -211,14 +115,14 @@ def _ours_child(folder: str, port: int, strings: bool, concurrency: int, batch_s
     snap = snapshot_at(base, CUSTOMER, Path(folder).name)
     settings = Neo4jSettings(host=HOST, arrow_port=port, user=USER, password=PASSWORD, concurrency=concurrency,
                              batch_size=batch_size, arrow_string_properties=strings)
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), cpu_s()
     loader = ArrowLoader(settings)
     try:
         result = loader.load(snap)
     finally:
         loader.close()
     queue.put({"rows": result.nodes + result.relationships, "seconds": time.perf_counter() - start,
-               "cpu_s": _cpu_s() - cpu, "peak_rss_mb": _rss_mb()})
+               "cpu_s": cpu_s() - cpu, "peak_rss_mb": rss_mb()})
 
 
 def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
@@ -227,7 +131,7 @@ def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue
     from graphdatascience.arrow_client.v1.gds_arrow_client import GdsArrowClient
 
     name = f"{CUSTOMER}-{Path(folder).name}"
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), cpu_s()
     client = GdsArrowClient(AuthenticatedArrowClient((HOST, port), auth=UsernamePasswordAuthentication(USER, PASSWORD)))
     rows = 0
     try:
@@ -244,8 +148,8 @@ def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue
         client.relationship_load_done(name)
     finally:
         client.close()
-    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
-               "peak_rss_mb": _rss_mb()})
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": cpu_s() - cpu,
+               "peak_rss_mb": rss_mb()})
 
 
 def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
@@ -255,7 +159,7 @@ def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, qu
     from graphdatascience.arrow_client.v1.gds_arrow_client import GdsArrowClient
 
     name = f"{CUSTOMER}-{Path(folder).name}"
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), cpu_s()
     client = GdsArrowClient(AuthenticatedArrowClient((HOST, port), auth=UsernamePasswordAuthentication(USER, PASSWORD)))
     rows = 0
     try:
@@ -271,46 +175,8 @@ def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, qu
             done(name)
     finally:
         client.close()
-    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
-               "peak_rss_mb": _rss_mb()})
-
-
-def _bound_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
-    """The sink's ingest bound: tables already in memory, sent over `concurrency` parallel DoPut streams."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    name = f"{CUSTOMER}-{Path(folder).name}-bound"
-    tables = {sub: [pq.read_table(path) for path in sorted((Path(folder) / sub).glob("*.parquet"))]
-              for sub in ("nodes", "relationships")}
-    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    options = flight.FlightCallOptions(headers=[(b"authorization", basic.encode())])
-    client = flight.FlightClient(f"grpc+tcp://{HOST}:{port}")
-
-    def action(kind: str) -> None:
-        list(client.do_action(flight.Action(kind, json.dumps({"name": name}).encode()), options))
-
-    def put(entity: str, table: pa.Table) -> int:
-        descriptor = flight.FlightDescriptor.for_command(
-            json.dumps({"name": "PUT_MESSAGE", "version": "v1", "body": {"name": name, "entity_type": entity}}))
-        writer, reader = client.do_put(descriptor, table.schema, options)
-        for batch in table.to_batches(max_chunksize=batch_size):
-            writer.write_batch(batch)
-            reader.read()  # the sink's ack, as a real client waits for it
-        writer.done_writing()
-        writer.close()
-        return table.num_rows
-
-    start, cpu = time.perf_counter(), _cpu_s()
-    rows = 0
-    action("v1/CREATE_DATABASE")
-    with ThreadPoolExecutor(concurrency) as pool:
-        for sub, entity, done in (("nodes", "node", "v1/NODE_LOAD_DONE"),
-                                  ("relationships", "relationship", "v1/RELATIONSHIP_LOAD_DONE")):
-            rows += sum(pool.map(lambda t, e=entity: put(e, t), tables[sub]))
-            action(done)
-    client.close()
-    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
-               "peak_rss_mb": _rss_mb()})
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": cpu_s() - cpu,
+               "peak_rss_mb": rss_mb()})
 
 
 def _run(ctx, target, *args) -> dict:
@@ -348,22 +214,6 @@ def machine() -> dict:
             "python": platform.python_version(), "pyarrow": pa.__version__}
 
 
-class Sink:
-    """The sink Flight server in its own process, for the duration of a `with` block."""
-
-    def __enter__(self) -> "Sink":
-        self.ctx = mp.get_context("spawn")
-        ready, self.stop = self.ctx.Queue(), self.ctx.Event()
-        self.proc = self.ctx.Process(target=_sink_child, args=(ready, self.stop))
-        self.proc.start()
-        self.port = ready.get(timeout=60)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.proc.join(30)
-
-
 def measure_snapshot(sink: Sink, folder: Path, nodes: int, strings: bool, repeat: int, concurrency: int,
                      batch_size: int, per_row_group: bool = True, bound: bool = False) -> dict:
     """Write one snapshot into `folder`, run every variant on it (each in its own process), delete its files."""
@@ -381,7 +231,7 @@ def measure_snapshot(sink: Sink, folder: Path, nodes: int, strings: bool, repeat
         if per_row_group:
             gdsc_rg.append(_with_rate(_run(ctx, _gdsc_rg_child, str(folder), port, concurrency, batch_size)))
         if bound:
-            bounds.append(_with_rate(_run(ctx, _bound_child, str(folder), port, concurrency, batch_size)))
+            bounds.append(_with_rate(_run(ctx, bound_child, str(folder), port, concurrency, batch_size)))
     entry["ours"], entry["gdsc"] = _best(ours), _best(gdsc)
     if gdsc_rg:
         entry["gdsc_per_row_group"] = _best(gdsc_rg)

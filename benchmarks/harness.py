@@ -25,6 +25,12 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def in_child(func, *args):
     """Run `func(*args, queue)` in a spawned process and return what it put on the queue; fail if it died."""
     ctx = mp.get_context("spawn")
