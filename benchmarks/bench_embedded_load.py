@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -92,8 +93,15 @@ def _copy_child(root: str, data: str, customer: str, ts: int, queue) -> None:
     queue.put({"rows": rows, "seconds": time.perf_counter() - started, "peak_rss_mb": rss_mb()})
 
 
-def measure(people: int, chunk_rows: int = 100_000) -> dict:
-    """Raw read, LadybugDB's own COPY and EmbeddedTarget.load of one demo snapshot, each in its own process."""
+def _best(runs: list[dict]) -> dict:
+    """The fastest run, with every run's seconds and the highest peak RSS of them."""
+    return {**min(runs, key=lambda r: r["seconds"]), "all_seconds": [round(r["seconds"], 3) for r in runs],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+
+
+def measure(people: int, chunk_rows: int = 100_000, repeat: int = 1) -> dict:
+    """Raw read, LadybugDB's own COPY and EmbeddedTarget.load of one demo snapshot, each in its own process;
+    COPY and load alternate `repeat` times (best of, as the machine may be shared)."""
     with tempfile.TemporaryDirectory(prefix="bench-embedded-") as tmp:
         root = Path(tmp)
         customer, ts = "bench", 1_700_000_000
@@ -103,8 +111,13 @@ def measure(people: int, chunk_rows: int = 100_000) -> dict:
         parquet_mb = snap.size_bytes / MB
 
         raw = in_child(_raw_child, files)
-        copy = in_child(_copy_child, str(root), str(root / "data"), customer, ts)
-        load = in_child(_load, str(root), str(root / "data"), customer, ts, chunk_rows)
+        copies, loads = [], []
+        for i in range(repeat):
+            shutil.rmtree(root / "store", ignore_errors=True)
+            (root / "copy.lbug").unlink(missing_ok=True)
+            copies.append(in_child(_copy_child, str(root), str(root / "data"), customer, ts))
+            loads.append(in_child(_load, str(root), str(root / "data"), customer, ts, chunk_rows))
+        copy, load = _best(copies), _best(loads)
         expected = expected_counts(snap)
         assert load["rows"] == expected.nodes + expected.relationships, (load, expected)
         assert copy["rows"] == load["rows"], (copy, load)
@@ -127,7 +140,10 @@ def measure(people: int, chunk_rows: int = 100_000) -> dict:
             "load_rows_per_s": round(load_rps),
             "load_phase_seconds": {k: round(v, 3) for k, v in load["phases"].items()},
             "load_vs_raw": round(load_rps / raw_rps, 4),
+            "repeat": repeat,
             "copy_seconds": round(copy["seconds"], 3),
+            "copy_all_seconds": copy["all_seconds"],
+            "load_all_seconds": load["all_seconds"],
             "copy_rows_per_s": round(copy_rps),
             "copy_peak_rss_mb": round(copy["peak_rss_mb"], 1),
             "load_vs_copy": round(load_rps / copy_rps, 3),
@@ -143,8 +159,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=200_000)
     parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=1, help="COPY and load alternating, best of")
     args = parser.parse_args()
-    print(json.dumps(measure(args.people, args.chunk_rows)))
+    print(json.dumps(measure(args.people, args.chunk_rows, args.repeat)))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def _embedded(results: dict, plots: Path) -> str:
 `bench_embedded_load.measure` on demo snapshots (`demo_data`, people x {section['factors']}): the raw Parquet read
 (pyarrow, warm cache), LadybugDB's own bulk load (one `COPY FROM` the snapshot's files into a fresh database, tables
 written by hand for the demo schema, no checks) and `EmbeddedTarget.load` (check pass, staging, one COPY per table,
-close and rename). Each runs in its own process; peak RSS is that process's VmHWM.
+close and rename). Each runs in its own process; peak RSS is that process's VmHWM. COPY and load alternate, best of
+{section.get('repeat', 1)} each (all runs in results.json).
 
 {_table(["size", "rows", "Parquet", "raw read", "LadybugDB COPY", "EmbeddedTarget.load", "load / COPY",
          "load / raw read", "peak RSS MB: read / COPY / load"], rows)}

@@ -34,10 +34,10 @@ from benchmarks.render import render  # noqa: E402
 
 FACTORS = (1, 4, 16)
 # Sizes that keep the full report under ~25 min on 2 shared CPUs; --quick for a smoke run.
-FULL = {"embedded_people": 50_000, "arrow_nodes": 250_000, "arrow_repeat": 2, "latency_drops": 10,
+FULL = {"embedded_people": 50_000, "embedded_repeat": 2, "arrow_nodes": 250_000, "arrow_repeat": 2, "latency_drops": 10,
         "latency_people": 1000, "scan_interval": 5, "sensor_sizes": [(100, 10), (100, 100), (1000, 10), (1000, 100)],
         "sensor_repeats": 3, "cypher_people": 25_000, "cypher_repeat": 3, "cypher_warmup": 1}
-QUICK = {"embedded_people": 5_000, "arrow_nodes": 10_000, "arrow_repeat": 1, "latency_drops": 3,
+QUICK = {"embedded_people": 5_000, "embedded_repeat": 1, "arrow_nodes": 10_000, "arrow_repeat": 1, "latency_drops": 3,
          "latency_people": 500, "scan_interval": 5, "sensor_sizes": [(10, 10), (100, 10)], "sensor_repeats": 1,
          "cypher_people": 2_000, "cypher_repeat": 1, "cypher_warmup": 0}
 
@@ -73,8 +73,9 @@ def _section(name: str, func) -> dict:
 
 def _embedded(sizes: dict) -> dict:
     people = sizes["embedded_people"]
-    return {"factors": list(FACTORS), "base_people": people,
-            "sizes": {f"{f}x": bench_embedded_load.measure(people * f) for f in FACTORS}}
+    repeat = sizes["embedded_repeat"]
+    return {"factors": list(FACTORS), "base_people": people, "repeat": repeat,
+            "sizes": {f"{f}x": bench_embedded_load.measure(people * f, repeat=repeat) for f in FACTORS}}
 
 
 def _arrow(sizes: dict) -> dict:
