@@ -125,7 +125,11 @@ def run(snapshots: int = 10, people: int = 1000, scan_interval: int = 10) -> dic
         breakdown = run_breakdown(home, drops)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # a busy machine can keep dagster dev's children from exiting in time
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
         log.close()
     shutil.rmtree(root, ignore_errors=True)
     return {

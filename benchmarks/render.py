@@ -22,8 +22,9 @@ def render(results: dict, out: Path) -> Path:
     plots = out.parent / PLOTS
     plots.mkdir(parents=True, exist_ok=True)
     parts = [_header(results)]
-    for section in (_embedded, _arrow, _latency, _sensor, _cypher):
-        parts.append(section(results, plots))
+    for name, section in (("embedded", _embedded), ("arrow", _arrow), ("latency", _latency), ("sensor", _sensor),
+                          ("cypher", _cypher)):
+        parts.append(section(results, plots) + _when(results.get(name)))
     parts.append(_goals(results))
     out.write_text("\n\n".join(p.strip("\n") for p in parts) + "\n")
     return out
@@ -56,6 +57,15 @@ def _missing(title: str, section: dict | None) -> str | None:
     if "error" in section:
         return f"## {title}\n\n**Failed** in this run: `{section['error']}`"
     return None
+
+
+def _when(section: dict | None) -> str:
+    """When the section was measured and the machine's load average (1 min) around it."""
+    run = (section or {}).get("run")
+    if not run:
+        return ""
+    return (f"\n\nMeasured {run['at']} in {run['seconds']} s; load average (1, 5, 15 min) before "
+            f"{run['loadavg_before']}, after {run['loadavg_after']}.")
 
 
 def _image(plots: Path, name: str, alt: str) -> str:

@@ -60,6 +60,8 @@ def machine() -> dict:
 def _section(name: str, func) -> dict:
     """Run one section; a failure is recorded (and printed) instead of ending the report."""
     started = time.perf_counter()
+    before = [round(x, 1) for x in os.getloadavg()]
+    measured_at = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"[report] {name} ...", file=sys.stderr, flush=True)
     try:
         result = func()
@@ -67,6 +69,8 @@ def _section(name: str, func) -> dict:
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}"}
     result["section_seconds"] = round(time.perf_counter() - started, 1)
+    result["run"] = {"at": measured_at, "seconds": result["section_seconds"], "loadavg_before": before,
+                     "loadavg_after": [round(x, 1) for x in os.getloadavg()]}
     print(f"[report] {name} done in {result['section_seconds']} s", file=sys.stderr, flush=True)
     return result
 
@@ -129,8 +133,14 @@ def main() -> None:
     data = args.out.parent / "results.json"
     if args.render_only:
         results = json.loads(data.read_text())
+    elif args.only:  # re-measure some sections; the others keep their numbers (each section says when it ran)
+        results = json.loads(data.read_text()) if data.exists() else {}
+        fresh = measure(args.quick, set(args.only.split(",")))
+        results.update({k: v for k, v in fresh.items() if k != "machine"})
+        results.setdefault("machine", fresh["machine"])
+        data.write_text(json.dumps(results, indent=1) + "\n")
     else:
-        results = measure(args.quick, set(args.only.split(",")) if args.only else None)
+        results = measure(args.quick)
         data.write_text(json.dumps(results, indent=1) + "\n")
     print(render(results, args.out))
 
