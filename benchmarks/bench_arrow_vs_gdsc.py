@@ -11,6 +11,8 @@ What runs, each in its own spawned process (so every peak RSS is that variant's 
   gdsc   the path a user of the official client takes: `read_table` of the nodes folder, `GdsArrowClient`
          `create_database` / `upload_nodes`, `node_load_done`, then the relationships folder the same way
   gdsc_per_row_group   the official client fed one row group at a time (how we would use it if adopted)
+  bound  the sink's ingest limit: every file read into memory first (not timed), then sent as --batch-size
+         slices over --concurrency parallel DoPut streams with nothing else to do: what any client can reach
 Snapshots (written once into a temp folder, 4 node files + 4 relationship files, pyarrow's default row groups):
   numeric      ints and floats (the issue's shape)
   strings      adds a string and a list<int64> node property (ours with neo4j.arrow_string_properties: true)
@@ -24,122 +26,26 @@ Prints ONE JSON object.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import multiprocessing as mp
 import os
 import platform
-import resource
-import secrets
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# The handshake pieces the stand-in already has (a no-op handler enabling Handshake, a Bearer-sending middleware).
-from tests.standin.flight_server import _BearerMiddleware, _NoOpAuthHandler  # noqa: E402
+from benchmarks.flight_sink import HOST, PASSWORD, USER, Sink, bound_child  # noqa: E402
+from benchmarks.harness import cpu_s, rss_mb  # noqa: E402
 
-HOST = "127.0.0.1"
-USER, PASSWORD = "neo4j", "bench-password"
 CUSTOMER = "bench"
 FILES = 4  # per entity
 RELS_PER_NODE = 3
-
-
-def _rss_mb() -> float:
-    """Peak RSS of this process. VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a spawned child would
-    report its parent's peak (e.g. from writing the snapshot) when that is higher than its own."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The sink: a GDS Arrow v1 server that counts rows and keeps none
-
-
-class _Auth(flight.ServerMiddlewareFactory):
-    def __init__(self, token: str) -> None:
-        super().__init__()
-        self.token = token
-        self.basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-    def start_call(self, info, headers):
-        value = (headers.get("authorization") or headers.get("Authorization") or [""])[0]
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        if value == self.basic:
-            return _BearerMiddleware(self.token)
-        if value == f"Bearer {self.token}":
-            return _BearerMiddleware(None)
-        raise flight.FlightUnauthenticatedError("authenticate with a basic token first")
-
-
-class SinkServer(flight.FlightServerBase):
-    ACTIONS = ("v1/CREATE_DATABASE", "v1/NODE_LOAD_DONE", "v1/RELATIONSHIP_LOAD_DONE", "v1/ABORT")
-
-    def __init__(self) -> None:
-        super().__init__(f"grpc+tcp://{HOST}:0", auth_handler=_NoOpAuthHandler(),
-                         middleware={"auth": _Auth(secrets.token_hex(16))})
-        self.lock = threading.Lock()
-        self.rows: dict[tuple[str, str], int] = {}
-
-    def list_actions(self, context):
-        return [(a, a) for a in self.ACTIONS]
-
-    def do_action(self, context, action):
-        body = json.loads(action.body.to_pybytes() or b"{}")
-        name = body["name"]
-        with self.lock:
-            if action.type == "v1/CREATE_DATABASE":
-                self.rows[(name, "node")] = self.rows[(name, "relationship")] = 0
-                reply = {"name": name}
-            elif action.type == "v1/NODE_LOAD_DONE":
-                reply = {"name": name, "node_count": self.rows[(name, "node")]}
-            elif action.type == "v1/RELATIONSHIP_LOAD_DONE":
-                reply = {"name": name, "relationship_count": self.rows[(name, "relationship")]}
-            elif action.type == "v1/ABORT":
-                reply = {"name": name}
-            else:
-                raise NotImplementedError(f"Unknown action type '{action.type}'")
-        return [json.dumps(reply).encode()]
-
-    def do_put(self, context, descriptor, reader, writer):
-        body = json.loads(descriptor.command)["body"]
-        key = (body["name"], body["entity_type"])
-        rows = 0
-        ack = pa.py_buffer(b'{"ok":true}')
-        for chunk in reader:
-            if chunk.data is None:
-                continue
-            rows += chunk.data.num_rows
-            writer.write(ack)  # one ack per batch, as the real server does
-        with self.lock:
-            self.rows[key] += rows
-
-
-def _sink_child(ready, stop) -> None:
-    server = SinkServer()
-    thread = threading.Thread(target=server.serve, daemon=True)
-    thread.start()
-    ready.put(server.port)
-    stop.wait()
-    server.shutdown()
-    server.wait()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -191,13 +97,13 @@ def _read_child(folder: str, queue) -> None:
     """Every file read whole, twice; the faster pass is reported (the first warms the thread pool)."""
     passes = []
     for _ in range(2):
-        start, cpu = time.perf_counter(), _cpu_s()
+        start, cpu = time.perf_counter(), cpu_s()
         rows = 0
         for sub in ("nodes", "relationships"):
             for path in sorted((Path(folder) / sub).glob("*.parquet")):
                 rows += pq.read_table(path).num_rows
-        passes.append({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu})
-    queue.put({**min(passes, key=lambda p: p["seconds"]), "peak_rss_mb": _rss_mb()})
+        passes.append({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": cpu_s() - cpu})
+    queue.put({**min(passes, key=lambda p: p["seconds"]), "peak_rss_mb": rss_mb()})
 
 
 def _ours_child(folder: str, port: int, strings: bool, concurrency: int, batch_size: int, queue) -> None:
@@ -209,14 +115,14 @@ def _ours_child(folder: str, port: int, strings: bool, concurrency: int, batch_s
     snap = snapshot_at(base, CUSTOMER, Path(folder).name)
     settings = Neo4jSettings(host=HOST, arrow_port=port, user=USER, password=PASSWORD, concurrency=concurrency,
                              batch_size=batch_size, arrow_string_properties=strings)
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), cpu_s()
     loader = ArrowLoader(settings)
     try:
         result = loader.load(snap)
     finally:
         loader.close()
     queue.put({"rows": result.nodes + result.relationships, "seconds": time.perf_counter() - start,
-               "cpu_s": _cpu_s() - cpu, "peak_rss_mb": _rss_mb()})
+               "cpu_s": cpu_s() - cpu, "peak_rss_mb": rss_mb()})
 
 
 def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
@@ -225,7 +131,7 @@ def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue
     from graphdatascience.arrow_client.v1.gds_arrow_client import GdsArrowClient
 
     name = f"{CUSTOMER}-{Path(folder).name}"
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), cpu_s()
     client = GdsArrowClient(AuthenticatedArrowClient((HOST, port), auth=UsernamePasswordAuthentication(USER, PASSWORD)))
     rows = 0
     try:
@@ -242,8 +148,8 @@ def _gdsc_child(folder: str, port: int, concurrency: int, batch_size: int, queue
         client.relationship_load_done(name)
     finally:
         client.close()
-    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
-               "peak_rss_mb": _rss_mb()})
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": cpu_s() - cpu,
+               "peak_rss_mb": rss_mb()})
 
 
 def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, queue) -> None:
@@ -253,7 +159,7 @@ def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, qu
     from graphdatascience.arrow_client.v1.gds_arrow_client import GdsArrowClient
 
     name = f"{CUSTOMER}-{Path(folder).name}"
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), cpu_s()
     client = GdsArrowClient(AuthenticatedArrowClient((HOST, port), auth=UsernamePasswordAuthentication(USER, PASSWORD)))
     rows = 0
     try:
@@ -269,8 +175,8 @@ def _gdsc_rg_child(folder: str, port: int, concurrency: int, batch_size: int, qu
             done(name)
     finally:
         client.close()
-    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": _cpu_s() - cpu,
-               "peak_rss_mb": _rss_mb()})
+    queue.put({"rows": rows, "seconds": time.perf_counter() - start, "cpu_s": cpu_s() - cpu,
+               "peak_rss_mb": rss_mb()})
 
 
 def _run(ctx, target, *args) -> dict:
@@ -308,6 +214,60 @@ def machine() -> dict:
             "python": platform.python_version(), "pyarrow": pa.__version__}
 
 
+def measure_snapshot(sink: Sink, folder: Path, nodes: int, strings: bool, repeat: int, concurrency: int,
+                     batch_size: int, per_row_group: bool = True, bound: bool = False) -> dict:
+    """Write one snapshot into `folder`, run every variant on it (each in its own process), delete its files."""
+    ctx, port = sink.ctx, sink.port
+    started = time.perf_counter()
+    counts = write_files(folder, nodes, strings)
+    entry: dict = {**counts, "rows": counts["nodes"] + counts["relationships"],
+                   "parquet_mb": round(sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 2**20),
+                   "write_seconds": round(time.perf_counter() - started, 1)}
+    entry["read"] = _with_rate(_run(ctx, _read_child, str(folder)))
+    ours, gdsc, gdsc_rg, bounds = [], [], [], []
+    for _ in range(repeat):  # alternating, so drifting machine load hits all alike
+        ours.append(_with_rate(_run(ctx, _ours_child, str(folder), port, strings, concurrency, batch_size)))
+        gdsc.append(_with_rate(_run(ctx, _gdsc_child, str(folder), port, concurrency, batch_size)))
+        if per_row_group:
+            gdsc_rg.append(_with_rate(_run(ctx, _gdsc_rg_child, str(folder), port, concurrency, batch_size)))
+        if bound:
+            bounds.append(_with_rate(_run(ctx, bound_child, str(folder), port, concurrency, batch_size)))
+    entry["ours"], entry["gdsc"] = _best(ours), _best(gdsc)
+    if gdsc_rg:
+        entry["gdsc_per_row_group"] = _best(gdsc_rg)
+    if bounds:
+        entry["bound"] = _best(bounds)
+    for key in ("read", "ours", "gdsc", "gdsc_per_row_group", "bound"):
+        if key in entry:
+            assert entry[key]["rows"] == entry["rows"], (folder, entry[key])
+    entry["ours_vs_gdsc"] = round(entry["ours"]["rows_per_s"] / entry["gdsc"]["rows_per_s"], 2)
+    if gdsc_rg:
+        entry["ours_vs_gdsc_per_row_group"] = round(
+            entry["ours"]["rows_per_s"] / entry["gdsc_per_row_group"]["rows_per_s"], 2)
+    entry["ours_vs_read"] = round(entry["ours"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
+    entry["gdsc_vs_read"] = round(entry["gdsc"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
+    if bounds:
+        entry["ours_vs_bound"] = round(entry["ours"]["rows_per_s"] / entry["bound"]["rows_per_s"], 2)
+    for f in folder.rglob("*.parquet"):
+        f.unlink()
+    return entry
+
+
+def series(base_nodes: int, factors=(1, 4, 16), repeat: int = 1, concurrency: int = 4,
+           batch_size: int = 10_000) -> dict:
+    """The numeric snapshot at each size factor: read, ours, the official client and the sink's bound."""
+    from graphdatascience import __version__ as gdsc_version
+
+    out: dict = {"machine": machine(), "graphdatascience": gdsc_version, "concurrency": concurrency,
+                 "batch_size": batch_size, "base_nodes": base_nodes, "sizes": {}}
+    with Sink() as sink, tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
+        for factor in factors:
+            folder = Path(tmp) / CUSTOMER / str(factor)
+            out["sizes"][f"{factor}x"] = measure_snapshot(sink, folder, base_nodes * factor, False, repeat,
+                                                          concurrency, batch_size, per_row_group=False, bound=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1_500_000, help="nodes of the speed snapshots (x4 rows)")
@@ -321,47 +281,14 @@ def main() -> None:
         args.nodes, args.memory_nodes, args.repeat = 100_000, 25_000, 1
     from graphdatascience import __version__ as gdsc_version
 
-    ctx = mp.get_context("spawn")
-    ready, stop = ctx.Queue(), ctx.Event()
-    sink = ctx.Process(target=_sink_child, args=(ready, stop))
-    sink.start()
-    port = ready.get(timeout=60)
     out: dict = {"machine": machine(), "graphdatascience": gdsc_version, "concurrency": args.concurrency,
                  "batch_size": args.batch_size, "snapshots": {}}
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
-            specs = [("numeric", args.nodes, False, args.repeat), ("strings", args.nodes, True, args.repeat),
-                     ("memory_1x", args.memory_nodes, False, 1), ("memory_16x", args.memory_nodes * 16, False, 1)]
-            for ts, (label, nodes, strings, repeat) in enumerate(specs, start=1):
-                folder = Path(tmp) / CUSTOMER / str(ts)
-                started = time.perf_counter()
-                counts = write_files(folder, nodes, strings)
-                entry: dict = {**counts, "rows": counts["nodes"] + counts["relationships"],
-                               "parquet_mb": round(sum(f.stat().st_size for f in folder.rglob("*.parquet")) / 2**20),
-                               "write_seconds": round(time.perf_counter() - started, 1)}
-                entry["read"] = _with_rate(_run(ctx, _read_child, str(folder)))
-                ours, gdsc, gdsc_rg = [], [], []
-                for _ in range(repeat):  # alternating, so drifting machine load hits all alike
-                    ours.append(_with_rate(_run(ctx, _ours_child, str(folder), port, strings, args.concurrency,
-                                                args.batch_size)))
-                    gdsc.append(_with_rate(_run(ctx, _gdsc_child, str(folder), port, args.concurrency,
-                                                args.batch_size)))
-                    gdsc_rg.append(_with_rate(_run(ctx, _gdsc_rg_child, str(folder), port, args.concurrency,
-                                                   args.batch_size)))
-                entry["ours"], entry["gdsc"], entry["gdsc_per_row_group"] = _best(ours), _best(gdsc), _best(gdsc_rg)
-                for r in (entry["read"], entry["ours"], entry["gdsc"], entry["gdsc_per_row_group"]):
-                    assert r["rows"] == entry["rows"], (label, r)
-                entry["ours_vs_gdsc"] = round(entry["ours"]["rows_per_s"] / entry["gdsc"]["rows_per_s"], 2)
-                entry["ours_vs_gdsc_per_row_group"] = round(
-                    entry["ours"]["rows_per_s"] / entry["gdsc_per_row_group"]["rows_per_s"], 2)
-                entry["ours_vs_read"] = round(entry["ours"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
-                entry["gdsc_vs_read"] = round(entry["gdsc"]["rows_per_s"] / entry["read"]["rows_per_s"], 2)
-                out["snapshots"][label] = entry
-                for f in folder.rglob("*.parquet"):
-                    f.unlink()
-    finally:
-        stop.set()
-        sink.join(30)
+    with Sink() as sink, tempfile.TemporaryDirectory(prefix="bench-arrow-") as tmp:
+        specs = [("numeric", args.nodes, False, args.repeat), ("strings", args.nodes, True, args.repeat),
+                 ("memory_1x", args.memory_nodes, False, 1), ("memory_16x", args.memory_nodes * 16, False, 1)]
+        for ts, (label, nodes, strings, repeat) in enumerate(specs, start=1):
+            out["snapshots"][label] = measure_snapshot(sink, Path(tmp) / CUSTOMER / str(ts), nodes, strings, repeat,
+                                                       args.concurrency, args.batch_size, bound=True)
     snaps = out["snapshots"]
     out["goals"] = {
         "ours_vs_gdsc_numeric (>= 1.2)": snaps["numeric"]["ours_vs_gdsc"],

@@ -180,13 +180,15 @@ def summary(runs: list[dict], rows: int) -> dict:
             "server_cpu": statistics.median(r["server_cpu"] for r in runs), "runs": runs}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--people", type=int, default=25000)
-    parser.add_argument("--batch-size", type=int, default=10000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    args = parser.parse_args()
+def unavailable() -> str | None:
+    """Why the benchmark cannot run here (the launcher is not built, no Java), or None."""
+    command = harness_command(0)
+    return command if isinstance(command, str) else None
+
+
+def run(people: int = 25000, batch_size: int = 10000, repeat: int = 3, warmup: int = 1) -> dict:
+    """Warm-up rounds, then `repeat` alternating rounds of ours and the naive script on one fresh server."""
+    args = argparse.Namespace(people=people, batch_size=batch_size, repeat=repeat, warmup=warmup)
     logging.getLogger("neo4j").setLevel(logging.ERROR)
 
     with tempfile.TemporaryDirectory(prefix="bench-cypher-") as tmp:
@@ -217,7 +219,7 @@ def main() -> None:
         ours, naive_ = summary(runs["ours"], rows), summary(runs["naive"], rows)
         paired = [n["seconds"] / o["seconds"] for o, n in zip(runs["ours"], runs["naive"], strict=True)]
         best = min(r["seconds"] for r in runs["naive"]) / min(r["seconds"] for r in runs["ours"])
-        print(json.dumps({
+        return {
             "rows": rows, "nodes": expected.nodes, "relationships": expected.relationships,
             "batch_size": args.batch_size, "warmup": args.warmup, "repeat": args.repeat,
             "ours": ours, "naive": naive_,
@@ -228,7 +230,17 @@ def main() -> None:
             "goal": GOAL, "goal_met": statistics.median(paired) >= GOAL,
             "machine": {**machine(), "loadavg_before": [round(x, 1) for x in load_before],
                         "loadavg_after": [round(x, 1) for x in os.getloadavg()]},
-        }, indent=1))
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--people", type=int, default=25000)
+    parser.add_argument("--batch-size", type=int, default=10000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args()
+    print(json.dumps(run(args.people, args.batch_size, args.repeat, args.warmup), indent=1))
 
 
 if __name__ == "__main__":

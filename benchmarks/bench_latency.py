@@ -5,7 +5,7 @@ Starts `dagster dev -w workspace.yaml` on a temp project (embedded target, our i
 the moment the customer's alias points at it. The floor is the same five steps run in-process with
 `dagster.materialize` on an identical snapshot: what is left is orchestration (sensor interval, queue, launch).
 
-    .venv/bin/python benchmarks/bench_latency.py --snapshots 8 --people 1000
+    .venv/bin/python benchmarks/bench_latency.py --snapshots 10 --people 1000
 
 Prints one JSON object.
 """
@@ -36,6 +36,8 @@ from bluegreen_dagster.config import load_settings  # noqa: E402
 from bluegreen_dagster.demo_data import write_snapshot  # noqa: E402
 from bluegreen_dagster.resources import load_resources  # noqa: E402
 from bluegreen_dagster.targets import make_target  # noqa: E402
+
+GOAL_MEDIAN_S = 8.0  # issue 9: median drop-to-switch latency under 8 s
 
 
 def free_port() -> int:
@@ -88,12 +90,9 @@ def run_breakdown(home: Path, drops: dict[str, float]) -> dict[str, float]:
     return {name: round(statistics.median(values), 2) for name, values in legs.items() if values}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--snapshots", type=int, default=8)
-    parser.add_argument("--people", type=int, default=1000)
-    parser.add_argument("--scan-interval", type=int, default=10)
-    args = parser.parse_args()
+def run(snapshots: int = 10, people: int = 1000, scan_interval: int = 10) -> dict:
+    """Time `snapshots` drops under `dagster dev`, and the in-process floor before them."""
+    args = argparse.Namespace(snapshots=snapshots, people=people, scan_interval=scan_interval)
 
     floor = in_process_floor(args.people)
     root = Path(tempfile.mkdtemp(prefix="bench-latency-"))
@@ -126,19 +125,39 @@ def main() -> None:
         breakdown = run_breakdown(home, drops)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # a busy machine can keep dagster dev's children from exiting in time
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
         log.close()
-    print(json.dumps({
+    shutil.rmtree(root, ignore_errors=True)
+    return {
         "benchmark": "snapshot_to_alias_latency",
         "snapshots": args.snapshots, "people_per_snapshot": args.people, "scan_interval_s": args.scan_interval,
         "latency_median_s": round(statistics.median(latencies), 2),
+        "latency_p90_s": round(p90(latencies), 2),
+        "goal_median_s": GOAL_MEDIAN_S, "meets_goal": statistics.median(latencies) < GOAL_MEDIAN_S,
         "latency_max_s": round(max(latencies), 2), "latency_min_s": round(min(latencies), 2),
         "floor_in_process_run_s": round(floor, 2),
         "orchestration_overhead_median_s": round(statistics.median(latencies) - floor, 2),
         "latencies_s": [round(x, 2) for x in latencies],
         **breakdown,
-    }, indent=2))
-    shutil.rmtree(root, ignore_errors=True)
+    }
+
+
+def p90(values: list[float]) -> float:
+    """The 90th percentile, linear between the two nearest (`statistics.quantiles`' inclusive method)."""
+    return statistics.quantiles(values, n=10, method="inclusive")[-1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--snapshots", type=int, default=10)
+    parser.add_argument("--people", type=int, default=1000)
+    parser.add_argument("--scan-interval", type=int, default=10)
+    args = parser.parse_args()
+    print(json.dumps(run(args.snapshots, args.people, args.scan_interval), indent=2))
 
 
 if __name__ == "__main__":

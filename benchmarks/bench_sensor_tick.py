@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,18 @@ def time_ticks(base: Path, customers: int, snapshots: int, repeats: int) -> dict
             scans.append(time.perf_counter() - started)
     return {"customers": customers, "snapshots_on_disk": customers * (snapshots + repeats),
             "tick_s": round(statistics.median(ticks), 3), "full_scan_s": round(statistics.median(scans), 3)}
+
+
+def tick_series(sizes: list[tuple[int, int]], repeats: int = 3) -> list[dict]:
+    """One tick (and one full scan) per (customers, snapshots per customer) tree, each built in a temp folder."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
+        for customers, snapshots in sizes:
+            base = Path(tmp) / f"{customers}x{snapshots}"
+            make_tree(base, customers, snapshots)
+            results.append({**time_ticks(base, customers, snapshots, repeats), "snapshots_per_customer": snapshots})
+            shutil.rmtree(base)
+    return results
 
 
 def main() -> None:

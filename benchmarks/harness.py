@@ -17,8 +17,18 @@ MB = 1024 * 1024
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux keeps ru_maxrss across exec: measure in a fresh child)."""
+    """Peak resident memory of this process so far: VmHWM, as ru_maxrss survives fork+exec and a spawned child
+    would report its parent's peak when that is higher than its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def in_child(func, *args):
