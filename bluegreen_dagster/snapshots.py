@@ -158,6 +158,17 @@ class Snapshot:
                 changes.append(f"{what} {', '.join(printable(self.path / n) for n in names)}")
         return "; ".join(changes) or None
 
+    def require_unchanged_since(self, before: Mapping[str, tuple[int, ...]]) -> None:
+        """A load reads the files it planned (`before`); if the producer added, removed or rewrote one meanwhile,
+        the database would mix two versions of the snapshot, so the load is refused (every target calls this
+        before its database goes online)."""
+        changes = self.changes_since(before)
+        if changes:
+            raise SnapshotError(
+                f"{printable(self.path)} changed while it was being loaded ({changes}), so nothing was loaded: the "
+                f"database would have mixed two versions of the snapshot. A producer must not change a snapshot "
+                f"after writing {SUCCESS_MARKER}")
+
     def stamp(self) -> str | None:
         """`folder_stamp` of this snapshot's folder: a cheap identity that changes when it is dropped again."""
         return folder_stamp(os.fspath(self.path))

@@ -154,3 +154,35 @@ def test_target_refuses_to_create_the_database(tmp_path: Path, monkeypatch: pyte
     assert "acme-200" not in standin.dbms.database_names()
     probe.conclude(alias="acme-100", message=probe.message(result),
                    mentions=["acme-200", "dbms.max_databases", "drop old snapshot databases or raise the limit"])
+
+
+def test_a_file_added_during_the_load_is_refused_on_neo4j(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin,
+                                                          fault) -> None:
+    """The producer adds a file while the Arrow load streams: the database would mix two versions, so it is dropped
+    and the run fails naming the change (the embedded target's fault is in test_data_faults.py)."""
+    import shutil
+
+    from bluegreen_dagster.targets.neo4j import arrow
+
+    project = neo4j_project(tmp_path, monkeypatch, standin)
+    write_snapshot(project.data, "acme", 100, people=40)
+    write_snapshot(project.data, "acme", 200, people=40)
+    nodes = project.data / "acme" / "200" / "nodes"
+    original = arrow.ArrowLoader.load
+
+    def load_then_add_a_file(self, snapshot):
+        result = original(self, snapshot)
+        if snapshot.key == "acme-200":
+            shutil.copy(next(nodes.glob("*.parquet")), nodes / "late-extra.parquet")
+        return result
+
+    monkeypatch.setattr(arrow.ArrowLoader, "load", load_then_add_a_file)
+    with dg.instance_for_test() as instance:
+        probe = fault("file added during the load (Neo4j)", project, "acme")
+        assert probe.run(instance, "acme-100").success
+        result = probe.run(instance, "acme-200")
+        assert not result.success and failed_step(result) == "snapshot_database"
+    assert "acme-200" not in standin.dbms.database_names()
+    probe.conclude(alias="acme-100", message=probe.message(result),
+                   mentions=["changed while it was being loaded", "added", "late-extra.parquet",
+                             "bluegreen load acme 200"])

@@ -117,7 +117,7 @@ class EmbeddedTarget(GraphTarget):
                 planned = snapshot.file_state()
                 bytes_read = snapshot.size_bytes
                 nodes, relationships, phases = self._write(partial, snapshot)
-                _unchanged_since(snapshot, planned)
+                snapshot.require_unchanged_since(planned)
                 os.replace(partial, final)
                 fsync_dir(self.store.databases_dir)
             except BaseException as exc:
@@ -125,7 +125,7 @@ class EmbeddedTarget(GraphTarget):
                 if _is_disk_full(exc):
                     raise self._disk_full(snapshot, exc) from None
                 if isinstance(exc, SnapshotError) and planned is not None:
-                    _unchanged_since(snapshot, planned)  # a file cut short by its producer: say that, not "corrupt"
+                    snapshot.require_unchanged_since(planned)  # a file cut short by its producer: say that, not "corrupt"
                 raise
         return LoadReport(key, nodes, relationships, bytes_read, time.monotonic() - started, phases=phases)
 
@@ -226,18 +226,6 @@ class EmbeddedTarget(GraphTarget):
                     remove_with_siblings(partial)
             except TransientTargetError:
                 pass  # being loaded right now: leave it alone
-
-
-def _unchanged_since(snapshot: Snapshot, planned: dict[str, tuple[int, ...]]) -> None:
-    """A load reads the files it planned; if the producer added, removed or rewrote one meanwhile, the database
-    would be a mix of two versions of the snapshot, so it is refused (its partial file is removed)."""
-    changes = snapshot.changes_since(planned)
-    if changes:
-        raise SnapshotError(
-            f"{printable(snapshot.path)} changed while it was being loaded ({changes}), so nothing was loaded: the "
-            f"database would have mixed two versions of the snapshot. A producer must not change a snapshot after "
-            f"writing {SUCCESS_MARKER}"
-        )
 
 
 def _is_disk_full(exc: BaseException) -> bool:

@@ -118,6 +118,7 @@ class Neo4jTarget(GraphTarget):
                 log.warning("%s exists in status %s (%s): dropping it and loading again", name, current, message)
                 self.admin.drop_database(name)
 
+        planned = snapshot.file_state()
         if self.neo4j.loader == "arrow":
             from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 
@@ -128,6 +129,7 @@ class Neo4jTarget(GraphTarget):
             finally:
                 loader.close()
             try:
+                snapshot.require_unchanged_since(planned)
                 self.wait_online(name, mount_if_missing=True)
             except BaseException:
                 self._drop_quietly(name)
@@ -139,6 +141,7 @@ class Neo4jTarget(GraphTarget):
             try:
                 self.wait_online(name, mount_if_missing=False)
                 result = CypherLoader(self.admin, self.neo4j.batch_size).write(name, snapshot)
+                snapshot.require_unchanged_since(planned)
             except BaseException:
                 self._drop_quietly(name)
                 raise
