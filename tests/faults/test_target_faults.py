@@ -15,17 +15,8 @@ from bluegreen_dagster.demo_data import write_snapshot
 from tests.conftest import Project, make_project
 from tests.standin.bolt_server import BoltServer
 from tests.standin.flight_server import GdsArrowServer
-from tests.standin.server import start_standin
 from tests.standin.tcp_proxy import TcpProxy
-
-PASSWORD = "faults-standin-pw"
-
-
-@pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        s.arrow.accept_string_properties = True  # the demo snapshot has string node properties (opt-in mode)
-        yield s
+from tests.test_neo4j_dagster import PASSWORD, standin  # noqa: F401 - the stand-in fixture
 
 
 def neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin, **neo4j) -> Project:
