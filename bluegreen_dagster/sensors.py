@@ -8,7 +8,7 @@ A snapshot is new when it is newer than the oldest of those, or when it falls be
 cleanup would drop it at once, so it is not loaded (`bluegreen load` still can). The cursor stays
 O(customers x keep_databases), and a tick reads only the snapshots above each customer's window.
 
-Re-drops: the cursor also keeps each launched snapshot's `Snapshot.stamp()` (three stats, no file read). When a
+Re-drops: the cursor also keeps each launched snapshot's `Snapshot.stamp()` (four stats, no file read). When a
 stamp changes and the folder is complete again, the sensor fingerprints that one snapshot; if its files differ from
 the ones its database was loaded from (fingerprints.py), it logs the re-drop once and launches the partition again
 under a new run key (`<key>@<fingerprint prefix>`), whose load replaces the database or says what to do.
@@ -29,13 +29,14 @@ from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.resources import PipelineResource
 from bluegreen_dagster.snapshots import COMPLETE, Snapshot, SnapshotError, SnapshotId, folder_stamp, scan
 
-# Version 2 had no stamps; it is read as version 3 whose stamps are taken on the first tick (nothing relaunched).
-CURSOR_VERSION = 3
-_READABLE = {2, 3}
+# Version 2 had no stamps, version 3 stamps without `_SUCCESS`: both are read as version 4 whose stamps are taken
+# on the first tick (nothing relaunched, no snapshot hashed).
+CURSOR_VERSION = 4
+_READABLE = {2, 3, 4}
 
 
 class Cursor:
-    """{"v": 3, "launched": {customer: [ts, ...newest first, at most `window`]}, "stamps": {customer: {ts: stamp}},
+    """{"v": 4, "launched": {customer: [ts, ...newest first, at most `window`]}, "stamps": {customer: {ts: stamp}},
     "invalid": [paths reported]}."""
 
     def __init__(self, raw: str | None, window: int) -> None:
@@ -45,7 +46,7 @@ class Cursor:
         self.launched: dict[str, list[int]] = (
             {c: sorted(map(int, ts), reverse=True)[:window] for c, ts in data.get("launched", {}).items()}
             if readable else {})
-        self.stamps: dict[str, dict[str, str]] = dict(data.get("stamps", {})) if readable else {}
+        self.stamps: dict[str, dict[str, str]] = dict(data.get("stamps", {})) if data.get("v") == CURSOR_VERSION else {}
         self.invalid: set[str] = set(data.get("invalid", []))
 
     def floor(self, customer: str) -> int | None:
@@ -89,7 +90,7 @@ def new_snapshots(pipeline: PipelineResource, cursor: Cursor):
 def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, cursor: Cursor,
               limit: int) -> list[tuple[Snapshot, str]]:
     """(snapshot, its fingerprint) for at most `limit` launched snapshots dropped again with other files than their
-    database was loaded from, each logged once. Costs three stats per launched snapshot; a snapshot is hashed only
+    database was loaded from, each logged once. Costs four stats per launched snapshot; a snapshot is hashed only
     when its stamp changed and it is complete again."""
     found = []
     base = os.fspath(pipeline.base)

@@ -5,7 +5,7 @@ stay-inside-base_path rule in `folders.py`, reading Parquet in `reading.py`; the
 `scan` is the sensor's hot path: one `os.scandir` per customer folder and, per examined snapshot, one per folder
 (snapshot, nodes/, relationships/), using the entries' cached types. With `newer_than` it skips, by name alone,
 every snapshot at or below a customer's timestamp, so a tick costs per customer, not per old snapshot. The other
-per-tick cost is `folder_stamp` (three lstat calls) per launched snapshot, to notice one dropped again.
+per-tick cost is `folder_stamp` (four lstat calls) per launched snapshot, to notice one dropped again.
 """
 
 from __future__ import annotations
@@ -190,14 +190,16 @@ class Snapshot:
 
 
 def folder_stamp(path: str) -> str | None:
-    """A cheap identity of a snapshot folder (inode and change time of the folder, nodes/ and relationships/; three
-    lstat calls, no file read), None when the folder is gone. It changes when the folder is deleted and dropped
-    again (even on a reused inode: the change time is new) or an entry is added, removed or renamed in one of them;
-    not when a file is rewritten in place (only `Snapshot.fingerprint()` sees that). The sensor compares it per tick
-    to notice a re-dropped snapshot without hashing files; plain strings, no pathlib, as it runs per launched
-    snapshot per tick. Links are not followed (a link is stamped itself): nothing outside base_path is looked at."""
+    """A cheap identity of a snapshot folder (inode and change time of the folder, nodes/, relationships/ and the
+    `_SUCCESS` marker; four lstat calls, no file read), None when the folder is gone. It changes when the folder is
+    deleted and dropped again (even on a reused inode: the change time is new), an entry is added, removed or
+    renamed in one of them, or `_SUCCESS` is written again (a producer that rewrites files in place and marks the
+    snapshot finished anew); not when a file alone is rewritten in place (only `Snapshot.fingerprint()` sees that).
+    The sensor compares it per tick to notice a re-dropped snapshot without hashing files; plain strings, no
+    pathlib, as it runs per launched snapshot per tick. Links are not followed (a link is stamped itself): nothing
+    outside base_path is looked at."""
     parts = []
-    for folder in (path, path + os.sep + NODES_DIR, path + os.sep + RELATIONSHIPS_DIR):
+    for folder in (path, *(path + os.sep + entry for entry in (NODES_DIR, RELATIONSHIPS_DIR, SUCCESS_MARKER))):
         try:
             st = os.lstat(folder)
         except OSError:

@@ -180,6 +180,22 @@ def test_a_redrop_is_launched_once_when_complete_not_while_written(
         assert "none recorded as loaded" in said
 
 
+def test_files_rewritten_in_place_then_marked_finished_again_are_launched(
+        project: Project, sensor: dg.SensorDefinition) -> None:
+    """A producer that overwrites the same file names (same folders, same inodes) and writes `_SUCCESS` again."""
+    folder = write_snapshot(project.data, "acme", 100, people=3)
+    other = write_snapshot(project.data.parent / "elsewhere", "acme", 100, people=5)
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance).cursor
+        for name in ("nodes", "relationships"):
+            for src in (other / name).iterdir():
+                (folder / name / src.name).write_bytes(src.read_bytes())  # truncated and rewritten: same inode
+        assert not tick(sensor, instance, cursor).run_requests  # not marked finished again yet
+        (folder / "_SUCCESS").write_text("")
+        [request] = tick(sensor, instance, cursor).run_requests
+        assert request.partition_key == "acme-100" and request.run_key.startswith("acme-100@")
+
+
 def test_stamps_are_kept_only_for_the_launched_window(project: Project, sensor: dg.SensorDefinition) -> None:
     with dg.instance_for_test() as instance:
         cursor = None
