@@ -175,8 +175,10 @@ relationships per node, 4 + 4 files) sent to one sink Flight server (GDS Arrow v
 keeps no rows, its own process) by our `ArrowLoader`, by Neo4j's official client (`graphdatascience`
 {section['graphdatascience']}, `GdsArrowClient`: `read_table` of each folder, then `upload_nodes` /
 `upload_relationships`) and by the bound: the files already in memory, sent over {section['concurrency']} parallel
-DoPut streams with nothing else to do. Batch size {section['batch_size']:,}; best of {section['repeat']} runs each,
-alternating; each load in its own process, peak RSS is its VmHWM.
+DoPut streams with nothing else to do. Batch size {section['batch_size']:,}; best of {section['repeat']} runs each
+(5 for a snapshot of up to 2M rows, a load of a fraction of a second), alternating and taking turns to go first,
+after one untimed load that warms the sink. Each load runs in a fresh interpreter that imports only its own client
+(not report.py's plotting and Dagster imports); peak RSS is that process's VmHWM.
 
 {_table(["size", "rows", "Parquet", "raw read", "sink bound", "ours", "official client", "ours / official",
          "ours / bound", "peak RSS MB ours / official"], rows)}
