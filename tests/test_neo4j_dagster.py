@@ -90,3 +90,21 @@ def test_cli_load_and_status_on_the_neo4j_target(neo4j_project: Project, standin
     [acme] = json.loads(capsys.readouterr().out)["customers"]
     assert acme["target_database"] == "acme-1767741527"
     assert [d["name"] for d in acme["databases"]] == ["acme-1767741527"]
+
+
+@pytest.mark.parametrize("loader", ["arrow", "cypher"])
+def test_the_opt_in_enterprise_suite_runs_against_the_stand_in(standin, loader: str) -> None:
+    """The suite for a real server (tests/test_neo4j_enterprise_optin.py) runs nowhere else in CI: run it here, so
+    it cannot rot between the times someone points it at a real Neo4j Enterprise."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEO4J_URI": f"bolt://{standin.host}:{standin.bolt_port}", "NEO4J_PASSWORD": PASSWORD}
+    env.pop("GDS_ARROW_PORT", None)
+    if loader == "arrow":
+        env["GDS_ARROW_PORT"] = str(standin.arrow.port)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_neo4j_enterprise_optin.py"], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert done.returncode == 0 and " passed" in done.stdout and "skipped" not in done.stdout, done.stdout[-3000:]

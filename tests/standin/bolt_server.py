@@ -81,10 +81,16 @@ def _is_template(text: str) -> bool:
     return bool(fields) and all(f.isidentifier() and not spec and conv is None for f, spec, conv in fields)
 
 
+# Statements the product never sends but its tests do (the opt-in Enterprise suite's teardown), as Neo4j 5's Cypher
+# manual writes them (DROP ALIAS name [IF EXISTS] FOR DATABASE).
+TEST_STATEMENTS = {"DROP_ALIAS": "DROP ALIAS $alias IF EXISTS FOR DATABASE"}
+
+
 def _statement_constants() -> dict[str, str]:
-    """name -> text of every statement in queries.py (strings with a space: not the bare names like ID_PROPERTY)."""
-    return {name: value for name, value in vars(queries).items()
-            if name.isupper() and isinstance(value, str) and " " in value.strip()}
+    """name -> text of every statement in queries.py (strings with a space: not the bare names like ID_PROPERTY),
+    and of TEST_STATEMENTS."""
+    return {**{name: value for name, value in vars(queries).items()
+               if name.isupper() and isinstance(value, str) and " " in value.strip()}, **TEST_STATEMENTS}
 
 
 class Catalogue:
@@ -141,7 +147,8 @@ class Executor:
     scopes: dict[str, str] = {
         "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
-        "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN, "DROP_DATABASE": ADMIN,
+        "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
+        "DROP_DATABASE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
@@ -231,6 +238,10 @@ class Executor:
     def _q_ALTER_ALIAS(self, p, db):
         self.dbms._require_enterprise("ALTER ALIAS")
         return Result([], kind="s", apply=lambda: self.dbms.alter_alias(p["alias"], p["database"]))
+
+    def _q_DROP_ALIAS(self, p, db):
+        self.dbms._require_enterprise("DROP ALIAS")
+        return Result([], kind="s", apply=lambda: self.dbms.drop_alias(p["alias"], if_exists=True))
 
     def _wait_rows(self) -> list[list[Any]]:
         return [["127.0.0.1:7687", "CaughtUp", "caught up", True]]
