@@ -201,3 +201,30 @@ def test_helm_instance_settings_match_the_production_instance() -> None:
     [deployment] = values["dagster-user-deployments"]["deployments"]
     assert deployment["name"] == "bluegreen"
     assert deployment["dagsterApiGrpcArgs"] == ["-m", "bluegreen_dagster.definitions"]
+
+
+def test_the_kubernetes_metrics_exporter_runs_like_the_code_location() -> None:
+    """deploy/k8s/metrics.yaml: what the chart cannot host, with the same image, env, secrets and volumes as the code
+    location of deploy/helm/values.yaml, the chart's instance config, and a Service Prometheus discovers."""
+    deployment, service = yaml.safe_load_all((DEPLOY / "k8s" / "metrics.yaml").read_text())
+    values = load("helm/values.yaml")
+    [code] = values["dagster-user-deployments"]["deployments"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["bluegreen", "metrics"]
+    assert container["image"] == f"{code['image']['repository']}:{code['image']['tag']}"
+    env = {e["name"]: e for e in container["env"]}
+    assert all(env[e["name"]] == e for e in code["env"])
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": values["global"]["postgresqlSecretName"], "key": "postgresql-password"}
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == [s["name"] for s in code["envSecrets"]]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for volume in code["volumes"]:
+        assert volumes[volume["name"]] == volume
+    assert volumes["dagster-instance"]["configMap"]["name"] == "dagster-instance"  # the chart's, release `dagster`
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["dagster-instance"] == f"{env['DAGSTER_HOME']['value']}/dagster.yaml"
+    assert all(mounts[m["name"]] == m["mountPath"] for m in code["volumeMounts"])
+    port = str(container["ports"][0]["containerPort"])
+    assert container["command"][container["command"].index("--port") + 1] == port
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == port
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
