@@ -34,18 +34,21 @@ import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import fingerprints, plausibility, smoke
-from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, in_flight_partitions, load_slot
+from bluegreen_dagster.concurrency import (
+    LOADS_POOL,
+    customer_lock,
+    in_flight_partitions,
+    load_slot,
+)
 from bluegreen_dagster.config import ConfigError
+from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
 from bluegreen_dagster.resources import PipelineResource, TargetResource
 from bluegreen_dagster.snapshots import (
-    InvalidName,
     Snapshot,
-    SnapshotError,
     expected_counts,
     how_to_retry,
-    parse_partition_key,
     snapshot_for_key,
 )
 from bluegreen_dagster.targets import PermanentTargetError, TransientTargetError

@@ -20,7 +20,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from bluegreen_dagster import plausibility
-from bluegreen_dagster.snapshots import GraphCounts, InvalidName, parse_partition_key
+from bluegreen_dagster.names import InvalidName, parse_partition_key
+from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError
 
 

@@ -171,7 +171,7 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
 def in_flight_partitions(instance: dg.DagsterInstance, customer: str, this_run: str | None = None) -> set[str]:
     """Partition keys (= database names) of this customer's runs that are queued or running: the one answer to
     "what is loading", read from the instance's run records, so it holds across hosts."""
-    from bluegreen_dagster.snapshots import InvalidName, parse_partition_key
+    from bluegreen_dagster.names import InvalidName, parse_partition_key
 
     keys = set()
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bluegreen_dagster.snapshots import NODES_DIR, RELATIONSHIPS_DIR, SUCCESS_MARKER, snapshot_at, write_atomically
+from bluegreen_dagster.folders import NODES_DIR, RELATIONSHIPS_DIR, SUCCESS_MARKER
+from bluegreen_dagster.snapshots import snapshot_at, write_atomically
 
 FIRST = np.array(["Ada", "Alan", "Barbara", "Claude", "Donald", "Edsger", "Frances", "Grace", "John", "Margaret",
                   "Niklaus", "Radia", "Tim", "Vint", "Whitfield", "Yukihiro"])

@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.event_api import RunStatusChangeRecordsFilter
 from dagster._core.events import DagsterEventType
-from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
+from dagster._core.scheduler.instigation import (
+    InstigatorStatus,
+    InstigatorType,
+    TickStatus,
+)
 
 from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
-from bluegreen_dagster.snapshots import InvalidName, parse_partition_key
+from bluegreen_dagster.names import InvalidName, parse_partition_key
 
 LOAD_ASSET = dg.AssetKey("snapshot_database")
 BLOCKING_CHECKS = ("verify_counts", "plausible")

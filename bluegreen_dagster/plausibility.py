@@ -11,7 +11,7 @@ customer's lock (`bluegreen.switch_if_newest`), against whatever is live then:
 
 from __future__ import annotations
 
-from bluegreen_dagster.snapshots import GraphCounts
+from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.targets.base import PermanentTargetError
 
 ALLOW_SHRINK_TAG = "bluegreen/allow_shrink"

@@ -21,12 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.events import DagsterEventType, RunFailureReason  # not re-exported at the top level
+from dagster._core.events import (  # not re-exported at the top level
+    DagsterEventType,
+    RunFailureReason,
+)
 
 from bluegreen_dagster.assets import FAILURE_KIND
 from bluegreen_dagster.concurrency import IN_FLIGHT
+from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
-from bluegreen_dagster.snapshots import InvalidName, parse_partition_key, snapshot_for_key
+from bluegreen_dagster.snapshots import snapshot_for_key
 
 RELAUNCH_TAG = "bluegreen/relaunch"
 PARTITION_TAG = "dagster/partition"

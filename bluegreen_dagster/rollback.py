@@ -21,15 +21,14 @@ from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import pins, plausibility, records
 from bluegreen_dagster.assets import alias_observation
 from bluegreen_dagster.concurrency import customer_lock
-from bluegreen_dagster.names import shown_name
-from bluegreen_dagster.snapshots import (
+from bluegreen_dagster.names import (
     InvalidName,
     SnapshotError,
-    expected_counts,
     parse_partition_key,
-    snapshot_for_key,
+    shown_name,
     validate_customer,
 )
+from bluegreen_dagster.snapshots import expected_counts, snapshot_for_key
 from bluegreen_dagster.targets import GraphTarget, TargetError
 
 

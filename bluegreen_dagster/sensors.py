@@ -25,9 +25,11 @@ from bluegreen_dagster import fingerprints
 from bluegreen_dagster.alerts import notify_run_failure
 from bluegreen_dagster.concurrency import sync_pool_limit
 from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.folders import COMPLETE
+from bluegreen_dagster.names import SnapshotError, SnapshotId
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.resources import PipelineResource
-from bluegreen_dagster.snapshots import COMPLETE, Snapshot, SnapshotError, SnapshotId, folder_stamp, scan
+from bluegreen_dagster.snapshots import Snapshot, folder_stamp, scan
 
 # Version 2 had no stamps, version 3 stamps without `_SUCCESS`: both are read as version 4 whose stamps are taken
 # on the first tick (nothing relaunched, no snapshot hashed).

@@ -1,6 +1,6 @@
 """The one home of snapshots: finding them under `dataset.base_path` (`scan`), one snapshot (`Snapshot`: its state,
 its files, its fingerprint) and the counts its files promise. Names live in `names.py`, one folder's look and the
-stay-inside-base_path rule in `folders.py`, reading Parquet in `reading.py`; their public names are re-exported here.
+stay-inside-base_path rule in `folders.py`, reading Parquet in `reading.py`: import those names from there.
 
 `scan` is the sensor's hot path: one `os.scandir` per customer folder and, per examined snapshot, one per folder
 (snapshot, nodes/, relationships/), using the entries' cached types. With `newer_than` it skips, by name alone,
@@ -14,43 +14,11 @@ import functools
 import hashlib
 import os
 import stat
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bluegreen_dagster.columns import (  # noqa: F401  (re-exported)
-    LABELS,
-    NODE_COLUMNS,
-    NODE_ID,
-    REL_TYPE,
-    RELATIONSHIP_COLUMNS,
-    SOURCE_ID,
-    TARGET_ID,
-)
-from bluegreen_dagster.names import (  # noqa: F401  (re-exported)
-    IDENTIFIER_RE,
-    MAX_NAME_LENGTH,
-    InvalidName,
-    SnapshotError,
-    SnapshotId,
-    check_identifier,
-    parse_partition_key,
-    partition_key,
-    printable,
-    snapshot_id,
-    timestamp_of,
-    validate_customer,
-    validate_timestamp,
-)
-from bluegreen_dagster.reading import (  # noqa: F401  (re-exported)
-    GraphCounts,
-    count_files,
-    iter_batches,
-    open_parquet,
-    require_columns,
-)
-
-from bluegreen_dagster.folders import (  # noqa: F401  (NODES_DIR .. SUCCESS_MARKER re-exported)
+from bluegreen_dagster.folders import (
     COMPLETE,
     INVALID,
     NODES_DIR,
@@ -65,7 +33,22 @@ from bluegreen_dagster.folders import (  # noqa: F401  (NODES_DIR .. SUCCESS_MAR
     look_at,
     real_path,
 )
-
+from bluegreen_dagster.names import (
+    MAX_NAME_LENGTH,
+    InvalidName,
+    SnapshotError,
+    SnapshotId,
+    parse_partition_key,
+    partition_key,
+    printable,
+    snapshot_id,
+    timestamp_of,
+    validate_customer,
+)
+from bluegreen_dagster.reading import (
+    GraphCounts,
+    count_files,
+)
 
 # --------------------------------------------------------------------------------------------------------------
 # One snapshot

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.pins import Pin
 from bluegreen_dagster.resources import TargetResource
-from bluegreen_dagster.snapshots import InvalidName, customers, parse_partition_key
+from bluegreen_dagster.snapshots import customers
 
 
 @dataclass

@@ -8,8 +8,8 @@ run queues behind the customer's other runs like a sensor run. Runs go through t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
@@ -18,8 +18,8 @@ from gql.transport.requests import RequestsHTTPTransport
 from requests.auth import HTTPBasicAuth
 
 from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
+from bluegreen_dagster.names import partition_key, validate_customer, validate_timestamp
 from bluegreen_dagster.partitions import SNAPSHOTS_PARTITIONS_NAME
-from bluegreen_dagster.snapshots import partition_key, validate_customer, validate_timestamp
 
 PARTITION_TAG = "dagster/partition"
 CUSTOMER_TAG = "customer"

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bluegreen_dagster.config import Settings
-from bluegreen_dagster.snapshots import SnapshotError, snapshot_at
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.snapshots import snapshot_at
 from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.standin.server import start_standin

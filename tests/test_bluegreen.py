@@ -17,7 +17,8 @@ from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster.concurrency import customer_lock, load_slot
 from bluegreen_dagster.config import load_settings
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import GraphCounts, expected_counts, snapshot_at
+from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
 from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture

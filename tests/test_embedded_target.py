@@ -9,10 +9,20 @@ import pyarrow as pa
 import pytest
 
 from bluegreen_dagster.config import parse_settings
-from bluegreen_dagster.snapshots import SnapshotError, expected_counts
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.snapshots import expected_counts
 from bluegreen_dagster.targets.base import PermanentTargetError
 from bluegreen_dagster.targets.embedded import EmbeddedTarget, database
-from tests.embedded_helpers import assert_nothing_left, custom, demo, knows, make_target, people, query, store_files
+from tests.embedded_helpers import (
+    assert_nothing_left,
+    custom,
+    demo,
+    knows,
+    make_target,
+    people,
+    query,
+    store_files,
+)
 
 
 def test_load_counts_match_snapshot_and_alias_is_queryable(tmp_path):

@@ -26,7 +26,7 @@ import yaml
 
 from bluegreen_dagster.concurrency import LOADS_POOL, sync_pool_limit
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import parse_partition_key
+from bluegreen_dagster.names import parse_partition_key
 from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture
 
 ROUNDS = 20

@@ -17,12 +17,13 @@ import pytest
 from bluegreen_dagster.bluegreen import verify
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import SnapshotError, expected_counts, snapshot_at
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
-from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from bluegreen_dagster.targets.neo4j.admin import UNSUPPORTED_ADMIN, Admin
 from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
+from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 
 pytestmark = pytest.mark.neo4j_community
 

@@ -18,11 +18,16 @@ import pytest
 from bluegreen_dagster.bluegreen import cleanup, switch_if_newest, verify
 from bluegreen_dagster.config import parse_settings
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import SnapshotError, expected_counts, snapshot_at
-from bluegreen_dagster.targets.base import PermanentTargetError, TargetError, TransientTargetError
-from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.snapshots import expected_counts, snapshot_at
+from bluegreen_dagster.targets.base import (
+    PermanentTargetError,
+    TargetError,
+    TransientTargetError,
+)
 from bluegreen_dagster.targets.neo4j import queries as q
 from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
+from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.standin.server import start_standin
 from tests.standin.tcp_proxy import TcpProxy
 

@@ -2,7 +2,7 @@ import pytest
 
 from bluegreen_dagster import plausibility
 from bluegreen_dagster.plausibility import Implausible
-from bluegreen_dagster.snapshots import GraphCounts
+from bluegreen_dagster.reading import GraphCounts
 
 
 def counts(nodes: int, rels: int) -> GraphCounts:

@@ -5,16 +5,18 @@ from pathlib import Path
 
 import pytest
 
+from bluegreen_dagster.columns import NODE_COLUMNS
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import (
+from bluegreen_dagster.names import (
     InvalidName,
     SnapshotError,
-    customers,
-    expected_counts,
-    iter_batches,
-    NODE_COLUMNS,
     parse_partition_key,
     partition_key,
+)
+from bluegreen_dagster.reading import iter_batches
+from bluegreen_dagster.snapshots import (
+    customers,
+    expected_counts,
     scan,
     snapshot_at,
     snapshot_for_key,

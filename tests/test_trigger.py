@@ -21,7 +21,7 @@ from gql.transport.requests import RequestsHTTPTransport
 
 from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import InvalidName
+from bluegreen_dagster.names import InvalidName
 from bluegreen_dagster.targets import make_target
 from bluegreen_dagster.trigger import SnapshotTrigger, TriggerError, trigger_load
 from tests.conftest import Project, make_project

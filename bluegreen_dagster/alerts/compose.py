@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import dagster as dg
-from dagster._core.events import DagsterEventType  # the event type enum is not re-exported at the top level
+from dagster._core.events import (
+    DagsterEventType,  # the event type enum is not re-exported at the top level
+)
 
-from bluegreen_dagster.snapshots import InvalidName, parse_partition_key
+from bluegreen_dagster.names import InvalidName, parse_partition_key
 
 AlertKind = Literal["verification_blocked", "run_worker_died", "run_failed"]
 

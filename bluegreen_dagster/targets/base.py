@@ -14,7 +14,9 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluegreen_dagster.snapshots import GraphCounts, InvalidName, Snapshot, parse_partition_key, validate_customer
+from bluegreen_dagster.names import InvalidName, parse_partition_key, validate_customer
+from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.snapshots import Snapshot
 
 
 class TargetError(Exception):

@@ -13,7 +13,8 @@ import pytest
 
 from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.snapshots import InvalidName, SnapshotError, scan, snapshot_for_key
+from bluegreen_dagster.names import InvalidName, SnapshotError
+from bluegreen_dagster.snapshots import scan, snapshot_for_key
 from tests.conftest import Project
 from tests.faults.harness import tree_state
 

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import ladybug as lb
 
-from bluegreen_dagster.snapshots import IDENTIFIER_RE, LABELS, NODE_ID, GraphCounts, SnapshotError
-from bluegreen_dagster.targets.base import PermanentTargetError, QueryRefused, QueryResult, QueryTimedOut
+from bluegreen_dagster.columns import LABELS, NODE_ID
+from bluegreen_dagster.names import IDENTIFIER_RE, SnapshotError
+from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.targets.base import (
+    PermanentTargetError,
+    QueryRefused,
+    QueryResult,
+    QueryTimedOut,
+)
 from bluegreen_dagster.targets.embedded.plan import LoadPlan
 from bluegreen_dagster.targets.embedded.staging import Staged
 from bluegreen_dagster.targets.embedded.tables import TableSchema

@@ -14,8 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bluegreen_dagster.columns import labels_as_list_array
-from bluegreen_dagster.snapshots import (
+from bluegreen_dagster.columns import (
     LABELS,
     NODE_COLUMNS,
     NODE_ID,
@@ -23,12 +22,11 @@ from bluegreen_dagster.snapshots import (
     RELATIONSHIP_COLUMNS,
     SOURCE_ID,
     TARGET_ID,
-    Snapshot,
-    SnapshotError,
-    check_identifier,
-    iter_batches,
-    open_parquet,
+    labels_as_list_array,
 )
+from bluegreen_dagster.names import SnapshotError, check_identifier
+from bluegreen_dagster.reading import iter_batches, open_parquet
+from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.embedded.node_index import NodeIndex
 from bluegreen_dagster.targets.embedded.tables import TableNames, TableSchema
 

@@ -14,8 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.parquet import ParquetWriter
 
-from bluegreen_dagster.columns import labels_as_list_array
-from bluegreen_dagster.snapshots import (
+from bluegreen_dagster.columns import (
     LABELS,
     NODE_COLUMNS,
     NODE_ID,
@@ -23,9 +22,10 @@ from bluegreen_dagster.snapshots import (
     RELATIONSHIP_COLUMNS,
     SOURCE_ID,
     TARGET_ID,
-    SnapshotError,
-    iter_batches,
+    labels_as_list_array,
 )
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.reading import iter_batches
 from bluegreen_dagster.targets.embedded.plan import LoadPlan
 
 # One staged destination: a node table name, or (relationship type, FROM table, TO table).

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from bluegreen_dagster.snapshots import LABELS, NODE_ID, SnapshotError, check_identifier
-from bluegreen_dagster.targets.embedded.column_types import STRING, ColumnType, column_type, merge_types
+from bluegreen_dagster.columns import LABELS, NODE_ID
+from bluegreen_dagster.names import SnapshotError, check_identifier
+from bluegreen_dagster.targets.embedded.column_types import (
+    STRING,
+    ColumnType,
+    column_type,
+    merge_types,
+)
 
 # LadybugDB's internal properties; a data column with one of these names cannot be created.
 RESERVED_PROPERTIES = {"_id", "_label", "_src", "_dst"}

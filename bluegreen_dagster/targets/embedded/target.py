@@ -16,15 +16,9 @@ import uuid
 from pathlib import Path
 
 from bluegreen_dagster.config import Settings
-from bluegreen_dagster.snapshots import (
-    SUCCESS_MARKER,
-    GraphCounts,
-    InvalidName,
-    Snapshot,
-    SnapshotError,
-    parse_partition_key,
-    printable,
-)
+from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
+from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import (
     DatabaseInfo,
     GraphTarget,
@@ -38,7 +32,11 @@ from bluegreen_dagster.targets.base import (
 from bluegreen_dagster.targets.embedded.database import count_database, fill, read_query
 from bluegreen_dagster.targets.embedded.plan import plan_load
 from bluegreen_dagster.targets.embedded.staging import stage_nodes, stage_relationships
-from bluegreen_dagster.targets.embedded.store import Store, fsync_dir, remove_with_siblings
+from bluegreen_dagster.targets.embedded.store import (
+    Store,
+    fsync_dir,
+    remove_with_siblings,
+)
 
 MB = 1024 * 1024
 # Measured: the database file is ~2.3x the Parquet size and staging adds ~1x while loading.

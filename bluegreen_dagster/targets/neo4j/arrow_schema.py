@@ -24,9 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bluegreen_dagster.columns import decoded, is_float, is_integer, is_list, is_string, plain
-from bluegreen_dagster.config import Neo4jSettings
-from bluegreen_dagster.snapshots import (
+from bluegreen_dagster.columns import (
     LABELS,
     NODE_COLUMNS,
     NODE_ID,
@@ -34,10 +32,16 @@ from bluegreen_dagster.snapshots import (
     RELATIONSHIP_COLUMNS,
     SOURCE_ID,
     TARGET_ID,
-    SnapshotError,
-    require_columns,
-    open_parquet,
+    decoded,
+    is_float,
+    is_integer,
+    is_list,
+    is_string,
+    plain,
 )
+from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.reading import open_parquet, require_columns
 
 INT64_MAX = 2**63 - 1
 # Integers up to this magnitude are exactly representable as float64.

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
-from bluegreen_dagster.snapshots import SnapshotError
+from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.targets.base import TransientTargetError
 from bluegreen_dagster.targets.neo4j.arrow_schema import FilePlan
 from bluegreen_dagster.targets.neo4j.flight_client import FlightConnection

@@ -29,9 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bluegreen_dagster import snapshots
-from bluegreen_dagster.columns import decoded, is_float, is_integer, is_list, is_string, labels_as_list_array, plain
-from bluegreen_dagster.snapshots import (
+from bluegreen_dagster import names
+from bluegreen_dagster.columns import (
     LABELS,
     NODE_COLUMNS,
     NODE_ID,
@@ -39,12 +38,17 @@ from bluegreen_dagster.snapshots import (
     RELATIONSHIP_COLUMNS,
     SOURCE_ID,
     TARGET_ID,
-    Snapshot,
-    SnapshotError,
-    expected_counts,
-    iter_batches,
-    open_parquet,
+    decoded,
+    is_float,
+    is_integer,
+    is_list,
+    is_string,
+    labels_as_list_array,
+    plain,
 )
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.reading import iter_batches, open_parquet
+from bluegreen_dagster.snapshots import Snapshot, expected_counts
 from bluegreen_dagster.targets.base import LoadReport
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.admin import Admin
@@ -55,10 +59,10 @@ _SEPARATOR = "\x1f"  # joins a row's labels into one group key; cannot occur in 
 
 
 def check_identifier(name: Any, kind: str, path: Path | None = None) -> str:
-    """`snapshots.check_identifier`, plus our own marker label, which data must not use."""
+    """`names.check_identifier`, plus our own marker label, which data must not use."""
     if name == queries.LOAD_LABEL:
         raise SnapshotError(f"{path or 'snapshot'}: {kind} {name!r} is reserved for the loader's own use")
-    return snapshots.check_identifier(name, kind, path)
+    return names.check_identifier(name, kind, path)
 
 
 def quoted(name: str) -> str:

@@ -13,18 +13,20 @@ import re
 import time
 
 from bluegreen_dagster.config import Settings
-from bluegreen_dagster.snapshots import GraphCounts, InvalidName, Snapshot, parse_partition_key, validate_customer
+from bluegreen_dagster.names import InvalidName, parse_partition_key, validate_customer
+from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import (
     DatabaseInfo,
     GraphTarget,
     Health,
     LoadReport,
-    QueryResult,
-    validate_alias,
-    validate_database,
     PermanentTargetError,
+    QueryResult,
     TargetError,
     TransientTargetError,
+    validate_alias,
+    validate_database,
 )
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.admin import Admin
