@@ -318,8 +318,8 @@ def test_a_retried_sentry_post_resends_the_same_event(log) -> None:
     assert len(ids) == 1
 
 
-def test_the_readme_documents_the_webhook_payload_as_sent() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("The JSON webhook receives:"):]
+def test_the_docs_show_the_webhook_payload_as_sent() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = page[page.index("The JSON webhook receives:"):]
     example = json.loads(section[section.index("```json") + 7:section.index("```", section.index("```json") + 7)])
     assert set(example) == set(ALERT.payload())
