@@ -14,10 +14,8 @@ from pydantic import Field
 
 from bluegreen_dagster.assets import STEPS, drop_unverified
 from bluegreen_dagster.config import OrchestratorSettings
+from bluegreen_dagster.records import LOAD_SNAPSHOT_JOB, ROLLBACK_JOB
 from bluegreen_dagster.resources import PipelineResource, TargetResource
-
-LOAD_SNAPSHOT_JOB = "load_snapshot"
-ROLLBACK_JOB = "rollback"
 
 
 def retry_policy(orchestrator: OrchestratorSettings) -> dg.RetryPolicy:
