@@ -82,7 +82,7 @@ def test_instance_history_is_read_in_bounded_steps(project: Project) -> None:
         write_snapshot(project.data, "acme", ts, people=10)
     with dg.instance_for_test() as instance:
         for ts in (100, 200, 300):
-            instance.add_dynamic_partitions("snapshots", [f"acme-{ts}"])
+            instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [f"acme-{ts}"])
             assert project.job().execute_in_process(partition_key=f"acme-{ts}", instance=instance).success
         # one record per read, and no time for a second read per scrape
         registry = registry_for(project.resources.initialized(), instance_opener=lambda: instance,
@@ -136,7 +136,7 @@ def scrapes(tmp_path_factory) -> dict[str, dict]:
         env.setenv("BLUEGREEN_CONFIG", str(project.config_file))
         job = project.job()
         for key in ("acme-100", "acme-200", "acme-300", "globex-100"):
-            instance.add_dynamic_partitions("snapshots", [key])
+            instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
             job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
     bluegreen(project, "load", "globex", "100", "--no-wait")  # no daemon yet: it stays queued
 
