@@ -88,6 +88,7 @@ def test_a_failure_alerts_with_its_description() -> None:
 _CHILD = textwrap.dedent("""
     import sys, time
     import dagster as dg
+    from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
     parts = dg.DynamicPartitionsDefinition(name=SNAPSHOTS_PARTITIONS_NAME)
 
     @dg.asset(partitions_def=parts)
