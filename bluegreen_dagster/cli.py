@@ -34,8 +34,8 @@ from rich.table import Table
 from bluegreen_dagster.config import ConfigError, config_path
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.doctor import HEARTBEAT_MAX_AGE
-from bluegreen_dagster.names import InvalidName, SnapshotError, partition_key
-from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
+from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key, partition_key
+from bluegreen_dagster.records import ALLOW_SHRINK_TAG
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.snapshots import scan, snapshot_at
 from bluegreen_dagster.status import collect_status
@@ -196,7 +196,7 @@ def workspace_file(args: argparse.Namespace) -> Path:
 def launch_command(key: str, run_id: str, workspace: Path, allow_shrink: bool = False) -> list[str]:
     """`dagster job launch`: the run goes through the instance's run coordinator, i.e. the queue and its
     per-customer limit, like the sensor's runs."""
-    customer = key.rsplit("-", 1)[0]
+    customer = parse_partition_key(key).customer
     tags = {"dagster/partition": key, "customer": customer}
     if allow_shrink:
         tags[ALLOW_SHRINK_TAG] = "true"
@@ -207,8 +207,9 @@ def launch_command(key: str, run_id: str, workspace: Path, allow_shrink: bool = 
 
 def cmd_register(args: argparse.Namespace, resources: Resources) -> int:
     key = _register(args, resources)
+    sid = parse_partition_key(key)
     console.print("run it with:\n  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " bluegreen load "
-                  + " ".join(key.rsplit("-", 1)))
+                  + f"{sid.customer} {sid.timestamp}")
     return 0
 
 

@@ -162,24 +162,3 @@ def _try_flock(fd: int) -> bool:
         return True
     except BlockingIOError:
         return False
-
-
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-def in_flight_partitions(instance: dg.DagsterInstance, customer: str, this_run: str | None = None) -> set[str]:
-    """Partition keys (= database names) of this customer's runs that are queued or running: the one answer to
-    "what is loading", read from the instance's run records, so it holds across hosts."""
-    from bluegreen_dagster.names import InvalidName, parse_partition_key
-
-    keys = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
-        run = record.dagster_run
-        key = run.tags.get("dagster/partition", "")
-        try:
-            if run.run_id != this_run and parse_partition_key(key).customer == customer:
-                keys.add(key)
-        except InvalidName:
-            continue  # another job's run
-    return keys

@@ -17,6 +17,7 @@ from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster.concurrency import customer_lock, load_slot
 from bluegreen_dagster.config import load_settings
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.names import parse_partition_key
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
@@ -33,12 +34,12 @@ def load(project: Project, customer: str, ts: int, people: int = 10) -> str:
 
 
 def switch(project: Project, key: str, instance: dg.DagsterInstance | None = None) -> rules.SwitchResult:
-    customer, ts = key.rsplit("-", 1)
-    snap = snapshot_at(project.data, customer, ts)
+    sid = parse_partition_key(key)
+    snap = snapshot_at(project.data, sid.customer, sid.timestamp)
     with make_target(project.settings) as target:
         if instance is None:
             return rules.switch_if_newest(target, key, expected_counts(snap))
-        with customer_lock(instance, customer):
+        with customer_lock(instance, sid.customer):
             return rules.switch_if_newest(target, key, expected_counts(snap))
 
 

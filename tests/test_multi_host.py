@@ -27,6 +27,7 @@ import yaml
 from bluegreen_dagster.concurrency import LOADS_POOL, sync_pool_limit
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.names import parse_partition_key
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture
 
 ROUNDS = 20
@@ -165,7 +166,7 @@ def run_two_hosts(tmp_path: Path, pg: Postgres, db_name: str, config: dict, alia
                                "max_retries": 0}}
     hosts = [make_host(tmp_path, f"host{i}", pg, db_name, config) for i in (0, 1)]
     with dg.DagsterInstance.from_config(str(hosts[0][1])) as instance:  # creates the schema once
-        instance.add_dynamic_partitions("snapshots", [f"{CUSTOMER}-{ts}" for r in range(ROUNDS)
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [f"{CUSTOMER}-{ts}" for r in range(ROUNDS)
                                                       for ts in round_keys(r)])
         # What the sensor does on its first tick. Without it the pool is initialised from `default_limit` by
         # the first runs, and two runs doing that at once can each add a slot (a race in Dagster's storage).
