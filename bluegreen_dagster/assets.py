@@ -130,9 +130,7 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     """A new database named after the partition, bulk-loaded from the snapshot's Parquet files."""
     snapshot = snapshot_of(context, pipeline)
     started = time.monotonic()
-    step_key = context.op_execution_context.get_step_execution_context().step.key
-    with load_slot(context.instance, context.run.run_id, step_key, pipeline.max_concurrent_loads,
-                   on_wait=context.log.info) as claimed_by:
+    with load_slot(context.instance, pipeline.max_concurrent_loads, on_wait=context.log.info) as claimed_by:
         waited = time.monotonic() - started
         with step_errors(context, pipeline.max_retries), target.open() as graph:
             fingerprint = snapshot.fingerprint()

@@ -75,8 +75,8 @@ def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
     started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
     assert started[:2] == ["health_check", "snapshot_database"] and started[-2:] == ["alias_switch", "cleanup"]
     assert sorted(started[2:4]) == ["snapshot_database_plausible", "snapshot_database_verify_counts"]
-    # The load step runs in the pool, and this instance limited it from orchestrator.max_concurrent_loads.
-    assert metadata(result, "snapshot_database")["load_slot"] in ("dagster", "step")
+    # The load step held the one load slot (orchestrator.max_concurrent_loads: 1).
+    assert metadata(result, "snapshot_database")["load_slot"] == "slot 1 of 1 (file lock)"
 
 
 def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
