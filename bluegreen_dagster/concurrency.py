@@ -58,15 +58,22 @@ def instance_concurrency(max_concurrent_loads: int = 1) -> dict:
 def sync_pool_limit(instance: dg.DagsterInstance, limit: int) -> bool:
     """Make the instance's limit of `bluegreen_loads` equal `limit` (what `dagster instance concurrency set`
     does), so the UI's pool shows the bound `load_slot` keeps. True if it changed; False also when the instance
-    cannot limit pools (in-memory storage). Called by the sensor on every tick and by the CLI, one process at a
-    time: Dagster's first setting of a pool is not safe against a concurrent one."""
+    cannot limit pools (in-memory storage). Called by the sensor on every tick and by the CLI, so two processes
+    can get here at once (seen in the compose stack: `bluegreen status` beside the sensor's first tick); Dagster's
+    first setting of a pool inserts without checking and the second fails with a unique violation, so the setter
+    holds a named lock."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return False
     info = storage.get_concurrency_info(LOADS_POOL)
     if info.slot_count == limit and not info.using_default_limit:
         return False
-    storage.set_concurrency_slots(LOADS_POOL, limit)
+    with _any_lock(instance, ["pool-limit"], busy="another process is setting the pool's limit",
+                   timeout=CUSTOMER_LOCK_TIMEOUT_SECONDS):
+        info = storage.get_concurrency_info(LOADS_POOL)
+        if info.slot_count == limit and not info.using_default_limit:
+            return False
+        storage.set_concurrency_slots(LOADS_POOL, limit)
     return True
 
 
