@@ -32,8 +32,10 @@ def gate_problem(instance: dg.DagsterInstance, database: str) -> str | None:
 
 
 def was_live(instance: dg.DagsterInstance, database: str) -> bool:
-    """Whether the alias ever moved to `database` (its `alias_switch` materialized). An alias that left such a
-    database was moved away on purpose (a rollback): only an operator's `rollback --to` brings it back."""
-    switched = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("alias_switch"), asset_partitions=[database]), limit=1)
-    return bool(switched.records)
+    """Whether the alias ever moved to `database` (an `alias_switch` materialization with `switched`). An alias
+    that left such a database was moved away on purpose (a rollback): only an operator's `rollback --to` brings it
+    back."""
+    steps = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("alias_switch"), asset_partitions=[database]), limit=100)
+    return any((m := r.asset_materialization.metadata.get("switched")) is not None and m.value
+               for r in steps.records)
