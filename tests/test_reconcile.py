@@ -21,7 +21,8 @@ def reconcile(project: Project, instance: dg.DagsterInstance):
     """One run of the job the reconcile schedule launches: (its materialization metadata, its drift check)."""
     result = project.defs.resolve_job_def("reconcile").execute_in_process(instance=instance)
     assert result.success  # drift is a failed check, not a failed run
-    [materialization] = result.asset_materializations_for_node("reconcile_report")
+    [materialization] = [m for m in result.asset_materializations_for_node("reconcile_report")
+                         if m.asset_key == dg.AssetKey("reconcile_report")]  # not a forward switch's live_graph
     [check] = result.get_asset_check_evaluations()
     return {k: v.value for k, v in materialization.metadata.items()}, check
 
