@@ -43,24 +43,37 @@ def test_an_unpin_keeps_since_so_it_does_not_make_a_stale_graph_fresh() -> None:
 def test_the_sensor_fails_the_check_and_alerts_once_per_customer_turning_stale(project: Project) -> None:
     with http_receiver() as (url, received):
         project.reconfigure(orchestrator={"max_age": 3600}, alerts={"webhook": {"url": f"{url}/hook"}},
-                            customers={"acme": {"max_age": 3}})  # `since` is kept to the second
+                            customers={"acme": {"max_age": 6}})  # `since` is kept to the second
         sensor = project.defs.resolve_sensor_def("live_graph_freshness")
+
+        def tick(cursor=None):
+            return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
         with dg.instance_for_test() as instance:
             record_live(instance, "acme", "acme-100", None, how=SWITCH, by="test")
             record_live(instance, "globex", "globex-100", None, how=SWITCH, by="test")
-            first = sensor(dg.build_sensor_context(instance=instance))
-            time.sleep(4)
-            stale = sensor(dg.build_sensor_context(instance=instance, cursor=first.cursor))
-            again = sensor(dg.build_sensor_context(instance=instance, cursor=stale.cursor))
+            assert "moved just now" in tick().skip_message  # the UI compares by the second: wait for the next
+            time.sleep(2.1)
+            first = tick()
+            time.sleep(5)
+            stale = tick(first.cursor)
+            again = tick(stale.cursor)
+            # Another customer's move: evaluated again (else the UI shows "Not evaluated"), no second alert.
+            record_live(instance, "globex", "globex-200", "globex-100", how=SWITCH, by="test")
+            time.sleep(2.1)
+            other = tick(stale.cursor)
             # A new snapshot goes live: fresh again, and the check says so.
             record_live(instance, "acme", "acme-200", "acme-100", how=SWITCH, by="test")
-            fresh = sensor(dg.build_sensor_context(instance=instance, cursor=stale.cursor))
+            time.sleep(2.1)
+            fresh = tick(other.cursor)
     [passed] = first.asset_events
     assert passed.check_name == "live_graph_fresh" and passed.passed
     [failed] = stale.asset_events
     assert failed.asset_key == dg.AssetKey("live_graph") and not failed.passed
     assert failed.metadata["stale"].value == ["acme"] and "acme: STALE, acme-100" in failed.description
     assert isinstance(again, dg.SkipReason)  # nothing changed: no new evaluation, no second alert
+    [still] = other.asset_events
+    assert not still.passed and still.metadata["stale"].value == ["acme"]
     [now_fresh] = fresh.asset_events
     assert now_fresh.passed
     [(path, _headers, body)] = received
