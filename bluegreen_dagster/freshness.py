@@ -103,7 +103,7 @@ def build_freshness(settings: Settings) -> tuple[dg.AssetChecksDefinition, dg.Se
 
     @dg.asset_check(asset=live_graph.LIVE_GRAPH, name=FRESH_CHECK,
                     description="Every customer's live graph is younger than its max_age (orchestrator.max_age, "
-                                "customers.<name>.max_age)")
+                                "customers.NAME.max_age)")
     def live_graph_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(**outcome(evaluate(context.instance, default, overrides)))
 
