@@ -1,22 +1,24 @@
-"""The steps of one snapshot's refresh, each a partitioned asset (or check) so the run timeline shows them apart:
+"""The steps of one snapshot's refresh, each a partitioned asset (or the gate, its checks) so the run timeline
+shows them apart, in an order their dependencies enforce (docs/steps.md):
 
-    health_check -> snapshot_database -> [verify_counts, plausible, smoke_queries: blocking checks]
-                 -> alias_switch, cleanup
+    health_check -> snapshot_database -> gate [verify_counts, plausible, smoke_queries] -> alias_switch -> cleanup
 
 - `snapshot_database` is the snapshot's database; it runs in the pool `bluegreen_loads` (see concurrency.py). It
   records the fingerprint of the files it was loaded from; a snapshot dropped again with other files is loaded
   again, or refused when it is live (fingerprints.py).
-- `verify_counts` only verifies. If it fails, Dagster skips the later steps, so an unverified database is never
-  switched to, and the job's failure hook `drop_unverified` removes it.
-- `plausible` is the plausibility gate (plausibility.py): an empty graph, or one that shrinks too much against the
-  live database, fails it; the later steps are skipped and the database is kept for inspection.
-- `smoke_queries` runs the configured warm-up and smoke queries (smoke.py) read-only on the new database after the
-  other two checks; a failing one blocks the switch the same way, and the database is kept for inspection.
-- `alias_switch` materializes only when it moved the alias (otherwise it records an observation saying why not) and
-  then records an observation of the per-customer asset `alias/<customer>`: "acme-corp -> acme-corp-1795452651".
-  A pinned customer (pins.py, `bluegreen rollback --pin`) is never switched: the observation says pinned to what,
-  since when, by whom and why.
-- `cleanup` keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
+- `gate` is one step evaluating three blocking checks of `snapshot_database` in this order; the first that fails
+  ends it, names the checks it did not run, and fails the step, so Dagster skips the switch and the cleanup:
+  - `verify_counts` only verifies. If it fails (or cannot finish), the job's failure hook `drop_unverified` removes
+    the unverified database.
+  - `plausible` is the plausibility gate (plausibility.py): an empty graph, or one that shrinks too much against
+    the live database, fails it; the database is kept for inspection.
+  - `smoke_queries` runs the configured warm-up and smoke queries (smoke.py) read-only on the verified database;
+    a failing one blocks the switch the same way, and the database is kept for inspection.
+- `alias_switch` moves the alias if this database is the newest verified one, and records every move as a
+  materialization of the customer's partition of `live_graph` (live_graph.py). Its own materialization says
+  whether it moved and why (metadata `switched`, `reason`). A pinned customer (pins.py, `bluegreen rollback --pin`)
+  is never switched: the reason says pinned to what, since when, by whom and why.
+- `cleanup` runs after `alias_switch` (it depends on it) and keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
   deletes the dynamic partitions of the databases it dropped.
 
 Bad input (a corrupt file, a bad name, wrong credentials) fails at once with a message that says what to fix;
@@ -25,10 +27,10 @@ Whatever fails, the alias stays on the last good database and the snapshot stays
 """
 
 
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -36,6 +38,7 @@ from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import fingerprints, plausibility, records, smoke
 from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, load_slot
 from bluegreen_dagster.config import ConfigError
+from bluegreen_dagster.live_graph import SWITCH, record_live
 from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
@@ -47,28 +50,9 @@ from bluegreen_dagster.snapshots import (
     how_to_retry,
     snapshot_for_key,
 )
-from bluegreen_dagster.targets import PermanentTargetError, TransientTargetError
+from bluegreen_dagster.targets import GraphTarget, PermanentTargetError, TransientTargetError
 
 GROUP = "bluegreen"
-# Among steps ready at the same time the in-process executor runs the higher priority first: switch, then cleanup.
-_FIRST = {"dagster/priority": "1"}
-# ... and the smoke queries after the other checks: they query a database that passed verification.
-_AFTER_CHECKS = {"dagster/priority": "-1"}
-
-
-def alias_asset_key(customer: str) -> dg.AssetKey:
-    """The per-customer asset whose latest observation says which database the alias serves, and since when."""
-    return dg.AssetKey(["alias", customer])
-
-
-def alias_observation(customer: str, serves: str, previous: str | None, description: str | None = None,
-                      **metadata) -> dg.AssetObservation:
-    """The observation of `alias/<customer>` that says which database the alias serves now, and since when: one
-    shape for a switch, a rollback and an unpin (rollback.py)."""
-    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return dg.AssetObservation(asset_key=alias_asset_key(customer),
-                               description=description or f"{customer} -> {serves}",
-                               metadata={"serves": serves, "since": since, "previous": previous or "", **metadata})
 
 
 class TargetUnhealthy(TransientTargetError):
@@ -156,19 +140,16 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     })
 
 
-@dg.asset_check(asset=snapshot_database, blocking=True)
-def verify_counts(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource,
-                  target: TargetResource) -> dg.AssetCheckResult:
+def verify_counts(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, graph: GraphTarget,
+                  snapshot: Snapshot) -> dg.AssetCheckResult:
     """Node and relationship counts, per label and type, equal the snapshot's. Only reads the database."""
-    snapshot = snapshot_of(context, pipeline)
-    with step_errors(context, pipeline.max_retries), target.open() as graph:
-        expected = expected_counts(snapshot)
-        try:
-            actual = rules.verify(graph, snapshot.key, expected)
-        except rules.VerificationFailed as exc:
-            return dg.AssetCheckResult(passed=False, description=str(exc),
-                                       metadata={"expected": expected.as_metadata()})
-    return dg.AssetCheckResult(passed=True, metadata={"counts": actual.as_metadata()})
+    expected = expected_counts(snapshot)
+    try:
+        actual = rules.verify(graph, snapshot.key, expected)
+    except rules.VerificationFailed as exc:
+        return dg.AssetCheckResult(check_name="verify_counts", passed=False, description=str(exc),
+                                   metadata={"expected": expected.as_metadata()})
+    return dg.AssetCheckResult(check_name="verify_counts", passed=True, metadata={"counts": actual.as_metadata()})
 
 
 def allow_shrink(context) -> bool:
@@ -177,59 +158,77 @@ def allow_shrink(context) -> bool:
     return context.run.tags.get(records.ALLOW_SHRINK_TAG, "").lower() == "true"
 
 
-@dg.asset_check(asset=snapshot_database, blocking=True)
-def plausible(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource,
-              target: TargetResource) -> dg.AssetCheckResult:
+def plausible(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, graph: GraphTarget,
+              snapshot: Snapshot) -> dg.AssetCheckResult:
     """The new graph may replace the live one: not empty, and no node or relationship count shrinks by more than
     max_shrink_percent unless the run allows it. A refused database is kept for inspection (cleanup drops it
     later); the alias stays where it is."""
-    snapshot = snapshot_of(context, pipeline)
     customer = snapshot.id.customer
-    with step_errors(context, pipeline.max_retries), target.open() as graph:
-        new = graph.count(snapshot.key)
-        live, live_counts = rules.live_counts(graph, customer)
+    new = graph.count(snapshot.key)
+    live, live_counts = rules.live_counts(graph, customer)
     limit = pipeline.shrink_limit(customer)
     metadata = {"nodes": new.nodes, "relationships": new.relationships, "live_database": live or "",
                 "live_nodes": live_counts.nodes if live_counts else 0,
                 "live_relationships": live_counts.relationships if live_counts else 0,
                 "max_shrink_percent": limit, "allow_shrink": allow_shrink(context)}
+    result = functools.partial(dg.AssetCheckResult, check_name="plausible", metadata=metadata)
     if live is not None and live != snapshot.key and not rules.is_newer(snapshot.key, live):
-        return dg.AssetCheckResult(passed=True, metadata=metadata,
-                                   description=f"{live} is live and newer: this database will not be switched to")
+        return result(passed=True, description=f"{live} is live and newer: this database will not be switched to")
     try:
         plausibility.check(new, live_counts if live != snapshot.key else None, max_shrink_percent=limit,
                            new_name=snapshot.key, live_name=live, allow_shrink=allow_shrink(context))
     except plausibility.Implausible as exc:
-        return dg.AssetCheckResult(passed=False, description=str(exc), metadata=metadata)
-    return dg.AssetCheckResult(passed=True, metadata=metadata)
+        return result(passed=False, description=str(exc))
+    return result(passed=True)
 
 
-@dg.asset_check(asset=snapshot_database, blocking=True, op_tags=_AFTER_CHECKS)
-def smoke_queries(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource,
-                  target: TargetResource) -> dg.AssetCheckResult:
+def smoke_queries(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, graph: GraphTarget,
+                  snapshot: Snapshot) -> dg.AssetCheckResult:
     """The configured warm-up and smoke queries (config.yaml `smoke:`, `customers.<name>.smoke:`) pass on the new
     database, each read-only within its time limit. A failure names the query, what was expected and what came
     back; the alias stays and the database is kept for inspection (cleanup's retention drops it later)."""
-    snapshot = snapshot_of(context, pipeline)
     plan = pipeline.smoke_plan(snapshot.id.customer)
     if smoke.is_empty(plan):
-        return dg.AssetCheckResult(passed=True, description="no smoke queries configured (config.yaml smoke:)")
-    blocked = sorted(records.failed_blocking_checks(context.instance, context.run.run_id))
-    if blocked:
-        # Its database may be gone already (drop_unverified); the failed check is the cause to report.
-        raise dg.Failure(f"smoke queries not run: {', '.join(blocked)} failed first and blocks the switch",
-                         allow_retries=False)
-    with step_errors(context, pipeline.max_retries), target.open() as graph:
-        report = smoke.run_plan(graph, snapshot.key, plan)
+        return dg.AssetCheckResult(check_name="smoke_queries", passed=True,
+                                   description="no smoke queries configured (config.yaml smoke:)")
+    report = smoke.run_plan(graph, snapshot.key, plan)
     if report.warmup is not None and report.warmup.seconds is not None:
         context.log.info(f"{snapshot.key}: warm-up query took {report.warmup.seconds:.2f}s")
-    return dg.AssetCheckResult(passed=report.passed, description=report.description(), metadata=report.metadata())
+    return dg.AssetCheckResult(check_name="smoke_queries", passed=report.passed, description=report.description(),
+                               metadata=report.metadata())
 
 
-@dg.asset(**common, deps=[snapshot_database], kinds={"python"}, output_required=False, op_tags=_FIRST)
-def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource):
-    """The customer's alias moves to this database if it is the newest verified one; never backwards. Materializes
-    only when it moved the alias; otherwise an observation says why not."""
+# The gate's checks, in the order they run: each later one needs the earlier ones to have passed (the plausibility
+# gate and the smoke queries read a database whose counts are verified).
+GATE = (verify_counts, plausible, smoke_queries)
+
+
+@dg.multi_asset_check(
+    name=records.GATE_STEP, can_subset=False,
+    specs=[dg.AssetCheckSpec(check.__name__, asset="snapshot_database", blocking=True,
+                             description=(check.__doc__ or "").split("\n")[0]) for check in GATE])
+def gate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, target: TargetResource):
+    """verify_counts, then plausible, then smoke_queries, in one step. The first that fails ends the step as a
+    failure naming the checks not run, so the switch and the cleanup are skipped and the alias stays."""
+    snapshot = snapshot_of(context, pipeline)
+    with step_errors(context, pipeline.max_retries), target.open() as graph:
+        for position, check in enumerate(GATE):
+            result = check(context, pipeline, graph, snapshot)
+            yield result
+            if not result.passed:
+                rest = [later.__name__ for later in GATE[position + 1:]]
+                if rest:
+                    raise dg.Failure(f"{', '.join(rest)} not run: {check.__name__} failed first and blocks the "
+                                     f"switch: {result.description}", allow_retries=False,
+                                     metadata={FAILURE_KIND: PERMANENT})
+                return  # Dagster fails the step: a blocking check failed
+
+
+@dg.asset(**common, deps=[snapshot_database], kinds={"python"})
+def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource,
+                 target: TargetResource) -> dg.MaterializeResult:
+    """The customer's alias moves to this database if it is the newest verified one; never backwards. A move is
+    recorded on `live_graph` (live_graph.py); this step's metadata says whether it moved (`switched`) and why."""
     snapshot = snapshot_of(context, pipeline)
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
@@ -239,25 +238,24 @@ def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource, 
                                         max_shrink_percent=pipeline.shrink_limit(customer),
                                         allow_shrink=allow_shrink(context), pinned=pin.describe() if pin else None)
         reader = graph.reader_location(customer)
+        if result.switched:
+            record_live(context.instance, customer, result.current, result.previous, how=SWITCH,
+                        by="the alias_switch step", reader=reader or "", run_id=context.run.run_id,
+                        log_event=context.log_event)
     (context.log.warning if pin else context.log.info)(result.reason)
-    metadata = {"switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
-                "customer": customer, "reason": result.reason, "reader": reader or "", "customer_lock": lock,
-                "pinned_to": pin.database if pin else ""}
-    if not result.switched:
-        yield dg.AssetObservation(asset_key=context.asset_key, partition=context.partition_key, metadata=metadata,
-                                  description=result.reason)
-        return
-    context.log_event(alias_observation(customer, result.current, result.previous,
-                                        snapshot_timestamp=snapshot.id.timestamp, reader=reader or "",
-                                        run_id=context.run.run_id))
-    yield dg.MaterializeResult(metadata=metadata)
+    # Materialized whether or not the alias moved: cleanup depends on it, and Dagster skips the dependents of a
+    # step that emits no output.
+    return dg.MaterializeResult(metadata={
+        "switched": result.switched, "previous": result.previous or "", "alias_target": result.current or "",
+        "customer": customer, "reason": result.reason, "reader": reader or "", "customer_lock": lock,
+        "pinned_to": pin.database if pin else ""})
 
 
-@dg.asset(**common, deps=[snapshot_database], kinds={"python"})
+@dg.asset(**common, deps=[alias_switch], kinds={"python"})
 def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, target: TargetResource
             ) -> dg.MaterializeResult:
-    """Keep the customer's newest `orchestrator.keep_databases` databases, the alias target, the pinned database
-    and loads in flight."""
+    """After the switch: keep the customer's newest `orchestrator.keep_databases` databases, the alias target, the
+    pinned database and loads in flight."""
     snapshot = snapshot_of(context, pipeline)
     customer = snapshot.id.customer
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
@@ -283,7 +281,7 @@ def drop_unverified(context: dg.HookContext) -> None:
     """When verification fails (or cannot finish), remove the database it was checking, unless the alias serves it
     (a re-run of the live snapshot), the customer is pinned to it, or another run of the same snapshot is in
     flight."""
-    if not (context.step_key or "").endswith(records.VERIFY_COUNTS):
+    if context.step_key != records.GATE_STEP or records.verified_in_run(context.instance, context.run_id):
         return
     key = context.instance.get_run_by_id(context.run_id).tags.get(records.PARTITION_TAG, "")
     try:
@@ -303,4 +301,4 @@ def drop_unverified(context: dg.HookContext) -> None:
 
 
 STEPS = [health_check, snapshot_database, alias_switch, cleanup]
-CHECKS = [verify_counts, plausible, smoke_queries]
+CHECKS = [gate]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,10 @@ class OrchestratorSettings(_Section):
     health_audit_cron: str = "*/15 * * * *"
     # How many times the reconcile schedule relaunches one snapshot whose runs failed for a transient cause.
     max_relaunch_attempts: int = Field(3, ge=0, le=100)
+    # Freshness (freshness.py): a customer whose live graph has served longer than this fails the check
+    # `live_graph_fresh` and is alerted. Seconds, or an ISO 8601 duration ("PT26H"); unset: not checked.
+    # Per customer: customers.<name>.max_age.
+    max_age: timedelta | None = Field(None, gt=timedelta(0))
 
     @field_validator("reconcile_cron", "health_audit_cron")
     @classmethod
@@ -186,6 +191,7 @@ class CustomerSettings(_Section):
     and smoke queries on top of the global `smoke:`."""
 
     max_shrink_percent: float | None = Field(None, ge=0, le=100)
+    max_age: timedelta | None = Field(None, gt=timedelta(0))
     smoke: SmokeSettings | None = None
 
 

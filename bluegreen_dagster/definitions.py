@@ -10,7 +10,9 @@ job's RetryPolicy, the sensor's interval and the schedules' crons (schedules.py)
 import dagster as dg
 
 from bluegreen_dagster.assets import CHECKS, STEPS
+from bluegreen_dagster.freshness import build_freshness
 from bluegreen_dagster.jobs import build_load_snapshot_job, rollback_job
+from bluegreen_dagster.live_graph import live_graph
 from bluegreen_dagster.records import SNAPSHOT_SENSOR
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.schedules import ASSETS as OPERATIONS_ASSETS
@@ -25,11 +27,12 @@ def build_definitions(resources: Resources) -> dg.Definitions:
                        default_status=dg.DefaultSensorStatus.RUNNING,
                        description=f"Watches {resources.settings.dataset.base_path} for complete snapshots; one "
                                    "partition and one run each.")(snapshot_sensor)
+    fresh_check, freshness_sensor = build_freshness(resources.settings)
     return dg.Definitions(
-        assets=[*STEPS, *OPERATIONS_ASSETS],
-        asset_checks=CHECKS,
+        assets=[*STEPS, live_graph, *OPERATIONS_ASSETS],
+        asset_checks=[*CHECKS, fresh_check],
         jobs=[load_snapshot, rollback_job, *build_jobs()],
-        sensors=[sensor, build_alert_sensor(resources.settings.alerts)],
+        sensors=[sensor, build_alert_sensor(resources.settings.alerts), freshness_sensor],
         schedules=build_schedules(orchestrator, load_snapshot),
         resources=resources.as_dict(),
         # `dagster asset materialize` runs the implicit asset job: in-process too, like load_snapshot.

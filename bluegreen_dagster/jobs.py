@@ -59,7 +59,7 @@ class RollbackConfig(dg.Config):
     reason: str = Field(default="", description="why, recorded with the rollback and the pin")
 
 
-@dg.op(name="rollback_alias", tags={"dagster/priority": "1"})
+@dg.op(name="rollback_alias")
 def rollback_alias(context: dg.OpExecutionContext, config: RollbackConfig, pipeline: PipelineResource,
                    target: TargetResource) -> dg.Output:
     """Move the customer's alias back (rollback.rollback), under the customer's lock; fails with what to do when

@@ -7,8 +7,8 @@ For each customer (a folder under dataset.base_path, or a snapshot partition), u
 2. **Forward**: when a newer, complete database exists whose run is not in flight and whose snapshot is on disk,
    the alias moves to the newest such database whose load passed every blocking check (records.py), that never
    served the alias before (one rolled back from stays off it), and that passes `bluegreen.switch_if_newest`
-   (re-verified against its snapshot and the plausibility gate, like the `alias_switch` step). A pinned customer on its pinned database
-   stays there.
+   (re-verified against its snapshot and the plausibility gate, like the `alias_switch` step), and the move is
+   recorded on `live_graph` (live_graph.py) like every move. A pinned customer on its pinned database stays there.
 3. **Cleanup**: `bluegreen.cleanup` with Dagster's in-flight runs: removes crashed loads' leftovers and keeps the
    newest `keep_databases`, the alias target and loads in flight.
 
@@ -25,6 +25,7 @@ import dagster as dg
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import plausibility, records
 from bluegreen_dagster.concurrency import customer_lock
+from bluegreen_dagster.live_graph import RECONCILE, record_live
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
@@ -83,8 +84,9 @@ def _drift(customer: str, live: str, databases: dict[str, str], on_disk: list[Sn
 
 
 def reconcile_customer(graph: GraphTarget, instance: dg.DagsterInstance, pipeline: PipelineResource,
-                       customer: str, on_disk: list[Snapshot]) -> CustomerReconcile:
-    """One customer's drift check, forward switch and cleanup; the caller holds the customer's lock."""
+                       customer: str, on_disk: list[Snapshot], record=None, run_id: str = "") -> CustomerReconcile:
+    """One customer's drift check, forward switch and cleanup; the caller holds the customer's lock. `record`
+    logs the `live_graph` materialization of a forward switch (a run's `context.log_event`; default: runless)."""
     out = CustomerReconcile(customer)
     live = out.alias = graph.alias_target(customer)
     databases = {info.name: info.status for info in graph.list_databases(customer)}
@@ -122,6 +124,9 @@ def reconcile_customer(graph: GraphTarget, instance: dg.DagsterInstance, pipelin
                 continue
             if result.switched:
                 out.switched_from, out.alias = result.previous or "", result.current
+                record_live(instance, customer, result.current, result.previous, how=RECONCILE,
+                            by="the reconcile job", reader=graph.reader_location(customer) or "", run_id=run_id,
+                            log_event=record)
             break
 
     cleaned = rules.cleanup(graph, customer, pipeline.keep_databases,
@@ -148,7 +153,8 @@ def reconcile_report(context: dg.AssetExecutionContext, pipeline: PipelineResour
             on_disk = [s for s in found.complete if s.id.customer == customer]
             try:
                 with customer_lock(context.instance, customer, on_wait=context.log.info):
-                    results[customer] = reconcile_customer(graph, context.instance, pipeline, customer, on_disk)
+                    results[customer] = reconcile_customer(graph, context.instance, pipeline, customer, on_disk,
+                                                           record=context.log_event, run_id=context.run.run_id)
             except TargetError as exc:
                 results[customer] = CustomerReconcile(customer, drift=f"could not reconcile {customer}: {exc}")
             context.log.info(f"{customer}: {results[customer].summary()}")

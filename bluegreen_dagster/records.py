@@ -36,6 +36,7 @@ SWITCH_ASSET = dg.AssetKey(ALIAS_SWITCH)
 # snapshot.
 VERIFY_COUNTS, PLAUSIBLE, SMOKE_QUERIES = "verify_counts", "plausible", "smoke_queries"
 GATE_CHECKS = (VERIFY_COUNTS, PLAUSIBLE, SMOKE_QUERIES)
+GATE_STEP = "gate"  # the one step that evaluates GATE_CHECKS in order (assets.py)
 
 LOAD_SNAPSHOT_JOB = "load_snapshot"
 ROLLBACK_JOB = "rollback"
@@ -135,6 +136,13 @@ def failed_blocking_checks(instance: dg.DagsterInstance, run_id: str) -> dict[st
     return {e.check_name: e for e in check_evaluations(instance, run_id) if e.blocking and not e.passed}
 
 
+def verified_in_run(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether the run's latest `verify_counts` evaluation passed (the gate stops at the first failed check, so a
+    failed gate after a passed verification is a refused plausibility or smoke query: that database is kept)."""
+    passed = [e.passed for e in check_evaluations(instance, run_id) if e.check_name == VERIFY_COUNTS]
+    return bool(passed) and passed[-1]
+
+
 def gate_problem(instance: dg.DagsterInstance, database: str) -> str | None:
     """Why Dagster's records do not show `database` as having passed every gate check, or None if they do.
 
@@ -157,11 +165,13 @@ def gate_problem(instance: dg.DagsterInstance, database: str) -> str | None:
 # -- materializations -------------------------------------------------------------------------------------------
 
 def was_live(instance: dg.DagsterInstance, database: str) -> bool:
-    """Whether the alias ever moved to `database` (its `alias_switch` materialized). An alias that left such a
-    database was moved away on purpose (a rollback): only an operator's `rollback --to` brings it back."""
-    switched = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=SWITCH_ASSET, asset_partitions=[database]), limit=1)
-    return bool(switched.records)
+    """Whether the alias ever moved to `database` (an `alias_switch` materialization with `switched`). An alias
+    that left such a database was moved away on purpose (a rollback): only an operator's `rollback --to` brings it
+    back."""
+    steps = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SWITCH_ASSET, asset_partitions=[database]), limit=100)
+    return any((m := r.asset_materialization.metadata.get("switched")) is not None and m.value
+               for r in steps.records)
 
 
 def recorded_fingerprint(instance: dg.DagsterInstance, key: str) -> str | None:

@@ -3,8 +3,8 @@ it there (a pin, pins.py) until `bluegreen unpin`.
 
 `rollback` is the one implementation behind `bluegreen rollback` and the `rollback` job in the UI (jobs.py). It runs
 under the customer's lock (`concurrency.customer_lock`), so it cannot interleave with a switch or a cleanup of the
-same customer on another host, and it records what it did as an observation of the asset `alias/<customer>`, like
-a switch does (`assets.alias_observation`).
+same customer on another host, and it records what it did on the customer's partition of the asset `live_graph`,
+like a switch does (`live_graph.record_live`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import pins, plausibility, records
-from bluegreen_dagster.assets import alias_observation
 from bluegreen_dagster.concurrency import customer_lock
+from bluegreen_dagster.live_graph import ROLLBACK, UNPIN, record_live
 from bluegreen_dagster.names import (
     InvalidName,
     SnapshotError,
@@ -98,15 +98,15 @@ def _timestamp(database: str) -> int | None:
 
 def rollback(instance: dg.DagsterInstance, target: GraphTarget, base_path: Path, customer: str, *,
              to: str | None = None, pin: bool = False, reason: str = "", by: str | None = None,
-             record: Callable[[dg.AssetObservation], None] | None = None,
-             on_wait: Callable[[str], None] = lambda _: None, **observation_metadata) -> RollbackResult:
+             record: Callable[[dg.AssetMaterialization], None] | None = None,
+             on_wait: Callable[[str], None] = lambda _: None, run_id: str = "") -> RollbackResult:
     """Point `customer`'s alias at `to`, or by default at the newest retained database older than the live one
     that is online and verifies (`why_not_verified`); with `pin`, pin the customer there.
 
     Raises RollbackRefused (nothing changed) when the customer has no alias, `to` is not this customer's, does not
     exist, is not online, does not verify or is already live, when no older database qualifies, or when the
     customer is pinned and `pin` is not given (moving a pinned alias must move the pin too, on purpose).
-    `record` receives the observation of `alias/<customer>` (default: a runless event in `instance`)."""
+    `record` receives the materialization of `live_graph` (default: a runless event in `instance`)."""
     try:
         validate_customer(customer)
     except InvalidName as exc:
@@ -166,27 +166,25 @@ def rollback(instance: dg.DagsterInstance, target: GraphTarget, base_path: Path,
         target.point_alias(customer, chosen)
         new_pin = pins.set_pin(instance, customer, chosen, reason=reason, by=by) if pin else None
         reader = target.reader_location(customer)
-    result = RollbackResult(customer, live, chosen, new_pin, reason, skipped)
-    observation = alias_observation(customer, chosen, live, description=result.describe(), rolled_back_from=live,
-                                    reason=reason, pinned=pin, by=by, reader=reader or "", **observation_metadata)
-    (record or instance.report_runless_asset_event)(observation)
+        result = RollbackResult(customer, live, chosen, new_pin, reason, skipped)
+        record_live(instance, customer, chosen, live, how=ROLLBACK, by=by, reader=reader or "", run_id=run_id,
+                    details={"reason": reason, "pinned": pin, "passed_over": skipped}, log_event=record)
     return result
 
 
 def unpin(instance: dg.DagsterInstance, target: GraphTarget, customer: str, *, by: str | None = None,
-          record: Callable[[dg.AssetObservation], None] | None = None) -> tuple[pins.Pin | None, str]:
+          record: Callable[[dg.AssetMaterialization], None] | None = None) -> tuple[pins.Pin | None, str]:
     """Clear the customer's pin; returns (the pin removed or None, what happens next in words)."""
     validate_customer(customer)
     with customer_lock(instance, customer):
         removed = pins.clear_pin(instance, customer)
         live = target.alias_target(customer)
+        if removed is not None and live:
+            record_live(instance, customer, live, live, how=UNPIN, by=by or operator(), log_event=record,
+                        details={"was_pinned_to": removed.database})
     if removed is None:
         return None, f"{customer} was not pinned; nothing changed"
     text = (f"{customer} unpinned (was: {removed.describe()}). The alias stays on {live or '(none)'} until the next "
             f"snapshot newer than it is loaded and verified, which switches it as usual. A snapshot that loaded "
             f"while pinned switches when its partition is run again (`bluegreen load {customer} TIMESTAMP`)")
-    if live:
-        (record or instance.report_runless_asset_event)(alias_observation(
-            customer, live, live, description=f"{customer} -> {live} (unpinned)", unpinned_by=by or operator(),
-            was_pinned_to=removed.database))
     return removed, text

@@ -19,14 +19,16 @@ def run(project: Project, instance: dg.DagsterInstance, key: str) -> dg.ExecuteI
 
 
 def metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
-    [event] = result.asset_materializations_for_node(step)
+    """The metadata of the step's own asset's materialization."""
+    [event] = [e for e in result.asset_materializations_for_node(step) if e.asset_key == dg.AssetKey(step)]
     return {k: v.value for k, v in event.metadata.items()}
 
 
-def observation(result: dg.ExecuteInProcessResult, step: str) -> dict:
-    """The step's asset observation (alias_switch records one instead of a materialization when it did not move)."""
-    [event] = [e for e in result.events_for_node(step) if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION]
-    return {k: v.value for k, v in event.asset_observation_data.asset_observation.metadata.items()}
+def live_graph_events(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
+    """The `live_graph` materializations the run recorded (one per move of an alias)."""
+    return [e.step_materialization_data.materialization for e in result.all_events
+            if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+            and e.step_materialization_data.materialization.asset_key == dg.AssetKey("live_graph")]
 
 
 def alias(project: Project, customer: str) -> str | None:
@@ -55,17 +57,13 @@ def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> N
                                                                                       "plausible": True,
                                                                                       "smoke_queries": True}
     assert alias(project, "acme") == "acme-100"
-    # The UI's asset alias/acme says which database the alias serves, and since when.
-    live = instance_observation(result, ["alias", "acme"])
-    assert live.description == "acme -> acme-100"
-    assert live.metadata["serves"].value == "acme-100" and live.metadata["since"].value.endswith("+00:00")
-
-
-def instance_observation(result: dg.ExecuteInProcessResult, key: list[str]) -> dg.AssetObservation:
-    [event] = [e.asset_observation_data.asset_observation for e in result.all_events
-               if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
-               and e.asset_observation_data.asset_observation.asset_key == dg.AssetKey(key)]
-    return event
+    # The UI's asset live_graph, partition acme, says which database the alias serves, and since when.
+    [live] = live_graph_events(result)
+    assert live.partition == "acme" and live.description.startswith("acme -> acme-100 since ")
+    values = {k: v.value for k, v in live.metadata.items()}
+    assert values["serves"] == "acme-100" and values["since"].endswith("+00:00") and values["previous"] == ""
+    assert values["snapshot_timestamp"] == "100" and values["how"] == "switch"
+    assert values["run_id"] == result.run_id
 
 
 def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
@@ -73,8 +71,10 @@ def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
     with dg.instance_for_test() as instance:
         result = run(project, instance, "acme-100")
     started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
-    assert started[:2] == ["health_check", "snapshot_database"] and started[-2:] == ["alias_switch", "cleanup"]
-    assert sorted(started[2:4]) == ["snapshot_database_plausible", "snapshot_database_verify_counts"]
+    assert started == ["health_check", "snapshot_database", "gate", "alias_switch", "cleanup"]
+    # The order is the asset graph's, not a priority: cleanup depends on the switch, the switch on the gate.
+    graph = project.defs.resolve_asset_graph()
+    assert dg.AssetKey("alias_switch") in graph.get(dg.AssetKey("cleanup")).parent_keys
     # The load step held the one load slot (orchestrator.max_concurrent_loads: 1).
     assert metadata(result, "snapshot_database")["load_slot"] == "slot 1 of 1 (file lock)"
 
@@ -86,8 +86,8 @@ def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
         again = run(project, instance, "acme-100")
     assert again.success
     assert metadata(again, "snapshot_database")["reused"] is True
-    assert not again.asset_materializations_for_node("alias_switch")  # no switch: no fresh materialization
-    switch = observation(again, "alias_switch")
+    assert not live_graph_events(again)  # no move of the alias: nothing recorded on live_graph
+    switch = metadata(again, "alias_switch")
     assert switch["switched"] is False and "already points at acme-100" in switch["reason"]
     assert databases(project, "acme") == ["acme-100"]
 
@@ -99,10 +99,11 @@ def test_older_snapshot_never_takes_the_alias(project: Project) -> None:
         assert run(project, instance, "acme-200").success
         late = run(project, instance, "acme-100")
     assert late.success
-    assert not late.asset_materializations_for_node("alias_switch")
-    switch = observation(late, "alias_switch")
+    assert not live_graph_events(late)
+    switch = metadata(late, "alias_switch")
     assert switch["switched"] is False and "newer" in switch["reason"]
     assert alias(project, "acme") == "acme-200"
+    assert metadata(late, "cleanup")["kept"]  # cleanup still ran after a switch that did not move the alias
 
 
 def test_corrupt_parquet_fails_at_once_and_loses_nothing(project: Project) -> None:
@@ -143,7 +144,13 @@ def test_failed_verification_blocks_the_switch_and_drops_the_database(project: P
     assert not result.success
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "verify_counts")
     assert check.passed is False and "nodes: expected 21, found 20" in check.description
-    assert not result.asset_materializations_for_node("alias_switch")  # blocked
+    # The gate stops at the first failed check: the others did not run, and the step says so.
+    assert [e.check_name for e in result.get_asset_check_evaluations()] == ["verify_counts"]
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "gate"
+    assert "plausible, smoke_queries not run: verify_counts failed first" in failure.event_specific_data.error.message
+    started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
+    assert started == ["health_check", "snapshot_database", "gate"]  # the switch and the cleanup never ran
     assert alias(project, "acme") == "acme-100"
     assert databases(project, "acme") == ["acme-100"]
 

@@ -22,7 +22,8 @@ def reconcile(project: Project, instance: dg.DagsterInstance):
     """One run of the job the reconcile schedule launches: (its materialization metadata, its drift check)."""
     result = project.defs.resolve_job_def("reconcile").execute_in_process(instance=instance)
     assert result.success  # drift is a failed check, not a failed run
-    [materialization] = result.asset_materializations_for_node("reconcile_report")
+    [materialization] = [m for m in result.asset_materializations_for_node("reconcile_report")
+                         if m.asset_key == dg.AssetKey("reconcile_report")]  # not a forward switch's live_graph
     [check] = result.get_asset_check_evaluations()
     return {k: v.value for k, v in materialization.metadata.items()}, check
 
@@ -77,8 +78,13 @@ def test_stale_alias_moves_forward_to_the_newest_verified_database(project: Proj
         assert alias(project, "acme") == "acme-100"
 
         meta, check = reconcile(project, instance)
+        # The forward switch is a move of the alias like any other: recorded on the customer's live_graph.
+        [record] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("live_graph"), asset_partitions=["acme"]), limit=1).records
+        live = {k: v.value for k, v in record.asset_materialization.metadata.items()}
     assert alias(project, "acme") == "acme-200"
     assert meta["switched_forward"] == ["acme: acme-100 -> acme-200"]
+    assert (live["serves"], live["previous"], live["how"]) == ("acme-200", "acme-100", "reconcile")
     assert "not switched to acme-300" in meta["per_customer"]["acme"]
     assert check.passed
     # Retention (keep_databases=2): the alias target and the newest are kept, the oldest is dropped.

@@ -15,7 +15,7 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.pins import get_pin
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
-from tests.test_assets import metadata, observation, run
+from tests.test_assets import metadata, run
 from tests.test_neo4j_dagster import neo4j_project, standin  # noqa: F401 - fixtures
 
 
@@ -37,9 +37,11 @@ def databases(project: Project, customer: str = "acme") -> list[str]:
         return sorted(d.name for d in target.list_databases(customer))
 
 
-def latest_alias_observation(instance: dg.DagsterInstance, customer: str = "acme") -> dg.AssetObservation:
-    [record] = instance.fetch_observations(dg.AssetKey(["alias", customer]), limit=1).records
-    return record.asset_observation
+def live(instance: dg.DagsterInstance, customer: str = "acme") -> dict:
+    """The metadata of the latest materialization of the customer's partition of `live_graph`."""
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("live_graph"), asset_partitions=[customer]), limit=1).records
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def status_json(capsys, customer: str = "acme") -> dict:
@@ -66,10 +68,10 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
     said = " ".join(capsys.readouterr().err.split())
     assert "acme-200 -> acme-100" in said and "pinned" in said
     assert alias_of() == "acme-100"
-    seen = latest_alias_observation(instance)
-    facts = {k: v.value for k, v in seen.metadata.items()}
-    assert facts["serves"] == "acme-100" and facts["rolled_back_from"] == "acme-200"
-    assert facts["reason"] == "bad data in 200" and facts["pinned"] is True
+    facts = live(instance)
+    assert facts["serves"] == "acme-100" and facts["previous"] == "acme-200" and facts["how"] == "rollback"
+    assert facts["reason"] == "bad data in 200" and facts["pinned"] is True and "@" in facts["by"]
+    rolled_back_at = facts["since"]
     pin = status_json(capsys)["pin"]
     assert pin["database"] == "acme-100" and pin["reason"] == "bad data in 200" and "@" in pin["by"]
     assert main(["status"]) == 0 and "pinned" in capsys.readouterr().out  # the table's pin column renders
@@ -79,7 +81,7 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
     result = run(project, instance, "acme-300")
     assert result.success
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["verify_counts"] is True
-    said = observation(result, "alias_switch")
+    said = metadata(result, "alias_switch")
     assert said["switched"] is False and said["pinned_to"] == "acme-100"
     assert "pinned to acme-100 since" in said["reason"] and "bad data in 200" in said["reason"]
     assert "`bluegreen unpin acme` to resume" in said["reason"]
@@ -92,11 +94,15 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
     said = " ".join(capsys.readouterr().err.split())
     assert "acme unpinned" in said and "next" in said and "snapshot" in said
     assert status_json(capsys)["pin"] is None
+    facts = live(instance)  # the unpin is recorded; the alias still serves acme-100 since the rollback
+    assert facts["how"] == "unpin" and facts["serves"] == "acme-100" and facts["since"] == rolled_back_at
+    assert facts["was_pinned_to"] == "acme-100"
 
     write_snapshot(project.data, "acme", 400, people=40)
     result = run(project, instance, "acme-400")
     assert result.success and metadata(result, "alias_switch")["previous"] == "acme-100"
     assert alias_of() == "acme-400"
+    assert live(instance)["how"] == "switch" and live(instance)["previous"] == "acme-100"
     assert metadata(result, "cleanup")["dropped"] == ["acme-200", "acme-100"]  # unpinned: retention applies again
 
 
@@ -175,8 +181,9 @@ def test_the_ui_job_rolls_back_with_run_config(project: Project, instance) -> No
     pin = get_pin(instance, "acme")
     assert pin.database == "acme-100" and pin.by == f"rollback run {result.run_id}" and pin.reason == "incident 7"
     assert instance.get_run_by_id(result.run_id).tags["customer"] == "acme"  # serialized with acme's loads
-    seen = latest_alias_observation(instance)
-    assert seen.metadata["rolled_back_from"].value == "acme-300" and seen.metadata["run_id"].value == result.run_id
+    seen = live(instance)
+    assert seen["previous"] == "acme-300" and seen["run_id"] == result.run_id and seen["how"] == "rollback"
+    assert seen["by"] == f"rollback run {result.run_id}"
 
     refused = rollback_run(project, instance, customer="acme", to="acme-100", pin=True)
     assert not refused.success and alias(project) == "acme-100"
@@ -209,8 +216,8 @@ def test_neo4j_ui_job_rolls_back_by_default_to_the_newest_older_verified(neo4j_p
     assert result.success
     assert standin.dbms.alias_target("acme") == "acme-200"
     assert get_pin(neo4j_instance, "acme") is None
-    seen = latest_alias_observation(neo4j_instance)
-    assert seen.metadata["rolled_back_from"].value == "acme-300" and seen.metadata["pinned"].value is False
+    seen = live(neo4j_instance)
+    assert seen["serves"] == "acme-200" and seen["previous"] == "acme-300" and seen["pinned"] is False
 
 
 def test_a_failed_verification_never_drops_the_pinned_database(project: Project, instance,

@@ -80,11 +80,11 @@ def test_passing_smoke_queries_let_the_switch_happen_and_report_each_query(proje
     assert reported["knows"]["got"] == "knows = 600"
     assert reported["fast"]["passed"] and reported["fast"]["seconds"] < 30
     assert alias(project, "acme") == "acme-100"
-    # It ran after the other checks, on the verified database, and before the switch.
+    # It ran after the other checks (the gate evaluates them in order), on the verified database, before the switch.
+    assert [e.check_name for e in result.get_asset_check_evaluations()] == ["verify_counts", "plausible",
+                                                                           "smoke_queries"]
     started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
-    assert started.index("snapshot_database_smoke_queries") > max(started.index("snapshot_database_verify_counts"),
-                                                                  started.index("snapshot_database_plausible"))
-    assert started.index("snapshot_database_smoke_queries") < started.index("alias_switch")
+    assert started.index("gate") < started.index("alias_switch")
 
 
 def test_too_few_rows_block_the_switch_and_name_the_query(project: Project) -> None:
@@ -233,8 +233,8 @@ def test_after_a_failed_verification_smoke_queries_do_not_run_and_the_alert_name
         result = project.job().execute_in_process(partition_key="acme-200", instance=instance, raise_on_error=False)
         alert = alert_for_run(instance, result.dagster_run, None)
     assert [e.check_name for e in result.get_asset_check_evaluations() if not e.passed] == ["verify_counts"]
-    failure = next(e for e in result.get_step_failure_events() if e.step_key == "snapshot_database_smoke_queries")
-    assert "not run: verify_counts failed first" in failure.event_specific_data.error.message
+    failure = next(e for e in result.get_step_failure_events() if e.step_key == "gate")
+    assert "smoke_queries not run: verify_counts failed first" in failure.event_specific_data.error.message
     assert alert.step.startswith("verify_counts") and "expected 21, found 20" in alert.cause
 
 

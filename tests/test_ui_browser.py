@@ -4,7 +4,8 @@ One webserver and one daemon (`-w workspace.yaml`, our instance settings, a thro
 target) serve the whole module. `bluegreen demo-data` writes one snapshot per demo customer; once their aliases
 are live, a good snapshot (`bluegreen simulate-snapshot`) and a corrupt one (a Parquet file that is not Parquet)
 are dropped, and the tests read the pages: the partitions of `snapshot_database` with their metadata, the run the
-sensor launched for the new snapshot, the failed run and its cause, the customer's live alias.
+sensor launched for the new snapshot, the failed run and its cause, each customer's live graph (the partitions of
+`live_graph`) and the failed freshness check of the customer whose live graph is older than its max_age.
 
 Screenshots go to $BLUEGREEN_UI_ARTIFACTS (default /tmp/bluegreen-ui-artifacts), printed at the end. Needs
 /usr/bin/chromium (Debian's `chromium`) and the `playwright` package (dev extra); never downloads a browser.
@@ -31,7 +32,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("BLUEGREEN_UI_ARTIFACTS", "/tmp/bluegreen-ui-artifacts"))
 CUSTOMERS = ("acme-corp", "globex", "initech")  # what `bluegreen demo-data` writes
 GOOD, BAD = "acme-corp", "globex"  # the customer that gets a new snapshot, the one that gets a corrupt one
-# The five steps of a refresh; any other asset with "alias" in its key is the live alias view (see the last test).
+STALE = "initech"  # its max_age (1 s) has passed by the time the pages are read: its freshness check fails
 
 
 def _browser_missing() -> str | None:
@@ -149,7 +150,7 @@ def ui(tmp_path_factory):
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
     root = tmp_path_factory.mktemp("ui")
-    project = make_project(root, orchestrator={"scan_interval": 5})
+    project = make_project(root, orchestrator={"scan_interval": 5}, customers={STALE: {"max_age": 1}})
     bluegreen(project, "demo-data", "--people", "300")
     began = time.monotonic()
     with running_daemon(project) as daemon_log, running_webserver(project) as url, sync_playwright() as pw:
@@ -222,16 +223,39 @@ def test_failed_snapshot_shows_its_cause_on_the_run_page(ui: UI) -> None:
     ui.shot("run-page-failed-snapshot-cause")
 
 
-def test_customer_live_alias_is_visible(ui: UI) -> None:
-    """Each customer's live alias is the asset `alias/<customer>` (README, "The demo, step by step"): its page
-    shows the database the alias serves now, from the latest observation the switch recorded."""
-    live = status(ui.project)[GOOD]
-    ui.open(f"/assets/alias/{GOOD}")
-    # An asset Dagster knows only from its observations: the Overview says "Never materialized", the Events tab
-    # lists each observation with its metadata (serves, since, previous).
-    ui.page.get_by_role("tab", name="Events").or_(ui.page.get_by_text("Events", exact=True)).first.click()
+def test_each_customers_live_graph_shows_what_serves_and_since_when(ui: UI) -> None:
+    """The catalog's asset `live_graph` has one partition per customer; a partition's page shows, without the
+    Events tab, the database its alias serves and since when (the latest materialization's metadata)."""
+    live = status(ui.project)
+    for customer in CUSTOMERS:
+        ui.open(f"/assets/live_graph?view=partitions&partition={customer}")
+        ui.page.locator("tr").filter(has=ui.page.get_by_text("serves", exact=True)).first.wait_for()
+        assert re.search(rf"{re.escape(customer)}\s+Materialized", ui.text()), f"{customer} is not Materialized"
+        assert metadata_value(ui.page, "serves") == live[customer], f"{customer}: the UI and the target disagree"
+        since = metadata_value(ui.page, "since")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", since), since
+        ui.shot(f"live-graph-{customer}")
+
+
+def test_a_stale_live_graph_is_a_failed_freshness_check(ui: UI) -> None:
+    """initech's max_age is 1 s: the sensor live_graph_freshness records a failed `live_graph_fresh` that names it;
+    the customers without a max_age are not judged."""
+    def failed_check():
+        ui.open("/assets/live_graph?view=checks")
+        try:
+            ui.page.get_by_text("live_graph_fresh").first.wait_for(timeout=10_000)
+        except Exception:
+            return None
+        text = flat(ui.text())
+        return text if "Failed" in text else None
+
     try:
-        ui.page.get_by_text(live).first.wait_for(timeout=60_000)
+        text = wait_for(failed_check, 150, "a failed live_graph_fresh on the live_graph page", ui.daemon_log,
+                        interval=3)
     finally:
-        ui.shot("live-alias-page")
-    ui.shot("live-alias")
+        ui.shot("live-graph-freshness-check")
+    ui.page.get_by_text("live_graph_fresh").first.click()
+    ui.page.get_by_text(f"{STALE}: STALE").first.wait_for(timeout=30_000)
+    body = flat(ui.text())
+    assert "1 of 1 customers stale" in body  # only initech has a max_age
+    ui.shot("live-graph-freshness-check-detail")

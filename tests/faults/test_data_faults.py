@@ -355,7 +355,7 @@ def test_the_same_snapshot_dropped_twice_and_a_rerun(project: Project, fault, tm
         rerun = probe.run(instance, GOOD)  # an operator re-runs the loaded partition
         assert rerun.success
         assert metadata(rerun, "snapshot_database")["reused"] is True
-        assert not rerun.asset_materializations_for_node("alias_switch")
+        assert metadata(rerun, "alias_switch")["switched"] is False
         assert instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME) == [GOOD]  # no duplicate partition
         assert databases(project, "acme") == [GOOD]
         probe.conclude(alias=GOOD, message=run_notes(instance, rerun),
@@ -373,7 +373,7 @@ def test_an_older_snapshot_after_a_newer_one_is_live(project: Project, fault) ->
         assert late.success  # loaded and verified ...
         assert {e.check_name: e.passed for e in late.get_asset_check_evaluations()} == {
             "verify_counts": True, "plausible": True, "smoke_queries": True}
-        assert not late.asset_materializations_for_node("alias_switch")  # ... never switched to
+        assert metadata(late, "alias_switch")["switched"] is False  # ... never switched to
         assert BAD in databases(project, "acme")  # kept by its own run; the next cleanup applies keep_databases
         probe.conclude(alias="acme-300", gone=[BAD], message=run_notes(instance, late),
                        mentions=["alias acme stays on acme-300: it is newer than acme-200",
@@ -406,6 +406,6 @@ def test_two_snapshots_finishing_in_reverse_order(project: Project, fault, monke
         assert newer_result.success and older.success
         assert metadata(newer_result, "alias_switch")["alias_target"] == "acme-300"
         assert metadata(newer_result, "cleanup")["protected"] == {BAD: "still loading"}
-        assert not older.asset_materializations_for_node("alias_switch")
+        assert metadata(older, "alias_switch")["switched"] is False
         probe.conclude(alias="acme-300", gone=[BAD, GOOD], message=run_notes(instance, older),
                        mentions=["alias acme stays on acme-300: it is newer than acme-200"])
