@@ -329,6 +329,12 @@ def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH))
 
 
+def dagster_home() -> Path:
+    """The Dagster instance's folder every command uses: $DAGSTER_HOME, else `.dagster_home` beside the config
+    file (where `bluegreen demo` creates it). Only named here: the CLI creates it, metrics and doctor check it."""
+    return Path(os.environ.get("DAGSTER_HOME") or config_path().resolve().parent / ".dagster_home").resolve()
+
+
 def _shown_input(err: Any) -> str:
     """The offending value, for the error message, unless it may hold a secret: a whole section (the top-level
     validator's input is the entire expanded file, webhook URLs and tokens included) or a SecretStr field."""
