@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bluegreen_dagster.config import ConfigError, config_path, dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
@@ -99,33 +100,42 @@ def cmd_status(args: argparse.Namespace, resources: Resources) -> int:
 
 
 def print_status(out: Console, rows: list[CustomerStatus], kind: str, *, wide: bool = False) -> None:
-    """The status table. Database names and customers are never cut or folded: each stays whole on one line
-    (retained databases one per line). The reader path needs `--wide`; a table that still does not fit the
-    terminal becomes one block per customer."""
-    columns = ["customer", "alias target", "age", "retained databases"] + (["reader opens"] if wide else [])
-    table = Table(title=f"bluegreen status ({kind} target)")
-    for column in columns:
-        if column == "reader opens":
-            table.add_column(column, overflow="fold")  # a path may break anywhere: it is still whole, folded
-        else:
-            table.add_column(column, no_wrap=True)
+    """The status table. Names are never cut or folded: each stays whole on one line (retained databases one per
+    line). `wide` adds the path (or URI) a reader opens, as a column when it fits, else as a line per customer
+    under the table; a table that does not fit the terminal at all becomes one block per customer."""
+    title = f"bluegreen status ({kind} target)"
     cells = [_status_cells(row) for row in rows]
-    for row in cells:
-        table.add_row(*row[:len(columns)])
-    if out.measure(table).minimum <= out.width:
-        out.print(table)
+    columns = ["customer", "alias target", "age", "retained databases", "reader opens"]
+    widths = [max(_cell_width(text) for text in [name] + [row[i] for row in cells])
+              for i, name in enumerate(columns)]
+    for shown in ([5, 4] if wide else [4]):
+        if sum(widths[:shown]) + 3 * shown + 1 <= out.width:  # cells + padding + borders
+            table = Table(title=title)
+            for column, width in zip(columns[:shown], widths, strict=False):
+                table.add_column(column, no_wrap=True, min_width=width)
+            for row in cells:
+                table.add_row(*row[:shown])
+            out.print(table)
+            if wide and shown == 4:
+                for row in rows:
+                    out.print(f"{row.customer} reader opens {row.reader or '-'}", highlight=False, soft_wrap=True)
+            break
     else:
-        out.print(f"[bold]bluegreen status ({kind} target)[/]")
+        out.print(f"[bold]{title}[/]")
         for row in cells:
-            out.print(f"[bold]{row[0]}[/]", no_wrap=True, overflow="ignore", crop=False)
-            for name, value in zip(columns[1:], row[1:], strict=False):
-                for line in value.split("\n"):
-                    out.print(f"  {name + ':':<20}{line}", no_wrap=True, overflow="ignore", crop=False)
+            out.print(f"[bold]{row[0]}[/]", soft_wrap=True)  # soft wrap: a long name runs on, never cut
+            for name, value in zip(columns[1:4 + wide], row[1:], strict=False):
+                for i, line in enumerate(value.split("\n")):
+                    out.print(f"  {name + ':' if i == 0 else '':<20}{line}", soft_wrap=True)
     for row in rows:
         if row.pin:
             pin = row.pin
             out.print(f"{row.customer} is pinned to {pin['database']} since {pin['since']} by {pin['by']}"
                       + (f": {pin['reason']}" if pin["reason"] else ""), highlight=False)
+
+
+def _cell_width(markup: str) -> int:
+    return max(Text.from_markup(line).cell_len for line in markup.split("\n"))
 
 
 def _status_cells(row: CustomerStatus) -> list[str]:
