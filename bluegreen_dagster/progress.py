@@ -143,7 +143,7 @@ class RunDisplay:
         if self.live:
             self.progress.update(self._status, description=f"run {self.run_id[:8]}: {text}")
         else:
-            self.console.print(f"run {self.run_id[:8]}: {text}", highlight=False)
+            self.console.print(f"run {self.run_id[:8]}: {text}", highlight=False, soft_wrap=True)
 
     def run_state(self, state: str) -> None:
         if state != self.state:
@@ -157,14 +157,14 @@ class RunDisplay:
         if self.live:
             self.progress.console.print(text, highlight=False)
         else:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)
 
     def loaded(self, event: ProgressEvent) -> None:
         key = (event.database, event.phase)
         eta = event.eta_seconds
         fields = {"rate": f"{event.rate:,.0f}/s", "eta": f"ETA {'-' if eta is None else _clock(eta)}"}
-        if not self.live:
-            self.console.print(event.describe(), highlight=False)
+        if not self.live:  # soft wrap: a log line stays one line, whatever the width
+            self.console.print(event.describe(), highlight=False, soft_wrap=True)
             return
         if key not in self._phases:
             self._phases[key] = self.progress.add_task(f"  {event.phase}", total=event.total, **fields)

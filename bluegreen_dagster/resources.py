@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import dagster as dg
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 
 from bluegreen_dagster.config import (
     ConfigError,
@@ -57,14 +57,18 @@ class PipelineResource(dg.ConfigurableResource):
     # Only the keys config.yaml sets: a smoke query's expectation is the key that is present.
     customers: dict[str, Any] = {}
     smoke: dict[str, Any] = {}
+    # The sections validated once (the sensor reads settle_seconds per snapshot it looks at).
+    _settings: Settings | None = PrivateAttr(default=None)
 
     def settings(self) -> Settings:
-        return Settings.model_validate({"dataset": self.dataset, "orchestrator": self.orchestrator,
-                                        "customers": self.customers, "smoke": self.smoke})
+        if self._settings is None:
+            self._settings = Settings.model_validate({"dataset": self.dataset, "orchestrator": self.orchestrator,
+                                                      "customers": self.customers, "smoke": self.smoke})
+        return self._settings
 
     @property
     def orchestration(self) -> OrchestratorSettings:
-        return OrchestratorSettings.model_validate(self.orchestrator)
+        return self.settings().orchestrator
 
     @property
     def base(self) -> Path:

@@ -4,12 +4,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from bluegreen_dagster.cli import main
+from bluegreen_dagster.cli import main, prepare_dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import scan
 from tests.conftest import Project
@@ -77,18 +78,28 @@ def test_load_submits_through_the_run_queue_and_shows_its_progress(project: Proj
     snap = snapshot_at(project.data, "acme", 1767741527)
     total = rows_in(snap.node_files + snap.relationship_files)
     bluegreen = Path(sys.executable).parent / "bluegreen"
-    with running_daemon(project) as log:
-        done = subprocess.run([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, capture_output=True,
-                              text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:] + log.read_text()[-3000:]
+    # Submitted before the daemon starts, so this run is first in the queue and does the load (the daemon's
+    # sensor queues its own run of the snapshot behind it, which then finds the database loaded).
+    load = subprocess.Popen([str(bluegreen), "load", "acme", "1767741527"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        with dg.DagsterInstance.from_config(str(prepare_dagster_home())) as instance:
+            deadline = time.monotonic() + 120
+            while not instance.get_runs() and load.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+        with running_daemon(project) as log:
+            _, shown = load.communicate(timeout=240)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert load.returncode == 0, shown[-3000:] + log.read_text()[-3000:]
     # While it waited it showed the run going: queued, each step, rows of the snapshot's total with rate and ETA.
-    shown = done.stderr
     assert "queued" in shown and "step started: snapshot_database" in shown and "step done: alias_switch" in shown
     rows_lines = [line for line in shown.splitlines() if f" of {total:,} rows" in line]
-    assert len(rows_lines) >= 4 and f"acme-1767741527: copying {total:,} of {total:,} rows (100%)" in shown
+    assert len(rows_lines) >= 4 and f"acme-1767741527: copying {total:,} of {total:,} rows (100%)" in shown, shown
     assert all("rows/s, ETA" in line for line in rows_lines)
     assert shown.index("queued") < shown.index("step started: health_check") < shown.index(rows_lines[0])
-    run_id = done.stderr.split("submitted run ")[1].split()[0]
+    run_id = shown.split("submitted run ")[1].split()[0]
     with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
         run = instance.get_run_by_id(run_id)  # (the daemon's sensor launches its own run of it too)
         assert run.job_name == "load_snapshot" and run.status == dg.DagsterRunStatus.SUCCESS

@@ -14,7 +14,7 @@ from bluegreen_dagster.progress import LoadProgress, ProgressEvent, RunDisplay, 
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.conftest import Project
-from tests.test_neo4j_standin import make_settings, standin  # noqa: F401 (the stand-in fixture)
+from tests.test_neo4j_standin import make_settings, standin  # noqa: F401 - the stand-in fixture
 
 
 class Clock:
@@ -67,7 +67,7 @@ def test_an_embedded_load_reports_rows_of_the_total_in_the_runs_log_and_the_disp
         terminal = Console(file=io.StringIO(), force_terminal=True, width=100)
         with RunDisplay(terminal, run_id) as display:
             assert watch_run(instance, run_id, display, timeout=10) == dg.DagsterRunStatus.SUCCESS
-        piped = Console(file=io.StringIO(), force_terminal=False, width=100)
+        piped = Console(file=io.StringIO(), force_terminal=False, width=40)  # lines stay whole however narrow
         with RunDisplay(piped, run_id) as display:
             watch_run(instance, run_id, display, timeout=10)
 
