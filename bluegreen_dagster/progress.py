@@ -18,8 +18,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.text import Text
 
 # The machine-readable tail of a progress line: `... [progress {"database": ..., "rows": ...}]`.
 _MARK = "[progress "
@@ -117,31 +119,33 @@ class RunDisplay:
     """What `bluegreen load` shows while it waits: the run's state (queued, starting, running), each step as it
     starts and ends, and a bar per load phase with rows of the total, rate and ETA.
 
-    On a terminal it is a live `rich` progress display; elsewhere (a pipe, CI logs) one line per change."""
+    On a terminal it is a live `rich` display (a status line over the bars); elsewhere (a pipe, CI logs) one line
+    per change."""
 
     def __init__(self, console: Console, run_id: str) -> None:
         self.console = console
         self.run_id = run_id
-        self.live = console.is_terminal
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("rows {task.fields[rate]} {task.fields[eta]}"), console=console,
-                                 transient=False)
         self.state = ""
-        self._status = self.progress.add_task("", total=None, rate="", eta="", visible=self.live)
+        self.status = Text(f"run {run_id[:8]}")
+        self.progress = Progress(TextColumn("  {task.description:<14}"), BarColumn(),
+                                 TextColumn("{task.completed:>12,.0f} of {task.total:,.0f} rows"),
+                                 TextColumn("{task.fields[rate]:>12}  {task.fields[eta]}"), console=console)
         self._phases: dict[tuple[str, str], TaskID] = {}
+        self.live = Live(Group(self.status, self.progress), console=console, refresh_per_second=4) \
+            if console.is_terminal else None
 
     def __enter__(self) -> RunDisplay:
         if self.live:
-            self.progress.start()
+            self.live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.live:
-            self.progress.stop()
+            self.live.stop()
 
     def _tell(self, text: str) -> None:
         if self.live:
-            self.progress.update(self._status, description=f"run {self.run_id[:8]}: {text}")
+            self.status.plain = f"run {self.run_id[:8]}: {text}"
         else:
             self.console.print(f"run {self.run_id[:8]}: {text}", highlight=False, soft_wrap=True)
 
@@ -154,20 +158,17 @@ class RunDisplay:
         self._tell(f"{what} {step_key}")
 
     def note(self, text: str) -> None:
-        if self.live:
-            self.progress.console.print(text, highlight=False)
-        else:
-            self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.print(text, highlight=False, soft_wrap=True)  # above the live display, if there is one
 
     def loaded(self, event: ProgressEvent) -> None:
-        key = (event.database, event.phase)
-        eta = event.eta_seconds
-        fields = {"rate": f"{event.rate:,.0f}/s", "eta": f"ETA {'-' if eta is None else _clock(eta)}"}
         if not self.live:  # soft wrap: a log line stays one line, whatever the width
             self.console.print(event.describe(), highlight=False, soft_wrap=True)
             return
+        key = (event.database, event.phase)
+        eta = event.eta_seconds
+        fields = {"rate": f"{event.rate:,.0f} rows/s", "eta": f"ETA {'-' if eta is None else _clock(eta)}"}
         if key not in self._phases:
-            self._phases[key] = self.progress.add_task(f"  {event.phase}", total=event.total, **fields)
+            self._phases[key] = self.progress.add_task(event.phase, total=event.total, **fields)
         self.progress.update(self._phases[key], completed=event.rows, total=event.total, **fields)
 
 

@@ -79,7 +79,7 @@ def test_an_embedded_load_reports_rows_of_the_total_in_the_runs_log_and_the_disp
     assert copying[-1].rows == total and copying[-1].eta_seconds == 0
     assert 0 < reading[1].rows < total  # a line while the load was under way, not only at its ends
     shown = terminal.file.getvalue()
-    assert f"{total}/{total}" in shown and "copying" in shown and "success" in shown
+    assert f"{total:,} of {total:,} rows" in shown and "copying" in shown and "success" in shown
     lines = piped.file.getvalue()
     assert "queued" not in lines  # an in-process run is never queued: only what the log says is shown
     assert "step started: snapshot_database" in lines and f"copying {total:,} of {total:,} rows (100%)" in lines
