@@ -150,7 +150,7 @@ def status_rows():
 def test_status_in_80_columns_never_cuts_a_database_name() -> None:
     from rich.console import Console
 
-    from bluegreen_dagster.cli import print_status
+    from bluegreen_dagster.status import print_status
 
     for wide in (False, True):
         out = Console(width=80, record=True)
