@@ -33,17 +33,13 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import fingerprints, plausibility, smoke
-from bluegreen_dagster.concurrency import (
-    LOADS_POOL,
-    customer_lock,
-    in_flight_partitions,
-    load_slot,
-)
+from bluegreen_dagster import fingerprints, plausibility, records, smoke
+from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
+from bluegreen_dagster.records import FAILURE_KIND, PERMANENT, TRANSIENT, in_flight_partitions
 from bluegreen_dagster.resources import PipelineResource, TargetResource
 from bluegreen_dagster.snapshots import (
     Snapshot,
@@ -79,11 +75,6 @@ class TargetUnhealthy(TransientTargetError):
     """The health check refused the load; the step's retry policy tries again later."""
 
 
-# Metadata on a step's Failure that says whether a later run may succeed: the reconcile schedule relaunches a
-# snapshot whose run failed "transient" (relaunch.py), never one that failed "permanent".
-FAILURE_KIND = "bluegreen/failure"
-
-
 @contextmanager
 def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
     """Errors a retry cannot fix become a Failure that is not retried. Transient ones go to the RetryPolicy, except
@@ -93,14 +84,14 @@ def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
     except TransientTargetError as exc:
         if context is not None and context.retry_number >= max_retries:
             raise dg.Failure(description=f"{exc} (gave up after {max_retries} retries)", allow_retries=False,
-                             metadata={FAILURE_KIND: "transient"}) from exc
+                             metadata={FAILURE_KIND: TRANSIENT}) from exc
         raise
     except SnapshotError as exc:
         key = context.partition_key if context is not None else None
         raise dg.Failure(description=str(exc) + (f". {how_to_retry(key)}" if key else ""),
-                         allow_retries=False, metadata={FAILURE_KIND: "permanent"}) from exc
+                         allow_retries=False, metadata={FAILURE_KIND: PERMANENT}) from exc
     except (InvalidName, PermanentTargetError, ConfigError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: "permanent"}) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: PERMANENT}) from exc
 
 
 def snapshot_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
@@ -139,16 +130,14 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     """A new database named after the partition, bulk-loaded from the snapshot's Parquet files."""
     snapshot = snapshot_of(context, pipeline)
     started = time.monotonic()
-    step_key = context.op_execution_context.get_step_execution_context().step.key
-    with load_slot(context.instance, context.run.run_id, step_key, pipeline.max_concurrent_loads,
-                   on_wait=context.log.info) as claimed_by:
+    with load_slot(context.instance, pipeline.max_concurrent_loads, on_wait=context.log.info) as claimed_by:
         waited = time.monotonic() - started
         with step_errors(context, pipeline.max_retries), target.open(progress_to=context.log.info) as graph:
             fingerprint = snapshot.fingerprint()
             with customer_lock(context.instance, snapshot.id.customer, on_wait=context.log.info):
                 pin = get_pin(context.instance, snapshot.id.customer)
                 changed = fingerprints.prepare_load(
-                    graph, snapshot, fingerprint, fingerprints.recorded(context.instance, snapshot.key),
+                    graph, snapshot, fingerprint, records.recorded_fingerprint(context.instance, snapshot.key),
                     in_flight=lambda: in_flight_partitions(context.instance, snapshot.id.customer,
                                                            this_run=context.run.run_id),
                     pinned=pin.database if pin else None)
@@ -159,7 +148,7 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     context.log.info(f"{report.database}: {what}")
     return dg.MaterializeResult(metadata={
         "database": report.database, "target": graph.kind, "reused": report.reused,
-        fingerprints.FINGERPRINT: fingerprint,
+        records.FINGERPRINT: fingerprint,
         "nodes": report.nodes, "relationships": report.relationships, "rows": report.rows,
         "bytes": report.bytes_read, "duration_s": round(report.seconds, 3),
         "rows_per_s": round(report.rows_per_second), "waited_for_load_slot_s": round(waited, 3),
@@ -185,7 +174,7 @@ def verify_counts(context: dg.AssetCheckExecutionContext, pipeline: PipelineReso
 def allow_shrink(context) -> bool:
     """The run's explicit override of the shrink rule (tag `bluegreen/allow_shrink=true`, `bluegreen load
     --allow-shrink`)."""
-    return context.run.tags.get(plausibility.ALLOW_SHRINK_TAG, "").lower() == "true"
+    return context.run.tags.get(records.ALLOW_SHRINK_TAG, "").lower() == "true"
 
 
 @dg.asset_check(asset=snapshot_database, blocking=True)
@@ -225,7 +214,7 @@ def smoke_queries(context: dg.AssetCheckExecutionContext, pipeline: PipelineReso
     plan = pipeline.smoke_plan(snapshot.id.customer)
     if smoke.is_empty(plan):
         return dg.AssetCheckResult(passed=True, description="no smoke queries configured (config.yaml smoke:)")
-    blocked = failed_checks(context)
+    blocked = sorted(records.failed_blocking_checks(context.instance, context.run.run_id))
     if blocked:
         # Its database may be gone already (drop_unverified); the failed check is the cause to report.
         raise dg.Failure(f"smoke queries not run: {', '.join(blocked)} failed first and blocks the switch",
@@ -235,13 +224,6 @@ def smoke_queries(context: dg.AssetCheckExecutionContext, pipeline: PipelineReso
     if report.warmup is not None and report.warmup.seconds is not None:
         context.log.info(f"{snapshot.key}: warm-up query took {report.warmup.seconds:.2f}s")
     return dg.AssetCheckResult(passed=report.passed, description=report.description(), metadata=report.metadata())
-
-
-def failed_checks(context: dg.AssetCheckExecutionContext) -> list[str]:
-    """The blocking checks that already failed in this run (read from the run's event log)."""
-    records = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    evaluations = [r.dagster_event.event_specific_data for r in records if r.dagster_event is not None]
-    return sorted({e.check_name for e in evaluations if not e.passed and e.blocking})
 
 
 @dg.asset(**common, deps=[snapshot_database], kinds={"python"}, output_required=False, op_tags=_FIRST)
@@ -301,9 +283,9 @@ def drop_unverified(context: dg.HookContext) -> None:
     """When verification fails (or cannot finish), remove the database it was checking, unless the alias serves it
     (a re-run of the live snapshot), the customer is pinned to it, or another run of the same snapshot is in
     flight."""
-    if not (context.step_key or "").endswith("verify_counts"):
+    if not (context.step_key or "").endswith(records.VERIFY_COUNTS):
         return
-    key = context.instance.get_run_by_id(context.run_id).tags.get("dagster/partition", "")
+    key = context.instance.get_run_by_id(context.run_id).tags.get(records.PARTITION_TAG, "")
     try:
         customer = parse_partition_key(key).customer
     except InvalidName:

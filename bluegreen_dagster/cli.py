@@ -35,7 +35,7 @@ from bluegreen_dagster.config import ConfigError, config_path, dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.doctor import HEARTBEAT_MAX_AGE
 from bluegreen_dagster.names import InvalidName, SnapshotError, partition_key
-from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
+from bluegreen_dagster.records import ALLOW_SHRINK_TAG
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.snapshots import Snapshot, scan, snapshot_at
 from bluegreen_dagster.status import collect_status, print_status

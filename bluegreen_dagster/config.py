@@ -100,10 +100,12 @@ class OrchestratorSettings(_Section):
     @field_validator("reconcile_cron", "health_audit_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string  # the check Dagster applies to a schedule
+        import dagster as dg
 
-        if not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a cron string Dagster accepts; e.g. \"0 * * * *\" (hourly)")
+        try:  # the check Dagster applies when it defines a schedule
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"{value!r} is not a cron string Dagster accepts; e.g. \"0 * * * *\" (hourly)") from None
         return value
 
 

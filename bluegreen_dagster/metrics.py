@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from bluegreen_dagster.instance_facts import BLOCKED, FAILED, SUCCESS, InstanceFacts
+from bluegreen_dagster.records import GATE_CHECKS
 from bluegreen_dagster.resources import Resources
 from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.status import collect_status
@@ -41,7 +42,7 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     "bluegreen_loads": ("counter", "Finished load runs by outcome: success, failed, blocked (a blocking check "
                                    "failed and the alias did not move)", ["customer", "outcome"]),
     "bluegreen_verification_failures": (
-        "counter", "Failed blocking checks (verify_counts, plausible) in failed load runs", ["customer", "check"]),
+        "counter", f"Failed blocking checks ({', '.join(GATE_CHECKS)}) in failed load runs", ["customer", "check"]),
     "bluegreen_last_load_duration_seconds": ("gauge", "Duration of the customer's last load", ["customer"]),
     "bluegreen_last_load_rows_per_second": ("gauge", "Rows per second of the customer's last load", ["customer"]),
     "bluegreen_last_load_rows": ("gauge", "Rows (nodes + relationships) of the customer's last load", ["customer"]),

@@ -21,12 +21,9 @@ from gql import Client, GraphQLRequest, gql
 from gql.transport.requests import RequestsHTTPTransport
 from requests.auth import HTTPBasicAuth
 
-from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
 from bluegreen_dagster.names import partition_key, validate_customer, validate_timestamp
-from bluegreen_dagster.partitions import SNAPSHOTS_PARTITIONS_NAME
+from bluegreen_dagster.records import CUSTOMER_TAG, LOAD_SNAPSHOT_JOB, PARTITION_TAG, SNAPSHOTS_PARTITIONS_NAME
 
-PARTITION_TAG = "dagster/partition"
-CUSTOMER_TAG = "customer"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 _REPOSITORIES = gql("""

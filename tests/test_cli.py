@@ -12,6 +12,7 @@ import pytest
 
 from bluegreen_dagster.cli import main, prepare_dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.snapshots import scan
 from tests.conftest import Project
 
@@ -58,7 +59,7 @@ def test_register_adds_the_partition_once(project: Project) -> None:
     assert main(["register", "acme", "1767741527"]) == 0
     assert main(["register", "acme", "1767741527"]) == 0
     with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
-        assert instance.get_dynamic_partitions("snapshots") == ["acme-1767741527"]
+        assert instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME) == ["acme-1767741527"]
         # The instance it created limits the load pool from config.yaml, in its settings and in its storage.
         pools = instance.get_concurrency_config().pool_config
         assert pools.default_pool_limit == 3 and pools.pool_granularity.value == "op"
