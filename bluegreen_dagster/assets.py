@@ -116,7 +116,7 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     started = time.monotonic()
     with load_slot(context.instance, pipeline.max_concurrent_loads, on_wait=context.log.info) as claimed_by:
         waited = time.monotonic() - started
-        with step_errors(context, pipeline.max_retries), target.open() as graph:
+        with step_errors(context, pipeline.max_retries), target.open(progress_to=context.log.info) as graph:
             fingerprint = snapshot.fingerprint()
             with customer_lock(context.instance, snapshot.id.customer, on_wait=context.log.info):
                 pin = get_pin(context.instance, snapshot.id.customer)

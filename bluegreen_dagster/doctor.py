@@ -20,9 +20,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from bluegreen_dagster.config import ConfigError, config_path
+from bluegreen_dagster.config import ConfigError, config_path, dagster_home
 from bluegreen_dagster.records import SNAPSHOT_SENSOR as SENSOR
 from bluegreen_dagster.records import sensor_record
 from bluegreen_dagster.secrets import scrub
@@ -178,12 +177,10 @@ class Doctor:
     def dagster_home(self) -> str:
         import dagster as dg
 
-        home = os.environ.get("DAGSTER_HOME")
-        beside_config = config_path().resolve().parent / ".dagster_home"  # what the other commands default to
-        if not home and not beside_config.is_dir():
+        path = dagster_home()  # what the other commands use
+        if not os.environ.get("DAGSTER_HOME") and not path.is_dir():
             raise Failed("DAGSTER_HOME is not set: export DAGSTER_HOME=<the folder holding the dagster.yaml that "
                          "the webserver and the daemon use>")
-        path = Path(home) if home else beside_config
         if not (path / "dagster.yaml").is_file():
             raise Failed(f"no dagster.yaml in DAGSTER_HOME={path}: copy bluegreen_dagster/dagster_instance.yaml "
                          "there (or deploy/dagster.yaml in production)")

@@ -12,7 +12,6 @@ checks each panel's expression against what a live exporter serves).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -63,9 +62,9 @@ def _family(name: str):
 
 def dagster_home() -> Path | None:
     """$DAGSTER_HOME, else `.dagster_home` beside the config file (as the CLI), if it exists; never created here."""
-    from bluegreen_dagster.config import config_path
+    from bluegreen_dagster.config import dagster_home as home_folder
 
-    home = Path(os.environ.get("DAGSTER_HOME") or config_path().resolve().parent / ".dagster_home")
+    home = home_folder()
     return home if home.is_dir() else None
 
 

@@ -4,6 +4,10 @@ What the snapshot sensor does in-process, done remotely: register the snapshot's
 (`addDynamicPartition`; an existing one is fine), then submit a `load_snapshot` run tagged with the partition and
 the customer. The `customer` tag is what the instance's run queue limits to one run per customer, so a triggered
 run queues behind the customer's other runs like a sensor run. Runs go through the queue and the daemon.
+
+This is for programs on a machine that reaches the webserver but not the instance's storage. The CLI's
+`bluegreen load` / `bluegreen trigger` use the instance directly instead (cli.py `cmd_load`): that needs no
+webserver, and it follows the run's progress in the instance's event log.
 """
 
 from __future__ import annotations

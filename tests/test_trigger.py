@@ -137,10 +137,12 @@ def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dag
     assert not again.partition_added and again.run_id != triggered.run_id
     assert trigger.wait(again.run_id, timeout=180, poll_seconds=0.5) == "SUCCESS"
 
-    # The CLI does the same for an operator: submit, wait, exit 0 on success.
+    # `bluegreen trigger` on a host with the instance is `bluegreen load`: the same run queue, no webserver
+    # needed (tests/test_cli.py runs it with no webserver at all); exit 0 on success.
     write_snapshot(project.data, "acme-corp", 1_767_741_600, people=200)
     monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
-    assert main(["trigger", "acme-corp", "1767741600", "--url", url, "--timeout", "180"]) == 0
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    assert main(["trigger", "acme-corp", "1767741600", "--timeout", "180"]) == 0
     assert alias_of(project, "acme-corp") == "acme-corp-1767741600"
 
 
