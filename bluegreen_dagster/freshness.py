@@ -23,9 +23,8 @@ import dagster as dg
 from bluegreen_dagster import live_graph
 from bluegreen_dagster.alerts import Alert, send_alert
 from bluegreen_dagster.config import Settings
+from bluegreen_dagster.records import CUSTOMERS_PARTITIONS_NAME, FRESH_CHECK, FRESHNESS_SENSOR, LIVE_GRAPH_ASSET
 
-FRESH_CHECK = "live_graph_fresh"
-FRESHNESS_SENSOR = "live_graph_freshness"
 # How often the sensor looks (one indexed query per checked customer); an age limit is hours, not seconds.
 INTERVAL_SECONDS = 30
 
@@ -65,7 +64,7 @@ def evaluate(instance: dg.DagsterInstance, default: timedelta | None, overrides:
     """The freshness of every customer with a `live_graph` partition and a max_age."""
     now = now or datetime.now(timezone.utc)
     found = []
-    for customer in sorted(instance.get_dynamic_partitions(live_graph.CUSTOMERS_PARTITIONS_NAME)):
+    for customer in sorted(instance.get_dynamic_partitions(CUSTOMERS_PARTITIONS_NAME)):
         limit = overrides.get(customer, default)
         event = live_graph.latest(instance, customer) if limit is not None else None
         if event is None:
@@ -90,7 +89,7 @@ def outcome(found: list[Freshness]) -> dict:
 
 def stale_alert(found: Freshness) -> Alert:
     return Alert(kind="run_failed", customer=found.customer, snapshot=None, partition=None,
-                 step=f"{FRESH_CHECK} (check on {live_graph.LIVE_GRAPH.to_user_string()})",
+                 step=f"{FRESH_CHECK} (check on {LIVE_GRAPH_ASSET.to_user_string()})",
                  cause=f"the live graph is stale: {found.describe()}",
                  action="No newer snapshot went live. Check that snapshots arrive and load (`bluegreen status`, the "
                         "Runs page), or whether the customer is pinned (`bluegreen unpin`).",
@@ -101,7 +100,7 @@ def build_freshness(settings: Settings) -> tuple[dg.AssetChecksDefinition, dg.Se
     """The check `live_graph_fresh` and the sensor that evaluates it and alerts, for these settings."""
     default, overrides = max_ages(settings)
 
-    @dg.asset_check(asset=live_graph.LIVE_GRAPH, name=FRESH_CHECK,
+    @dg.asset_check(asset=LIVE_GRAPH_ASSET, name=FRESH_CHECK,
                     description="Every customer's live graph is younger than its max_age (orchestrator.max_age, "
                                 "customers.NAME.max_age)")
     def live_graph_fresh(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -113,7 +112,7 @@ def build_freshness(settings: Settings) -> tuple[dg.AssetChecksDefinition, dg.Se
     def live_graph_freshness(context: dg.SensorEvaluationContext):
         # The UI compares a check's evaluation with its asset's latest materialization by the second: evaluate
         # after a move of an alias, but not within the same second.
-        newest = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=live_graph.LIVE_GRAPH),
+        newest = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=LIVE_GRAPH_ASSET),
                                                          limit=1).records
         if newest and time.time() - newest[0].timestamp < 2:
             return dg.SkipReason("an alias moved just now: evaluating on the next tick")
@@ -126,6 +125,6 @@ def build_freshness(settings: Settings) -> tuple[dg.AssetChecksDefinition, dg.Se
         if before == now:
             return dg.SkipReason(f"unchanged: {len(now['stale'])} stale of {len(found)} checked")
         return dg.SensorResult(cursor=json.dumps(now), asset_events=[dg.AssetCheckEvaluation(
-            asset_key=live_graph.LIVE_GRAPH, check_name=FRESH_CHECK, **outcome(found))])
+            asset_key=LIVE_GRAPH_ASSET, check_name=FRESH_CHECK, **outcome(found))])
 
     return live_graph_fresh, live_graph_freshness

@@ -18,16 +18,15 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from bluegreen_dagster.names import InvalidName, parse_partition_key
+from bluegreen_dagster.records import CUSTOMERS_PARTITIONS_NAME, LIVE_GRAPH_ASSET
 
-LIVE_GRAPH = dg.AssetKey("live_graph")
-CUSTOMERS_PARTITIONS_NAME = "customers"
 customer_partitions = dg.DynamicPartitionsDefinition(name=CUSTOMERS_PARTITIONS_NAME)
 
 # The moves of an alias (metadata `how`).
 SWITCH, ROLLBACK, UNPIN, RECONCILE = "switch", "rollback", "unpin", "reconcile"
 
 live_graph = dg.AssetSpec(
-    LIVE_GRAPH, partitions_def=customer_partitions, group_name="bluegreen", kinds={"neo4j"},
+    LIVE_GRAPH_ASSET, partitions_def=customer_partitions, group_name="bluegreen", kinds={"neo4j"},
     description="Per customer (partition): the database its alias serves and since when. Materialized by every "
                 "move of the alias: the alias_switch step, rollback, unpin and reconcile's forward switch.")
 
@@ -39,7 +38,7 @@ def _now() -> str:
 def latest(instance: dg.DagsterInstance, customer: str) -> dg.AssetMaterialization | None:
     """The customer's latest `live_graph` materialization, or None before its first switch."""
     found = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=LIVE_GRAPH, asset_partitions=[customer]), limit=1)
+        dg.AssetRecordsFilter(asset_key=LIVE_GRAPH_ASSET, asset_partitions=[customer]), limit=1)
     return found.records[0].asset_materialization if found.records else None
 
 
@@ -67,7 +66,7 @@ def record_live(instance: dg.DagsterInstance, customer: str, serves: str, previo
     except InvalidName:
         snapshot_timestamp = ""  # an alias set by hand to a database that is not a snapshot of ours
     event = dg.AssetMaterialization(
-        asset_key=LIVE_GRAPH, partition=customer,
+        asset_key=LIVE_GRAPH_ASSET, partition=customer,
         description=f"{customer} -> {serves} since {since} ({how} by {by})",
         metadata={"serves": serves, "since": since, "previous": previous or "", "snapshot_timestamp":
                   snapshot_timestamp, "reader": reader, "how": how, "by": by, "run_id": run_id, **(details or {})})

@@ -25,6 +25,7 @@ from bluegreen_dagster.names import InvalidName, parse_partition_key
 # -- names of what the definitions create -------------------------------------------------------------------------
 
 SNAPSHOTS_PARTITIONS_NAME = "snapshots"  # the dynamic partitions definition: one partition per snapshot (partitions.py)
+CUSTOMERS_PARTITIONS_NAME = "customers"  # one partition per customer, of the asset live_graph (live_graph.py)
 
 # The steps of one snapshot's refresh (assets.py), and the asset key whose partitions are the databases loaded.
 HEALTH_CHECK, SNAPSHOT_DATABASE, ALIAS_SWITCH, CLEANUP = "health_check", "snapshot_database", "alias_switch", "cleanup"
@@ -38,6 +39,10 @@ VERIFY_COUNTS, PLAUSIBLE, SMOKE_QUERIES = "verify_counts", "plausible", "smoke_q
 GATE_CHECKS = (VERIFY_COUNTS, PLAUSIBLE, SMOKE_QUERIES)
 GATE_STEP = "gate"  # the one step that evaluates GATE_CHECKS in order (assets.py)
 
+# Which database each customer's alias serves (live_graph.py), and its freshness check (freshness.py).
+LIVE_GRAPH_ASSET = dg.AssetKey("live_graph")
+FRESH_CHECK = "live_graph_fresh"
+
 LOAD_SNAPSHOT_JOB = "load_snapshot"
 ROLLBACK_JOB = "rollback"
 RECONCILE_JOB = "reconcile"
@@ -45,7 +50,8 @@ HEALTH_AUDIT_JOB = "health_audit"
 
 SNAPSHOT_SENSOR = "snapshot_sensor"
 ALERT_SENSOR = "alert_on_failure"
-SENSORS = (SNAPSHOT_SENSOR, ALERT_SENSOR)
+FRESHNESS_SENSOR = "live_graph_freshness"
+SENSORS = (SNAPSHOT_SENSOR, ALERT_SENSOR, FRESHNESS_SENSOR)
 
 RECONCILE_SCHEDULE = "reconcile"
 RELAUNCH_SCHEDULE = "relaunch_transient_failures"
