@@ -26,8 +26,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from bluegreen_dagster.records import CUSTOMER_TAG
+
 LOADS_POOL = "bluegreen_loads"
-CUSTOMER_TAG = "customer"
 # How long a run waits for another run of the same customer to finish its switch or cleanup.
 CUSTOMER_LOCK_TIMEOUT_SECONDS = 600.0
 # Runs the queue starts at once, all customers together.

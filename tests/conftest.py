@@ -1,4 +1,5 @@
-"""Shared fixtures: a throwaway project (config.yaml, data folder, embedded store) per test."""
+"""Shared fixtures: a throwaway project (config.yaml, data folder, embedded store) per test, the Neo4j stand-in
+and a project on it. Shared helpers that are not fixtures are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -78,6 +79,31 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.setenv("BLUEGREEN_CONFIG", str(p.config_file))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return p
+
+
+@pytest.fixture
+def standin():
+    """The Neo4j Enterprise stand-in (Bolt and GDS Arrow, tests/standin/) on free ports, password
+    `helpers.STANDIN_PASSWORD`, taking string node properties over Arrow (the demo snapshots have names: GDS's
+    opt-in mode); stopped afterwards, with no thread of it left."""
+    import threading
+
+    from tests.helpers import STANDIN_PASSWORD
+    from tests.standin.server import start_standin
+
+    with start_standin(password=STANDIN_PASSWORD) as s:
+        s.arrow.accept_string_properties = True
+        yield s
+    leftovers = [t.name for t in threading.enumerate() if t.name.startswith("standin-")]
+    assert not leftovers, leftovers
+
+
+@pytest.fixture
+def neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin) -> Project:
+    """A project on the stand-in (helpers.make_neo4j_project), which $BLUEGREEN_CONFIG and $DAGSTER_HOME name."""
+    from tests.helpers import make_neo4j_project
+
+    return make_neo4j_project(tmp_path, monkeypatch, standin)
 
 
 @pytest.fixture(autouse=True)
