@@ -21,6 +21,7 @@ from bluegreen_dagster.columns import (
     is_list,
     is_string,
     labels_as_lists,
+    plain,
 )
 from bluegreen_dagster.names import SnapshotError, printable
 
@@ -41,8 +42,12 @@ _KIND_FIX = {"int": "an integer type such as int64", "string": "string", "list":
 
 
 def require_columns(path: Path, schema: pa.Schema, required: dict[str, tuple[str, ...]]) -> None:
-    """Every required column is there with a type of the kinds allowed; SnapshotError naming the file, the column
-    and how to write it otherwise."""
+    """Every column name once, and every required column there with a type of the kinds allowed; SnapshotError
+    naming the file, the column and how to write it otherwise."""
+    for column in schema.names:
+        if schema.names.count(column) > 1:
+            raise SnapshotError(f"{printable(path)}: column {printable(column)!r} appears {schema.names.count(column)} "
+                                "times; a column name may appear once per file: rename or drop the copies")
     for column, kinds in required.items():
         if column not in schema.names:
             raise SnapshotError(f"{printable(path)}: missing required column {column!r} "
@@ -52,7 +57,7 @@ def require_columns(path: Path, schema: pa.Schema, required: dict[str, tuple[str
         ok = any(
             (kind == "int" and is_integer(arrow_type))
             or (kind == "string" and is_string(arrow_type))
-            or (kind == "list" and is_list(arrow_type))
+            or (kind == "list" and is_list(arrow_type) and is_string(plain(arrow_type).value_type))
             for kind in kinds
         )
         if not ok:
