@@ -139,6 +139,7 @@ class Neo4jTarget(GraphTarget):
         else:
             from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
 
+            CypherLoader.check(snapshot)  # bad input refused before the database exists
             self.admin.create_database(name)
             try:
                 self.wait_online(name, mount_if_missing=False)

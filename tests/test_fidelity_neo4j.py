@@ -1,0 +1,150 @@
+"""The Cypher loader stores every value as the snapshot has it (docs/types.md): named time zones through the
+driver's packstream path in fresh processes, and round trips through a real Neo4j Community 5.26."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import neo4j
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.snapshots import snapshot_at
+from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
+from tests.test_neo4j_community import empty_neo4j, target  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One process packs a 3-row named-zone column the way the driver sends parameters and prints what it sent.
+# Before the fix, the same snapshot segfaulted the process in about half of the runs, raised "utcoffset must be a
+# whole number of minutes" or sent an offset one hour off: CPython's C zoneinfo read the driver's own DateTime as
+# if it were a datetime.
+PACK_SCRIPT = textwrap.dedent("""
+    import datetime as dt, io, pyarrow as pa
+    from neo4j._codec.hydration.bolt.v2.hydration_handler import HydrationHandler
+    from neo4j._codec.packstream.v1 import Packer
+    from bluegreen_dagster.targets.neo4j.cypher_loader import _values
+    instants = [dt.datetime(2024, 3, 10, 6, 30, tzinfo=dt.UTC), dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC),
+                dt.datetime(2024, 11, 3, 6, 30, tzinfo=dt.UTC)]
+    hooks = HydrationHandler().new_hydration_scope().dehydration_hooks
+    for zone in ("America/New_York", "Europe/Berlin"):
+        values = _values(pa.array(instants, pa.timestamp("us", tz=zone)))
+        for value in values:
+            struct = hooks.get_transformer(value)(value)
+            Packer(io.BytesIO()).pack(value, dehydration_hooks=hooks)
+            print(zone, struct.tag, *struct.fields)
+""")
+
+
+@pytest.mark.fidelity
+def test_named_time_zones_pack_the_same_in_50_fresh_processes():
+    expected = "\n".join(f"{zone} b'i' {seconds} 0 {zone}" for zone in ("America/New_York", "Europe/Berlin")
+                         for seconds in (1710052200, 1730611800, 1730615400))
+    for run in range(50):
+        done = subprocess.run([sys.executable, "-c", PACK_SCRIPT], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, f"run {run}: exit {done.returncode}\n{done.stderr[-2000:]}"
+        assert done.stdout.strip() == expected, f"run {run}"
+
+
+def write(tmp_path: Path, nodes: dict[str, pa.Table], rels: dict[str, pa.Table] | None = None):
+    snap = snapshot_at(tmp_path / "data", "acme", 3000)
+    (snap.path / "nodes").mkdir(parents=True)
+    (snap.path / "relationships").mkdir(parents=True)
+    for name, table in nodes.items():
+        pq.write_table(table, snap.path / "nodes" / f"{name}.parquet")
+    rels = rels or {"k": pa.table({"sourceNodeId": pa.array([1], pa.int64()), "targetNodeId": pa.array([1], pa.int64()),
+                                   "relationshipType": ["KNOWS"]})}
+    for name, table in rels.items():
+        pq.write_table(table, snap.path / "relationships" / f"{name}.parquet")
+    return snap
+
+
+def nodes_table(n: int, **extra) -> pa.Table:
+    return pa.table({"nodeId": pa.array(range(1, n + 1), pa.int64()), "labels": pa.array(["Person"] * n), **extra})
+
+
+def read(target, prop: str) -> list:  # noqa: F811
+    rows = target.admin.run(f"MATCH (p:Person) RETURN p.`{prop}` AS v ORDER BY p.nodeId", database="neo4j")
+    return [row["v"] for row in rows]
+
+
+@pytest.mark.neo4j_community
+def test_named_time_zones_round_trip_on_community(empty_neo4j, target, tmp_path):  # noqa: F811
+    instants = [dt.datetime(2024, 3, 10, 6, 30, tzinfo=dt.UTC), dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC),
+                None]
+    snap = write(tmp_path, {"p": nodes_table(3, ny=pa.array(instants, pa.timestamp("us", tz="America/New_York")),
+                                             ns=pa.array([1, 1_000_000_001, None], pa.timestamp("ns", tz="+05:30")),
+                                             local=pa.array([1, 2, 3], pa.timestamp("ms")))})
+    CypherLoader(target.admin, 100).write("neo4j", snap)
+    ny = read(target, "ny")
+    assert [v.to_native() if v else None for v in ny] == instants
+    assert [v.tzinfo.zone for v in ny[:2]] == ["America/New_York"] * 2  # the zone is kept by name
+    assert [v.utcoffset() for v in ny[:2]] == [dt.timedelta(hours=-5), dt.timedelta(hours=-4)]
+    ns = read(target, "ns")
+    assert [(v.to_native().astimezone(dt.UTC), v.nanosecond) for v in ns[:2]] == [
+        (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), 1), (dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC), 1)]
+    assert ns[2] is None
+    assert [v.to_native() for v in read(target, "local")] == [
+        dt.datetime(1970, 1, 1, 0, 0, 0, 1000 * k) for k in (1, 2, 3)]
+    assert all(isinstance(v, neo4j.time.DateTime) and v.tzinfo is None for v in read(target, "local"))
+
+
+@pytest.mark.neo4j_community
+def test_valid_types_the_cypher_loader_used_to_refuse_are_stored(empty_neo4j, target, tmp_path):  # noqa: F811
+    snap = write(tmp_path, {"p": nodes_table(
+        2, nothing=pa.nulls(2), days=pa.array([[dt.date(2024, 1, 2), None], []], pa.list_(pa.date32())),
+        times=pa.array([[dt.datetime(2024, 1, 2, 3, 4, 5, 6)], None], pa.list_(pa.timestamp("us"))))})
+    CypherLoader(target.admin, 100).write("neo4j", snap)
+    assert read(target, "nothing") == [None, None]
+    assert read(target, "days") == [[neo4j.time.Date(2024, 1, 2)], []]
+    assert [[v.to_native() for v in row] if row is not None else None for row in read(target, "times")] == [
+        [dt.datetime(2024, 1, 2, 3, 4, 5, 6)], None]
+
+
+@pytest.mark.parametrize("column, message", [
+    (pa.array([1, 2**63], pa.uint64()), "'big' holds 9223372036854775808, above 2^63-1"),
+    (pa.array([[1], [2**64 - 1]], pa.list_(pa.uint64())), "'big' holds 18446744073709551615, above 2^63-1"),
+])
+def test_uint64_above_int64_is_refused_before_the_database_exists(tmp_path, column, message):
+    snap = write(tmp_path, {"p": nodes_table(2, big=column)})
+    with pytest.raises(SnapshotError, match=re.escape(message)) as caught:
+        CypherLoader.check(snap)
+    assert "p.parquet" in str(caught.value)
+
+
+def test_duplicate_columns_are_refused_before_the_database_exists(tmp_path):
+    table = pa.table([pa.array([1, 2], pa.int64()), pa.array(["Person"] * 2), pa.array([1, 2]), pa.array([3, 4])],
+                     names=["nodeId", "labels", "age", "age"])
+    snap = write(tmp_path, {"p": table})
+    with pytest.raises(SnapshotError, match=r"p\.parquet: column 'age' appears 2 times"):
+        CypherLoader.check(snap)
+
+
+def test_neo4j_target_checks_before_create_database(tmp_path, monkeypatch):
+    """`Neo4jTarget.load` with the Cypher loader refuses bad input before CREATE DATABASE is sent."""
+    from bluegreen_dagster.targets.neo4j import target as neo4j_target
+
+    snap = write(tmp_path, {"p": nodes_table(2, big=pa.array([1, 2**63], pa.uint64()))})
+    created = []
+
+    class FakeAdmin:
+        def database_status(self, name):
+            return None
+
+        def create_database(self, name):
+            created.append(name)
+
+    t = neo4j_target.Neo4jTarget.__new__(neo4j_target.Neo4jTarget)
+    t.admin = FakeAdmin()
+    t.neo4j = type("S", (), {"loader": "cypher", "batch_size": 10})()
+    with pytest.raises(SnapshotError, match="2\\^63-1"):
+        t.load(snap)
+    assert created == []
