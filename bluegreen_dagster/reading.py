@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -88,6 +88,8 @@ class GraphCounts:
     relationships: int
     labels: dict[str, int]
     types: dict[str, int]
+    # The snapshot's per-property value statistics (value_stats.py), for verify's value check; None when not read.
+    values: dict | None = field(default=None, compare=False, repr=False)
 
     def differences(self, actual: GraphCounts) -> list[str]:
         """Human-readable differences, expected (self) vs actual; empty when they match."""
@@ -109,7 +111,8 @@ class GraphCounts:
 
 
 def count_files(node_files: list[Path], relationship_files: list[Path]) -> GraphCounts:
-    """Counts the files promise, read from the label and type columns only."""
+    """Counts the files promise, from the label and type columns, and the value statistics of every property (one
+    more pass over the files)."""
     labels: Counter[str] = Counter()
     types: Counter[str] = Counter()
     nodes = relationships = 0
@@ -121,4 +124,7 @@ def count_files(node_files: list[Path], relationship_files: list[Path]) -> Graph
         relationships += batch.num_rows
         for value in decoded(batch.column(0)).value_counts().to_pylist():
             types[value["values"]] += value["counts"]
-    return GraphCounts(nodes, relationships, dict(labels), dict(types))
+    from bluegreen_dagster.value_stats import snapshot_stats
+
+    return GraphCounts(nodes, relationships, dict(labels), dict(types),
+                       values=snapshot_stats(node_files, relationship_files))

@@ -32,6 +32,7 @@ from bluegreen_dagster.targets.base import (
 from bluegreen_dagster.targets.embedded.database import count_database, fill, read_query
 from bluegreen_dagster.targets.embedded.plan import plan_load
 from bluegreen_dagster.targets.embedded.staging import stage_nodes, stage_relationships
+from bluegreen_dagster.targets.embedded.values import database_value_stats
 from bluegreen_dagster.targets.embedded.store import (
     Store,
     fsync_dir,
@@ -165,6 +166,12 @@ class EmbeddedTarget(GraphTarget):
         if not path.exists():
             raise PermanentTargetError(f"database {database} does not exist ({path} is missing)")
         return count_database(path)
+
+    def value_stats(self, database: str, expected: dict) -> dict:
+        path = self.store.database_path(validate_database(database))
+        if not path.exists():
+            raise PermanentTargetError(f"database {database} does not exist ({path} is missing)")
+        return database_value_stats(path, expected)
 
     def read_query(self, database: str, query: str, *, timeout_seconds: float, keep_rows: int = 1) -> QueryResult:
         path = self.store.database_path(validate_database(database))
