@@ -148,3 +148,56 @@ def test_neo4j_target_checks_before_create_database(tmp_path, monkeypatch):
     with pytest.raises(SnapshotError, match="2\\^63-1"):
         t.load(snap)
     assert created == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The GDS Arrow path, against the stand-in (tests/standin, which follows the GDS docs)
+
+from tests.test_neo4j_standin import (  # noqa: E402
+    assert_refused_before_create,
+    knows_table,
+    make_settings,
+    people_table,
+    standin,  # noqa: F401 - fixture
+    stored_graph,
+    write_parquet_snapshot,
+)
+from bluegreen_dagster.targets.neo4j.target import Neo4jTarget  # noqa: E402
+
+
+def test_an_all_null_column_is_no_property_on_both_neo4j_loaders(standin, tmp_path):  # noqa: F811
+    arrow_settings = make_settings(standin, tmp_path)
+    snap = write_parquet_snapshot(arrow_settings, 100, [people_table(age=pa.array([1, 2, 3, 4]), nothing=pa.nulls(4))],
+                                  [knows_table()])
+    with Neo4jTarget(arrow_settings, poll_interval=0.01) as t:
+        t.load(snap)
+    arrow = stored_graph(standin.dbms.databases["acme-100"].graph, cypher=False)
+    standin.dbms.databases.pop("acme-100")
+    with Neo4jTarget(make_settings(standin, tmp_path, loader="cypher"), poll_interval=0.01) as t:
+        t.load(snap)
+    assert stored_graph(standin.dbms.databases["acme-100"].graph, cypher=True) == arrow
+    assert arrow[0][1] == (("Person",), {"age": 1})
+
+
+@pytest.mark.parametrize("loader", ["arrow", "cypher"])
+@pytest.mark.parametrize("column, needles", [
+    (pa.array([1, 2, 3, 2**63], pa.uint64()), ("'big' holds 9223372036854775808", "2^63-1")),
+    ("dup", ("'age' appears 2 times",)),
+])
+def test_neo4j_loaders_refuse_before_create_naming_file_and_column(standin, tmp_path, loader, column,  # noqa: F811
+                                                                  needles):
+    settings = make_settings(standin, tmp_path, loader=loader)
+    if column == "dup":
+        table = pa.table([pa.array([1, 2, 3, 4], pa.int64()), pa.array(["Person"] * 4), pa.array([1] * 4),
+                          pa.array([2] * 4)], names=["nodeId", "labels", "age", "age"])
+    else:
+        table = people_table(big=column)
+    snap = write_parquet_snapshot(settings, 100, [table], [knows_table()])
+    with Neo4jTarget(settings, poll_interval=0.01) as t:
+        with pytest.raises(SnapshotError) as info:
+            t.load(snap)
+    assert "part-0.parquet" in str(info.value)
+    for needle in needles:
+        assert needle in str(info.value)
+    assert not standin.dbms.events_of("v1/CREATE_DATABASE")
+    assert "acme-100" not in standin.dbms.databases
