@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from bluegreen_dagster.bluegreen import verify
@@ -28,6 +28,7 @@ from tests.fidelity_snapshots import (
     values_of,
 )
 from tests.test_neo4j_community import empty_neo4j, target  # noqa: F401 - fixtures
+from tests.test_neo4j_standin import standin  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.fidelity
 
@@ -72,7 +73,9 @@ def check_embedded(gen: GeneratedSnapshot) -> None:
         except SnapshotError as exc:
             assert store_files(target) == {"databases": [], "loading": []}
             assert_refusal_names_file_and_column(gen, str(exc))
+            event("embedded: refused")
             return
+        event("embedded: stored")
         assert gen.refused is None, f"stored a snapshot that must be refused ({gen.refused})"
         path = str(target.database_path(snap.key))
         want = expected_nodes(gen)
@@ -125,7 +128,9 @@ def check_cypher(gen: GeneratedSnapshot, neo4j_target) -> None:
         except SnapshotError as exc:
             assert_refusal_names_file_and_column(gen, str(exc))
             assert neo4j_target.admin.run("MATCH (n) RETURN count(n) AS c", database="neo4j")[0]["c"] == 0
+            event("cypher: refused")
             return
+        event("cypher: stored")
         assert gen.refused is None, f"accepted a snapshot that must be refused ({gen.refused})"
         CypherLoader(neo4j_target.admin, 3).write("neo4j", snap)
         rows = neo4j_target.admin.run("MATCH (n) RETURN n.nodeId AS id, properties(n) AS props", database="neo4j")
@@ -150,3 +155,70 @@ def check_cypher(gen: GeneratedSnapshot, neo4j_target) -> None:
 @given(data=st.data())
 def test_cypher_loader_stores_exactly_or_refuses(empty_neo4j, target, data):  # noqa: F811
     check_cypher(data.draw(snapshots()), target)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GDS Arrow loader against the stand-in (tests/standin, which follows the GDS docs)
+
+ARROW_NODE_FAMILIES = {"int", "float", "string", "list_int", "null"}  # strings: arrow_string_properties: true
+
+
+def arrow_refuses(gen: GeneratedSnapshot) -> bool:
+    """What the Arrow loader's rules (docs/types.md, last column) refuse: other types, and any null value."""
+    for table in gen.nodes:
+        for prop in gen.properties:
+            if prop.name not in table.schema.names:
+                continue
+            column = table.column(prop.name).combine_chunks()
+            if prop.refused or prop.family not in ARROW_NODE_FAMILIES:
+                return True
+            if prop.family == "null":
+                continue
+            if column.null_count or (prop.family == "list_int" and column.flatten().null_count):
+                return True
+    for table in gen.relationships:
+        for name in table.schema.names:
+            if name not in ("sourceNodeId", "targetNodeId", "relationshipType") and table.column(name).null_count:
+                return True
+    return False
+
+
+def check_arrow(gen: GeneratedSnapshot, standin) -> None:
+    from tests.test_neo4j_standin import make_settings
+    from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = make_settings(standin, Path(tmp))
+        snap = gen.write(Path(settings.dataset.base_path), 1000)
+        standin.dbms.databases.pop(snap.key, None)
+        before = len(standin.dbms.events_of("v1/CREATE_DATABASE"))
+        refuses = arrow_refuses(gen)
+        with Neo4jTarget(settings, poll_interval=0.01) as target:
+            try:
+                target.load(snap)
+            except SnapshotError as exc:
+                assert ".parquet" in str(exc) and "column" in str(exc), str(exc)
+                assert len(standin.dbms.events_of("v1/CREATE_DATABASE")) == before  # refused before creating
+                assert refuses, f"the Arrow loader refused what its rules accept: {exc}"
+                event("arrow: refused")
+                return
+        event("arrow: stored")
+        assert not refuses, "the Arrow loader accepted what its rules refuse"
+        graph = standin.dbms.databases[snap.key].graph
+        for (node_id, name), value in expected_nodes(gen).items():
+            if value is None:  # an all-null column: not sent
+                assert name not in graph.node_properties[node_id]
+                continue
+            assert same(value, graph.node_properties[node_id][name]), (node_id, name)
+        stored = sorted(((s, t, d, tuple(sorted(p.items())))
+                         for (s, t, d), p in zip(graph.relationships, graph.relationship_properties, strict=True)),
+                        key=repr)
+        want = sorted(((s, ty, t, tuple(sorted((k, float(v)) for k, v in props)))  # sent as double
+                       for s, t, ty, props in expected_relationships(gen)), key=repr)
+        assert stored == want
+
+
+@bounded(40)
+@given(data=st.data())
+def test_arrow_loader_stores_exactly_or_refuses(standin, data):  # noqa: F811
+    check_arrow(data.draw(snapshots()), standin)
