@@ -153,8 +153,8 @@ def test_neo4j_target_checks_before_create_database(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------
 # The GDS Arrow path, against the stand-in (tests/standin, which follows the GDS docs)
 
+from bluegreen_dagster.targets.neo4j.target import Neo4jTarget  # noqa: E402
 from tests.test_neo4j_standin import (  # noqa: E402
-    assert_refused_before_create,
     knows_table,
     make_settings,
     people_table,
@@ -162,13 +162,12 @@ from tests.test_neo4j_standin import (  # noqa: E402
     stored_graph,
     write_parquet_snapshot,
 )
-from bluegreen_dagster.targets.neo4j.target import Neo4jTarget  # noqa: E402
 
 
 def test_an_all_null_column_is_no_property_on_both_neo4j_loaders(standin, tmp_path):  # noqa: F811
     arrow_settings = make_settings(standin, tmp_path)
-    snap = write_parquet_snapshot(arrow_settings, 100, [people_table(age=pa.array([1, 2, 3, 4]), nothing=pa.nulls(4))],
-                                  [knows_table()])
+    nodes = people_table(age=pa.array([1, 2, 3, 4]), nothing=pa.nulls(4))
+    snap = write_parquet_snapshot(arrow_settings, 100, [nodes], [knows_table()])
     with Neo4jTarget(arrow_settings, poll_interval=0.01) as t:
         t.load(snap)
     arrow = stored_graph(standin.dbms.databases["acme-100"].graph, cypher=False)

@@ -92,7 +92,8 @@ def check_embedded(gen: GeneratedSnapshot) -> None:
         for table in gen.relationships:
             props = [n for n in table.schema.names if n not in ("sourceNodeId", "targetNodeId", "relationshipType")]
             reads = ", ".join(f"r.`{p}`" for p in props)
-            for row in query(path, f"MATCH (a)-[r]->(b) RETURN a.nodeId, b.nodeId, label(r){', ' if props else ''}{reads}"):
+            cypher = f"MATCH (a)-[r]->(b) RETURN a.nodeId, b.nodeId, label(r){', ' if props else ''}{reads}"
+            for row in query(path, cypher):
                 stored_rels.append((row[0], row[1], row[2], tuple((p, normalised(v)) for p, v in
                                                                    zip(props, row[3:], strict=True))))
         want_rels = expected_relationships(gen)
@@ -183,28 +184,29 @@ def arrow_refuses(gen: GeneratedSnapshot) -> bool:
     return False
 
 
-def check_arrow(gen: GeneratedSnapshot, standin) -> None:
-    from tests.test_neo4j_standin import make_settings
+def check_arrow(gen: GeneratedSnapshot, server) -> None:
+    """`server`: the running stand-in."""
     from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
+    from tests.test_neo4j_standin import make_settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = make_settings(standin, Path(tmp))
+        settings = make_settings(server, Path(tmp))
         snap = gen.write(Path(settings.dataset.base_path), 1000)
-        standin.dbms.databases.pop(snap.key, None)
-        before = len(standin.dbms.events_of("v1/CREATE_DATABASE"))
+        server.dbms.databases.pop(snap.key, None)
+        before = len(server.dbms.events_of("v1/CREATE_DATABASE"))
         refuses = arrow_refuses(gen)
         with Neo4jTarget(settings, poll_interval=0.01) as target:
             try:
                 target.load(snap)
             except SnapshotError as exc:
                 assert ".parquet" in str(exc) and "column" in str(exc), str(exc)
-                assert len(standin.dbms.events_of("v1/CREATE_DATABASE")) == before  # refused before creating
+                assert len(server.dbms.events_of("v1/CREATE_DATABASE")) == before  # refused before creating
                 assert refuses, f"the Arrow loader refused what its rules accept: {exc}"
                 event("arrow: refused")
                 return
         event("arrow: stored")
         assert not refuses, "the Arrow loader accepted what its rules refuse"
-        graph = standin.dbms.databases[snap.key].graph
+        graph = server.dbms.databases[snap.key].graph
         for (node_id, name), value in expected_nodes(gen).items():
             if value is None:  # an all-null column: not sent
                 assert name not in graph.node_properties[node_id]

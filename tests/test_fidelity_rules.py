@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from bluegreen_dagster.names import SnapshotError
@@ -109,7 +108,8 @@ def test_an_all_null_column_is_no_value(tmp_path):
 
 def test_timestamp_units_and_list_widths_may_differ_between_files(tmp_path):
     nodes = {
-        "a": people([1], at=pa.array([1_700_000_000_123], pa.timestamp("ms")), xs=pa.array([[1, 2]], pa.list_(pa.int32()))),
+        "a": people([1], at=pa.array([1_700_000_000_123], pa.timestamp("ms")),
+                    xs=pa.array([[1, 2]], pa.list_(pa.int32()))),
         "b": people([2], at=pa.array([1_700_000_000_123_456], pa.timestamp("us")),
                     xs=pa.array([[2**40]], pa.list_(pa.int64()))),
     }

@@ -34,7 +34,8 @@ def test_a_loaded_demo_passes_the_value_check(tmp_path):
 
 
 @pytest.mark.parametrize("statement, difference", [
-    ("MATCH (p:Person) WHERE p.nodeId = 1 SET p.age = NULL", "label Person property age: expected 300 values, found 299"),
+    ("MATCH (p:Person) WHERE p.nodeId = 1 SET p.age = NULL",
+     "label Person property age: expected 300 values, found 299"),
     ("MATCH (p:Person) WHERE p.nodeId = 1 SET p.age = 1000", "label Person property age: expected values from"),
     ("MATCH ()-[k:KNOWS]->() SET k.since = NULL", "type KNOWS property since: expected"),
 ])
@@ -50,13 +51,14 @@ def test_a_value_stored_wrong_blocks_the_switch(tmp_path, statement, difference)
 
 
 def test_a_timestamp_one_hour_off_fails_verification(tmp_path):
-    at = pa.array([dt.datetime(2024, 3, 10, 6, 30, tzinfo=dt.UTC), dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC)],
-                  pa.timestamp("us", tz="America/New_York"))
+    instants = [dt.datetime(2024, 3, 10, 6, 30, tzinfo=dt.UTC), dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC)]
+    at = pa.array(instants, pa.timestamp("us", tz="America/New_York"))
     snap = custom(tmp_path, {"p": people([1, 2], at=at)}, {"k": knows([1], [2])})
     target = make_target(tmp_path)
     target.load(snap)
     verify(target, snap.key, expected_counts(snap))
-    change(target, snap.key, "MATCH (p:Person) WHERE p.nodeId = 2 SET p.at = CAST(p.at + INTERVAL('1 hour'), 'TIMESTAMP_TZ')")
+    change(target, snap.key,
+           "MATCH (p:Person) WHERE p.nodeId = 2 SET p.at = CAST(p.at + INTERVAL('1 hour'), 'TIMESTAMP_TZ')")
     with pytest.raises(VerificationFailed, match="label Person property at: expected values from"):
         verify(target, snap.key, expected_counts(snap))
 

@@ -67,7 +67,8 @@ def merge_types(a: ColumnType, b: ColumnType) -> ColumnType | None:
         return ColumnType("INT64", pa.int64())
     if a.ddl in _FLOATS and b.ddl in _FLOATS:
         return ColumnType("DOUBLE", pa.float64())
-    if pa.types.is_timestamp(a.arrow) and pa.types.is_timestamp(b.arrow) and (a.arrow.tz is None) == (b.arrow.tz is None):
+    timestamps = pa.types.is_timestamp(a.arrow) and pa.types.is_timestamp(b.arrow)
+    if timestamps and (a.arrow.tz is None) == (b.arrow.tz is None):
         return a if _UNIT_RANK[a.arrow.unit] >= _UNIT_RANK[b.arrow.unit] else b
     if pa.types.is_list(a.arrow) and pa.types.is_list(b.arrow):
         inner = merge_types(ColumnType(a.ddl[:-2], a.arrow.value_type), ColumnType(b.ddl[:-2], b.arrow.value_type))

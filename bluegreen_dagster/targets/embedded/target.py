@@ -32,12 +32,12 @@ from bluegreen_dagster.targets.base import (
 from bluegreen_dagster.targets.embedded.database import count_database, fill, read_query
 from bluegreen_dagster.targets.embedded.plan import plan_load
 from bluegreen_dagster.targets.embedded.staging import stage_nodes, stage_relationships
-from bluegreen_dagster.targets.embedded.values import database_value_stats
 from bluegreen_dagster.targets.embedded.store import (
     Store,
     fsync_dir,
     remove_with_siblings,
 )
+from bluegreen_dagster.targets.embedded.values import database_value_stats
 
 MB = 1024 * 1024
 # Measured: the database file is ~2.3x the Parquet size and staging adds ~1x while loading.
