@@ -74,7 +74,7 @@ def column_stats(column: pa.Array) -> PropertyStats:
         bounds = pc.min_max(column.cast(pa.float64()))
         return PropertyStats(count, bounds["min"].as_py(), bounds["max"].as_py())
     if pa.types.is_date(t):
-        bounds = pc.min_max(column.cast(pa.date32()).cast(pa.int32()))
+        bounds = pc.min_max(column.cast(pa.date32(), safe=False).cast(pa.int32()))  # a time of day: refused
         return PropertyStats(count, bounds["min"].as_py(), bounds["max"].as_py())
     if pa.types.is_timestamp(t):
         bounds = pc.min_max(column.cast(pa.int64()))
