@@ -200,3 +200,37 @@ def test_neo4j_loaders_refuse_before_create_naming_file_and_column(standin, tmp_
         assert needle in str(info.value)
     assert not standin.dbms.events_of("v1/CREATE_DATABASE")
     assert "acme-100" not in standin.dbms.databases
+
+
+@pytest.mark.neo4j_community
+def test_value_check_on_community_sees_a_time_one_hour_off(empty_neo4j, target, tmp_path):  # noqa: F811
+    from bluegreen_dagster import value_stats
+    from bluegreen_dagster.snapshots import expected_counts
+
+    instants = [dt.datetime(2024, 3, 10, 6, 30, tzinfo=dt.UTC), dt.datetime(2024, 11, 3, 5, 30, tzinfo=dt.UTC)]
+    snap = write(tmp_path, {"p": nodes_table(2, at=pa.array(instants, pa.timestamp("us", tz="America/New_York")),
+                                             age=pa.array([30, None]))})
+    CypherLoader(target.admin, 100).write("neo4j", snap)
+    expected = expected_counts(snap).values
+    assert value_stats.differences(expected, target.value_stats("neo4j", expected)) == []
+    # what the driver bug stored in some runs: the same wall-clock time, one hour off as an instant
+    target.admin.run("MATCH (p:Person {nodeId: 2}) SET p.at = datetime('2024-11-03T01:30:00-05:00')",
+                     database="neo4j")
+    assert value_stats.differences(expected, target.value_stats("neo4j", expected)) == [
+        "label Person property at: expected values from 1710052200000000000 to 1730611800000000000, found "
+        "1710052200000000000 to 1730615400000000000"]
+
+
+def test_value_check_on_the_standin_blocks_a_lost_value(standin, tmp_path):  # noqa: F811
+    from bluegreen_dagster.bluegreen import VerificationFailed, verify
+    from bluegreen_dagster.snapshots import expected_counts
+
+    settings = make_settings(standin, tmp_path, loader="cypher")
+    snap = write_parquet_snapshot(settings, 100, [people_table(age=pa.array([1, 2, 3, 4]))], [knows_table()])
+    with Neo4jTarget(settings, poll_interval=0.01) as t:
+        t.load(snap)
+        verify(t, "acme-100", expected_counts(snap))
+        graph = standin.dbms.databases["acme-100"].graph
+        next(props for props in graph.node_properties.values() if props.get("age") == 4).pop("age")
+        with pytest.raises(VerificationFailed, match="label Person property age: expected 4 values, found 3"):
+            verify(t, "acme-100", expected_counts(snap))
