@@ -129,3 +129,11 @@ def test_an_integer_in_one_file_and_a_float_in_another_is_refused(tmp_path):
 def test_refused_types_name_the_file_the_column_and_what_to_write(tmp_path):
     message = refused(tmp_path, {"people": people([1], blob=pa.array([b"x"], pa.binary()))})
     assert "people.parquet" in message and "'blob'" in message and "cast it in the producer" in message
+
+
+@pytest.mark.parametrize("target", ["cypher", "arrow"])
+def test_one_kind_per_property_is_the_rule_on_neo4j_too(tmp_path, target):
+    snap = custom(tmp_path, {"a": people([1], score=pa.array([1], pa.int64())),
+                             "b": people([2], score=pa.array([1.5], pa.float32()))}, {"k": knows([1], [2])})
+    with pytest.raises(SnapshotError, match=r"b\.parquet: node property column 'score' has type float"):
+        check_snapshot(snap.node_files, snap.relationship_files, target)
