@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from bluegreen_dagster import plausibility
+from bluegreen_dagster import plausibility, value_stats
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError
@@ -30,9 +30,14 @@ class VerificationFailed(PermanentTargetError):
 
 
 def verify(target: GraphTarget, database: str, expected: GraphCounts) -> GraphCounts:
-    """Count the database and compare with the snapshot; raise VerificationFailed listing every difference."""
+    """Count the database and compare with the snapshot, counts and then per property the number of values and
+    their bounds (value_stats.py); raise VerificationFailed listing every difference."""
     actual = target.count(database)
     differences = expected.differences(actual)
+    if not differences and expected.values:
+        found = target.value_stats(database, expected.values)
+        if found is not None:
+            differences = value_stats.differences(expected.values, found)
     if differences:
         raise VerificationFailed(f"{database} does not match its snapshot: " + "; ".join(differences))
     return actual

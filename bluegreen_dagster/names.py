@@ -29,7 +29,8 @@ _KEY_RE = re.compile(rf"(?P<customer>{_CUSTOMER})-(?P<timestamp>{_DIGITS})\Z")
 
 # Labels, relationship types and property names come from data and end up (backtick-quoted) in statement text on
 # both targets, so both accept exactly these: letters, digits and '_', starting with a letter.
-IDENTIFIER_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,199}\Z")
+MAX_IDENTIFIER_LENGTH = 200
+IDENTIFIER_RE = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{MAX_IDENTIFIER_LENGTH - 1}}}\Z")
 
 
 class InvalidName(ValueError):
@@ -75,6 +76,9 @@ def check_identifier(name: object, kind: str, path: object = None) -> str:
     """A label, relationship type or property name from the data, checked before it may reach any statement."""
     if not isinstance(name, str) or not IDENTIFIER_RE.match(name):
         where = f"{printable(path)}: " if path else ""
+        if isinstance(name, str) and len(name) > MAX_IDENTIFIER_LENGTH:
+            raise SnapshotError(f"{where}{kind} {shown_name(name[:40])}... has {len(name)} characters; the limit is "
+                                f"{MAX_IDENTIFIER_LENGTH}: shorten it")
         shown = shown_name(name)
         raise SnapshotError(f"{where}{kind} {shown} is not allowed: use letters, digits and '_', starting with a "
                             "letter (e.g. Person, WORKS_AT)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ from bluegreen_dagster.columns import (
     is_list,
     is_string,
     labels_as_lists,
+    plain,
 )
 from bluegreen_dagster.names import SnapshotError, printable
 
@@ -41,8 +42,12 @@ _KIND_FIX = {"int": "an integer type such as int64", "string": "string", "list":
 
 
 def require_columns(path: Path, schema: pa.Schema, required: dict[str, tuple[str, ...]]) -> None:
-    """Every required column is there with a type of the kinds allowed; SnapshotError naming the file, the column
-    and how to write it otherwise."""
+    """Every column name once, and every required column there with a type of the kinds allowed; SnapshotError
+    naming the file, the column and how to write it otherwise."""
+    for column in schema.names:
+        if schema.names.count(column) > 1:
+            raise SnapshotError(f"{printable(path)}: column {printable(column)!r} appears {schema.names.count(column)} "
+                                "times; a column name may appear once per file: rename or drop the copies")
     for column, kinds in required.items():
         if column not in schema.names:
             raise SnapshotError(f"{printable(path)}: missing required column {column!r} "
@@ -52,7 +57,7 @@ def require_columns(path: Path, schema: pa.Schema, required: dict[str, tuple[str
         ok = any(
             (kind == "int" and is_integer(arrow_type))
             or (kind == "string" and is_string(arrow_type))
-            or (kind == "list" and is_list(arrow_type))
+            or (kind == "list" and is_list(arrow_type) and is_string(plain(arrow_type).value_type))
             for kind in kinds
         )
         if not ok:
@@ -83,6 +88,8 @@ class GraphCounts:
     relationships: int
     labels: dict[str, int]
     types: dict[str, int]
+    # The snapshot's per-property value statistics (value_stats.py), for verify's value check; None when not read.
+    values: dict | None = field(default=None, compare=False, repr=False)
 
     def differences(self, actual: GraphCounts) -> list[str]:
         """Human-readable differences, expected (self) vs actual; empty when they match."""
@@ -104,7 +111,8 @@ class GraphCounts:
 
 
 def count_files(node_files: list[Path], relationship_files: list[Path]) -> GraphCounts:
-    """Counts the files promise, read from the label and type columns only."""
+    """Counts the files promise, from the label and type columns, and the value statistics of every property (one
+    more pass over the files)."""
     labels: Counter[str] = Counter()
     types: Counter[str] = Counter()
     nodes = relationships = 0
@@ -116,4 +124,7 @@ def count_files(node_files: list[Path], relationship_files: list[Path]) -> Graph
         relationships += batch.num_rows
         for value in decoded(batch.column(0)).value_counts().to_pylist():
             types[value["values"]] += value["counts"]
-    return GraphCounts(nodes, relationships, dict(labels), dict(types))
+    from bluegreen_dagster.value_stats import snapshot_stats
+
+    return GraphCounts(nodes, relationships, dict(labels), dict(types),
+                       values=snapshot_stats(node_files, relationship_files))

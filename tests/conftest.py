@@ -126,3 +126,19 @@ def _no_dangling_defs_state_storage(monkeypatch: pytest.MonkeyPatch):
         return None if ref is not None and ref() is None else storage
 
     monkeypatch.setattr(DefsStateStorage, "get", staticmethod(live_storage))
+
+
+# The property-based fidelity suite (tests/test_fidelity_properties.py): "ci" (the default) is derandomized (a fixed
+# seed) and bounded; `pytest --hypothesis-profile=long` runs for hours.
+def _hypothesis_profiles() -> None:
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+    settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, suppress_health_check=quiet,
+                              print_blob=True)
+    settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=quiet,
+                              print_blob=True)
+    settings.load_profile("ci")
+
+
+_hypothesis_profiles()

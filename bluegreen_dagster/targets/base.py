@@ -136,6 +136,12 @@ class GraphTarget(abc.ABC):
     def count(self, database: str) -> GraphCounts:
         """Node and relationship counts, total and per label / type, read from the database itself."""
 
+    def value_stats(self, database: str, expected: dict) -> dict | None:
+        """Per (label or type, property) in `expected` (value_stats.ValueStats), what the database holds: the
+        non-null count and, where `expected` has bounds, min and max (value_stats.comparable). None when this
+        target cannot answer: verification then compares counts only."""
+        return None
+
     @abc.abstractmethod
     def list_databases(self, customer: str) -> list[DatabaseInfo]:
         """This customer's snapshot databases (names `<customer>-<timestamp>`), including ones still loading."""

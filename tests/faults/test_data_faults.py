@@ -194,8 +194,8 @@ def test_node_ids_beyond_int64(project: Project, fault) -> None:
         result = probe.run(instance, BAD)
     assert not result.success and failed_step(result) == "snapshot_database" and no_retries(result)
     probe.conclude(alias=GOOD, message=probe.message(result),
-                   mentions=[str(companies), "column 'nodeId' has values that do not fit INT64",
-                             "signed 64-bit integers", "bluegreen load acme 200"])
+                   mentions=[str(companies), "column 'nodeId' holds 9223372036854775808, above 2^63-1",
+                             "signed 64-bit integer", "bluegreen load acme 200"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -133,6 +133,23 @@ class Result:
         self.db: str | None = None
 
 
+def _value_rows(owned: list[tuple[str, Any]]) -> list[list[Any]]:
+    """count(v), min(v), max(v) per owner (label or type), as Cypher aggregates them: nulls skipped."""
+    values: dict[str, list[Any]] = {}
+    for owner, value in owned:
+        values.setdefault(owner, [])
+        if value is not None:
+            values[owner].append(value)
+    rows = []
+    for owner, found in sorted(values.items()):
+        try:
+            low, high = (min(found), max(found)) if found else (None, None)
+        except TypeError:  # values of kinds Python does not order (structures): bounds unknown
+            low = high = None
+        rows.append([owner, len(found), low, high])
+    return rows
+
+
 class Executor:
     """Runs recognised statements against the Dbms. Handler methods are named after the queries.py constants."""
 
@@ -273,6 +290,21 @@ class Executor:
         with self.dbms.lock:
             return Result(["type", "count"], [[k, v] for k, v in sorted(graph.type_counts().items())])
 
+
+    def _q_VALUE_STATS_NODES(self, p, db):
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            owned = [(label, graph.node_properties.get(key, {}).get(p["property"]))
+                     for key, labels in graph.nodes.items() for label in set(labels)]
+            return Result(["owner", "count", "low", "high"], _value_rows(owned))
+
+    def _q_VALUE_STATS_RELATIONSHIPS(self, p, db):
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            owned = [(rel_type, props.get(p["property"]))
+                     for (_, rel_type, _), props in zip(graph.relationships, graph.relationship_properties,
+                                                        strict=True)]
+            return Result(["owner", "count", "low", "high"], _value_rows(owned))
 
     # --- the Cypher fallback loader (cypher_loader.py) -----------------------------------------------------------
     # Not a Cypher engine: each template is executed by hand, with its exact meaning (UNWIND over the row numbers

@@ -42,7 +42,7 @@ def fill(path: Path, plan: LoadPlan, nodes: Staged, relationships: Staged, *, bu
                 copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)}", name)
                 on_rows(rows)  # progress: rows copied so far (targets/embedded/target.py)
             for (name, a, b), (file, rows) in relationships.items():
-                copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)} (from='{a}', to='{b}')", name)
+                copy_rows(conn, _rel_copy(plan.rel_tables[name], a, b, _path_literal(file)), name)
                 on_rows(rows)
         finally:
             conn.close()
@@ -59,6 +59,16 @@ def create_tables(conn: lb.Connection, plan: LoadPlan) -> None:
         pairs = ", ".join(f"FROM `{a}` TO `{b}`" for a, b in sorted(table.pairs))
         props = "".join(f", `{name}` {t.ddl}" for name, t in table.properties.items())
         _ddl(conn, f"CREATE REL TABLE `{table.name}`({pairs}{props})", table)
+
+
+def _rel_copy(table: TableSchema, a: str, b: str, literal: str) -> str:
+    """COPY for a rel table. LadybugDB's COPY binds a rel property named `from` or `to` to the endpoints (it fails,
+    or stores the ids in it), so such a table is filled by LOAD FROM + CREATE, slower but storing the values."""
+    if not {"from", "to"} & {p.lower() for p in table.properties}:
+        return f"COPY `{table.name}` FROM {literal} (from='{a}', to='{b}')"
+    props = ", ".join(f"`{p}`: `{p}`" for p in table.properties)
+    return (f"LOAD FROM {literal} MATCH (x:`{a}` {{`{NODE_ID}`: `from id`}}), (y:`{b}` {{`{NODE_ID}`: `to id`}}) "
+            f"CREATE (x)-[:`{table.name}` {{{props}}}]->(y)")
 
 
 def copy_rows(conn: lb.Connection, statement: str, name: str) -> None:

@@ -26,6 +26,7 @@ from bluegreen_dagster.columns import (
 )
 from bluegreen_dagster.names import SnapshotError, check_identifier
 from bluegreen_dagster.reading import iter_batches, open_parquet
+from bluegreen_dagster.schema_rules import check_snapshot
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.embedded.node_index import NodeIndex
 from bluegreen_dagster.targets.embedded.tables import TableNames, TableSchema
@@ -59,7 +60,9 @@ class LoadPlan:
 
 
 def plan_load(snapshot: Snapshot, batch_rows: int) -> LoadPlan:
-    """Pass 1: read only the GDS id/label/type columns; decide tables, check ids and endpoints."""
+    """Pass 1: the rules every target shares (schema_rules.py), then read only the GDS id/label/type columns;
+    decide tables, check ids and endpoints."""
+    check_snapshot(snapshot.node_files, snapshot.relationship_files, "embedded")
     names = TableNames()
     schemas: dict[Path, pa.Schema] = {}
     plan = _plan_nodes(snapshot.node_files, batch_rows, names, schemas)

@@ -38,6 +38,7 @@ from bluegreen_dagster.targets.embedded.store import (
     fsync_dir,
     remove_with_siblings,
 )
+from bluegreen_dagster.targets.embedded.values import database_value_stats
 
 MB = 1024 * 1024
 # Measured: the database file is ~2.3x the Parquet size and staging adds ~1x while loading.
@@ -181,6 +182,12 @@ class EmbeddedTarget(GraphTarget):
         if not path.exists():
             raise PermanentTargetError(f"database {database} does not exist ({path} is missing)")
         return count_database(path)
+
+    def value_stats(self, database: str, expected: dict) -> dict:
+        path = self.store.database_path(validate_database(database))
+        if not path.exists():
+            raise PermanentTargetError(f"database {database} does not exist ({path} is missing)")
+        return database_value_stats(path, expected)
 
     def read_query(self, database: str, query: str, *, timeout_seconds: float, keep_rows: int = 1) -> QueryResult:
         path = self.store.database_path(validate_database(database))

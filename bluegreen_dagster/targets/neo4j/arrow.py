@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from bluegreen_dagster.config import Neo4jSettings
 from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
+from bluegreen_dagster.schema_rules import check_snapshot
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import LoadReport, PermanentTargetError, TargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
@@ -62,6 +63,7 @@ class ArrowLoader:
 
     def plan(self, snapshot: Snapshot) -> tuple[list[FilePlan], list[FilePlan]]:
         """Every file planned and checked from its footers: bad input fails here, before anything is created."""
+        check_snapshot(snapshot.node_files, snapshot.relationship_files, "arrow")
         return ([plan_and_check(p, "node", self.settings) for p in snapshot.node_files],
                 [plan_and_check(p, "relationship", self.settings) for p in snapshot.relationship_files])
 

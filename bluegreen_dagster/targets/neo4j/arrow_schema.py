@@ -8,6 +8,7 @@ The rules follow the GDS documentation (README, "Property types with the GDS Arr
   `neo4j.arrow_string_properties: true` (not documented by GDS, so opt-in);
 - relationship properties: double only. Integer columns are cast to float64; values beyond +-2^53 would lose
   precision and are refused;
+- an all-null column (Arrow type null) is not sent: no node gets the property, as with the Cypher loader;
 - nulls in properties are refused (GDS would store NaN where the Cypher loader stores no property), unless
   `neo4j.arrow_nulls: nan`, which sends null floats as NaN.
 
@@ -129,6 +130,8 @@ def plan_file(path: Path, schema: pa.Schema, entity: str, settings: Neo4jSetting
             columns.append(Column(name, "labels", pa.string() if is_string(t) else pa.list_(pa.string())))
         elif entity == "relationship" and name == REL_TYPE:
             columns.append(Column(name, "type", pa.string()))
+        elif pa.types.is_null(t):
+            continue  # an all-null column: no value to send, as the Cypher loader sets no property
         else:
             target = _property_target(t, entity, settings, path, name)
             nan = settings.arrow_nulls == "nan" and target == pa.float64()

@@ -98,7 +98,9 @@ def _read_ahead(unit: Unit, batch_size: int, stop: threading.Event) -> Iterator[
             pf = pq.ParquetFile(unit.plan.path, pre_buffer=False, buffer_size=READ_BUFFER,
                                 page_checksum_verification=True)
             decode = max(batch_size, DECODE_ROWS)
-            for big in pf.iter_batches(batch_size=decode, row_groups=list(unit.row_groups), use_threads=True):
+            columns = [c.name for c in unit.plan.columns]  # an all-null (type null) column is not sent
+            for big in pf.iter_batches(batch_size=decode, row_groups=list(unit.row_groups), columns=columns,
+                                       use_threads=True):
                 big = unit.plan.apply(big)
                 for offset in range(0, big.num_rows, batch_size):  # zero-copy slices of batch_size rows
                     if not put(big.slice(offset, batch_size)):

@@ -19,6 +19,7 @@ backtick-quoted into the statement text. Where the time goes, measured: benchmar
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ import neo4j
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytz
 
 from bluegreen_dagster import names
 from bluegreen_dagster.columns import (
@@ -39,16 +41,13 @@ from bluegreen_dagster.columns import (
     SOURCE_ID,
     TARGET_ID,
     decoded,
-    is_float,
-    is_integer,
     is_list,
-    is_string,
     labels_as_list_array,
-    plain,
 )
 from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
 from bluegreen_dagster.reading import iter_batches, open_parquet
+from bluegreen_dagster.schema_rules import check_snapshot, kind_of
 from bluegreen_dagster.snapshots import Snapshot, expected_counts
 from bluegreen_dagster.targets.base import LoadReport
 from bluegreen_dagster.targets.neo4j import queries
@@ -70,39 +69,88 @@ def quoted(name: str) -> str:
     return f"`{name}`"  # only ever called on names that passed check_identifier (no backticks possible)
 
 
-def _supported(t: pa.DataType) -> bool:
-    t = plain(t)
-    if is_list(t):
-        v = t.value_type
-        return is_integer(v) or is_float(v) or pa.types.is_boolean(v) or is_string(v)
-    return (is_integer(t) or is_float(t) or pa.types.is_boolean(t) or is_string(t) or pa.types.is_date(t)
-            or pa.types.is_timestamp(t))
-
-
 def _property_names(schema: pa.Schema, reserved: set[str], path: Path) -> list[str]:
     names = []
     for f in schema:
         if f.name in reserved:
             continue
         check_identifier(f.name, "property column", path)
-        if not _supported(f.type):
-            raise SnapshotError(f"{path}: property column {f.name!r} has type {f.type}, which Neo4j cannot store "
-                                "as a property: cast it to a number, string, boolean, date or a list of those")
+        if kind_of(f.type) is None:  # schema_rules.check_snapshot refused it before the database was created
+            raise SnapshotError(f"{path}: column {f.name!r} has type {f.type}, which no target stores as it is")
         names.append(f.name)
     return names
 
 
-def _values(column: pa.Array) -> list[Any]:
+def _values(column: pa.Array, name: str = "", path: Path | None = None) -> list[Any]:
     """One column as the Python values the driver sends. Null stays None (the property is not set); NaN stays
-    NaN; nulls inside a list are dropped (Neo4j cannot store them in a list property)."""
-    values = decoded(column).to_pylist()
+    NaN; nulls inside a list are dropped (Neo4j cannot store them in a list property); timestamps as
+    `neo4j.time.DateTime` (`_timestamps`)."""
+    column = decoded(column)
+    leaf = column.type
+    while is_list(leaf):
+        leaf = leaf.value_type
+    try:
+        if pa.types.is_timestamp(leaf):
+            values = _nested(column, _timestamps)
+        else:
+            values = column.to_pylist()
+    except (ValueError, OverflowError) as exc:  # a date or time outside years 1..9999
+        raise SnapshotError(f"{path}: column {name!r} holds a value Python cannot represent ({exc}); write "
+                            "dates and times between the years 1 and 9999") from None
     if is_list(column.type) and column.null_count < len(column):
         values = [None if v is None else [x for x in v if x is not None] for v in values]
     return values
 
 
-def _columns(batch: pa.RecordBatch, names: list[str]) -> dict[str, list[Any]]:
-    return {f"p{k}": _values(batch.column(name)) for k, name in enumerate(names)}
+def _nested(column: pa.Array, convert) -> list[Any]:
+    """`convert` applied to the leaf values of a (list) column, the list structure kept."""
+    if not is_list(column.type):
+        return convert(column)
+    inner = _nested(column.values[column.offsets[0].as_py():column.offsets[-1].as_py()], convert) \
+        if len(column) else []
+    offsets = [o - column.offsets[0].as_py() for o in column.offsets.to_pylist()]
+    valid = column.is_valid().to_pylist()
+    return [inner[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(column))]
+
+
+_NANOS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=pytz.utc)
+
+
+def _timestamps(column: pa.Array) -> list[Any]:
+    """Timestamps as `neo4j.time.DateTime`, to the nanosecond: naive ones as local date-times, zoned ones in
+    their zone (a named zone is sent by name, an offset as the offset).
+
+    Never a `zoneinfo.ZoneInfo` time (what pyarrow's to_pylist gives): the driver passes its own DateTime, which
+    is not a `datetime`, to the tzinfo's utcoffset, and CPython's C zoneinfo reads that object's memory as if it
+    were a datetime; the process crashes, raises "utcoffset must be a whole number of minutes" or gets an
+    offset one hour off (tests/test_fidelity_neo4j.py). pytz's time zones compute the offset in Python."""
+    t = column.type
+    zone = _zone(t.tz) if t.tz is not None else None
+    scale = _NANOS[t.unit]
+    out: list[Any] = []
+    for ticks in column.cast(pa.int64()).to_pylist():
+        if ticks is None:
+            out.append(None)
+            continue
+        seconds, nanos = divmod(ticks * scale, 10**9)
+        utc = _EPOCH + datetime.timedelta(seconds=seconds)
+        native = utc.replace(tzinfo=None) if zone is None else zone.normalize(utc.astimezone(zone))
+        out.append(neo4j.time.DateTime.from_native(native).replace(nanosecond=nanos))
+    return out
+
+
+def _zone(name: str) -> datetime.tzinfo:
+    """A pytz time zone for an Arrow zone: a name from the tz database, or an offset such as '+05:30'."""
+    if name[:1] in "+-":
+        hours, _, minutes = name[1:].partition(":")
+        offset = int(hours) * 60 + int(minutes or 0)
+        return pytz.FixedOffset(-offset if name[0] == "-" else offset)
+    return pytz.timezone(name)
+
+
+def _columns(batch: pa.RecordBatch, names: list[str], path: Path | None = None) -> dict[str, list[Any]]:
+    return {f"p{k}": _values(batch.column(name), name, path) for k, name in enumerate(names)}
 
 
 def _property_map(names: list[str]) -> str:
@@ -184,10 +232,11 @@ class CypherLoader:
 
         return self.admin._with_retry(what, call)
 
-    def write(self, database: str, snapshot: Snapshot) -> LoadReport:
-        """Write the snapshot into `database`, which must exist and be online."""
-        start = time.monotonic()
-        self.prepare_seconds = 0.0
+    @staticmethod
+    def check(snapshot: Snapshot) -> None:
+        """Everything that can be refused from the files, before the database is created (`Neo4jTarget.load`
+        calls it first): the rules of every target (schema_rules.py), labels and types."""
+        check_snapshot(snapshot.node_files, snapshot.relationship_files, "cypher")
         expected = expected_counts(snapshot)
         for label in expected.labels:
             check_identifier(label, "label")
@@ -197,6 +246,13 @@ class CypherLoader:
                                 (snapshot.relationship_files, {SOURCE_ID, TARGET_ID, REL_TYPE})):
             for path in files:  # every property name and type, before anything is written
                 _property_names(open_parquet(path).schema_arrow, reserved, path)
+
+    def write(self, database: str, snapshot: Snapshot) -> LoadReport:
+        """Write the snapshot into `database`, which must exist and be online."""
+        start = time.monotonic()
+        self.prepare_seconds = 0.0
+        self.check(snapshot)
+        expected = expected_counts(snapshot)
 
         self._write(database, queries.CREATE_LOAD_MARKER, f"marking {database} as loading", {})
         for label in sorted(expected.labels):
@@ -252,7 +308,7 @@ class CypherLoader:
         for code, rows in _groups(keys.indices.to_numpy(zero_copy_only=False)):
             t = time.monotonic()
             part, part_ids = (batch, ids) if rows is None else (batch.take(pa.array(rows)), ids[rows])
-            params = {"ids": part_ids.tolist(), **_columns(part, names)}
+            params = {"ids": part_ids.tolist(), **_columns(part, names, path)}
             query = queries.CREATE_NODES.format(labels="".join(":" + quoted(lb) for lb in label_sets[code]),
                                                 properties=properties)
             self.prepare_seconds += time.monotonic() - t
@@ -287,7 +343,8 @@ class CypherLoader:
         for code, rows in _groups(encoded.indices.to_numpy(zero_copy_only=False), order_by=src_internal):
             t = time.monotonic()
             part = batch.take(pa.array(rows))
-            params = {"s": src_internal[rows].tolist(), "t": dst_internal[rows].tolist(), **_columns(part, names)}
+            params = {"s": src_internal[rows].tolist(), "t": dst_internal[rows].tolist(),
+                      **_columns(part, names, path)}
             query = queries.CREATE_RELATIONSHIPS.format(type=quoted(type_names[code]), properties=properties)
             self.prepare_seconds += time.monotonic() - t
             result = self._write(database, query, f"writing relationships of {path.name} into {database}", params)

@@ -53,6 +53,11 @@ PAGECACHE = (
 COUNT_BY_LABEL = "MATCH (n) UNWIND labels(n) AS label RETURN label, count(*) AS count"
 COUNT_NODES = "MATCH (n) RETURN count(n) AS count"
 COUNT_BY_TYPE = "MATCH ()-[r]->() RETURN type(r) AS type, count(*) AS count"
+# verify's value check (value_stats.py), one scan per property; the property name is a parameter.
+VALUE_STATS_NODES = ("MATCH (n) UNWIND labels(n) AS label WITH label, n[$property] AS v "
+                     "RETURN label AS owner, count(v) AS count, min(v) AS low, max(v) AS high")
+VALUE_STATS_RELATIONSHIPS = ("MATCH ()-[r]->() WITH type(r) AS owner, r[$property] AS v "
+                             "RETURN owner, count(v) AS count, min(v) AS low, max(v) AS high")
 
 # --- Cypher fallback loader (neo4j.loader: cypher), sent to the snapshot's own database -------------------------
 # Labels, types and property names are not parameters in DDL or in static patterns: `{label}`, `{labels}`,

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 
+from bluegreen_dagster import value_stats
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.names import InvalidName, parse_partition_key, validate_customer
 from bluegreen_dagster.reading import GraphCounts
@@ -139,6 +140,7 @@ class Neo4jTarget(GraphTarget):
         else:
             from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
 
+            CypherLoader.check(snapshot)  # bad input refused before the database exists
             self.admin.create_database(name)
             try:
                 self.wait_online(name, mount_if_missing=False)
@@ -193,6 +195,25 @@ class Neo4jTarget(GraphTarget):
         return self._counts(self.admin.read(database, queries.COUNT_NODES, what),
                             self.admin.read(database, queries.COUNT_BY_LABEL, what),
                             self.admin.read(database, queries.COUNT_BY_TYPE, what))
+
+    def value_stats(self, database: str, expected: dict) -> dict | None:
+        """Per (label or type, property) of `expected`: non-null count, min and max (value_stats.py). None with
+        `neo4j.arrow_nulls: nan` on the Arrow loader, which stores NaN where the snapshot has no value."""
+        if not isinstance(database, str) or not _DATABASE_NAME_RE.match(database):
+            raise PermanentTargetError(f"refusing to read {database!r}: not a Neo4j database name")
+        if self.neo4j.loader == "arrow" and self.neo4j.arrow_nulls == "nan":
+            return None
+        found = {}
+        for kind, query in (("label", queries.VALUE_STATS_NODES), ("type", queries.VALUE_STATS_RELATIONSHIPS)):
+            for name in sorted({p for k, _, p in expected if k == kind}):
+                rows = self.admin.read(database, query, f"checking the values of {name} in {database}",
+                                       {"property": name})
+                for row in rows:
+                    if row["owner"] != queries.LOAD_LABEL:
+                        found[(kind, row["owner"], name)] = value_stats.PropertyStats(
+                            int(row["count"]), value_stats.comparable(row["low"]),
+                            value_stats.comparable(row["high"]))
+        return found
 
     def read_query(self, database: str, query: str, *, timeout_seconds: float, keep_rows: int = 1) -> QueryResult:
         """`query` in a READ transaction on `database` (a snapshot database, or e.g. Community's `neo4j`)."""
