@@ -62,8 +62,9 @@ def drop_new(base: Path, customer: int, ts: int) -> None:
 
 
 def time_ticks(base: Path, customers: int, snapshots: int, repeats: int) -> dict:
-    pipeline = PipelineResource(base_path=str(base), settle_seconds=30, keep_databases=KEEP, max_retries=0,
-                                max_concurrent_loads=1, max_runs_per_tick=20)
+    pipeline = PipelineResource(dataset={"base_path": str(base)},
+                                orchestrator={"settle_seconds": 30, "keep_databases": KEEP, "max_retries": 0,
+                                              "max_concurrent_loads": 1, "max_runs_per_tick": 20})
     cursor = steady_cursor(customers, snapshots)
     ticks, scans = [], []
     with dg.instance_for_test() as instance:

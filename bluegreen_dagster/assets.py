@@ -35,18 +35,14 @@ from contextlib import contextmanager
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import fingerprints, plausibility, smoke
-from bluegreen_dagster.concurrency import (
-    LOADS_POOL,
-    customer_lock,
-    in_flight_partitions,
-    load_slot,
-)
+from bluegreen_dagster import fingerprints, plausibility, records, smoke
+from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.live_graph import SWITCH, record_live
 from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
+from bluegreen_dagster.records import FAILURE_KIND, PERMANENT, TRANSIENT, in_flight_partitions
 from bluegreen_dagster.resources import PipelineResource, TargetResource
 from bluegreen_dagster.snapshots import (
     Snapshot,
@@ -57,16 +53,10 @@ from bluegreen_dagster.snapshots import (
 from bluegreen_dagster.targets import GraphTarget, PermanentTargetError, TransientTargetError
 
 GROUP = "bluegreen"
-GATE_STEP = "gate"
 
 
 class TargetUnhealthy(TransientTargetError):
     """The health check refused the load; the step's retry policy tries again later."""
-
-
-# Metadata on a step's Failure that says whether a later run may succeed: the reconcile schedule relaunches a
-# snapshot whose run failed "transient" (relaunch.py), never one that failed "permanent".
-FAILURE_KIND = "bluegreen/failure"
 
 
 @contextmanager
@@ -78,14 +68,14 @@ def step_errors(context=None, max_retries: int = 0) -> Iterator[None]:
     except TransientTargetError as exc:
         if context is not None and context.retry_number >= max_retries:
             raise dg.Failure(description=f"{exc} (gave up after {max_retries} retries)", allow_retries=False,
-                             metadata={FAILURE_KIND: "transient"}) from exc
+                             metadata={FAILURE_KIND: TRANSIENT}) from exc
         raise
     except SnapshotError as exc:
         key = context.partition_key if context is not None else None
         raise dg.Failure(description=str(exc) + (f". {how_to_retry(key)}" if key else ""),
-                         allow_retries=False, metadata={FAILURE_KIND: "permanent"}) from exc
+                         allow_retries=False, metadata={FAILURE_KIND: PERMANENT}) from exc
     except (InvalidName, PermanentTargetError, ConfigError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: "permanent"}) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: PERMANENT}) from exc
 
 
 def snapshot_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
@@ -124,16 +114,14 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     """A new database named after the partition, bulk-loaded from the snapshot's Parquet files."""
     snapshot = snapshot_of(context, pipeline)
     started = time.monotonic()
-    step_key = context.op_execution_context.get_step_execution_context().step.key
-    with load_slot(context.instance, context.run.run_id, step_key, pipeline.max_concurrent_loads,
-                   on_wait=context.log.info) as claimed_by:
+    with load_slot(context.instance, pipeline.max_concurrent_loads, on_wait=context.log.info) as claimed_by:
         waited = time.monotonic() - started
-        with step_errors(context, pipeline.max_retries), target.open() as graph:
+        with step_errors(context, pipeline.max_retries), target.open(progress_to=context.log.info) as graph:
             fingerprint = snapshot.fingerprint()
             with customer_lock(context.instance, snapshot.id.customer, on_wait=context.log.info):
                 pin = get_pin(context.instance, snapshot.id.customer)
                 changed = fingerprints.prepare_load(
-                    graph, snapshot, fingerprint, fingerprints.recorded(context.instance, snapshot.key),
+                    graph, snapshot, fingerprint, records.recorded_fingerprint(context.instance, snapshot.key),
                     in_flight=lambda: in_flight_partitions(context.instance, snapshot.id.customer,
                                                            this_run=context.run.run_id),
                     pinned=pin.database if pin else None)
@@ -144,7 +132,7 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     context.log.info(f"{report.database}: {what}")
     return dg.MaterializeResult(metadata={
         "database": report.database, "target": graph.kind, "reused": report.reused,
-        fingerprints.FINGERPRINT: fingerprint,
+        records.FINGERPRINT: fingerprint,
         "nodes": report.nodes, "relationships": report.relationships, "rows": report.rows,
         "bytes": report.bytes_read, "duration_s": round(report.seconds, 3),
         "rows_per_s": round(report.rows_per_second), "waited_for_load_slot_s": round(waited, 3),
@@ -167,7 +155,7 @@ def verify_counts(context: dg.AssetCheckExecutionContext, pipeline: PipelineReso
 def allow_shrink(context) -> bool:
     """The run's explicit override of the shrink rule (tag `bluegreen/allow_shrink=true`, `bluegreen load
     --allow-shrink`)."""
-    return context.run.tags.get(plausibility.ALLOW_SHRINK_TAG, "").lower() == "true"
+    return context.run.tags.get(records.ALLOW_SHRINK_TAG, "").lower() == "true"
 
 
 def plausible(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, graph: GraphTarget,
@@ -216,7 +204,7 @@ GATE = (verify_counts, plausible, smoke_queries)
 
 
 @dg.multi_asset_check(
-    name=GATE_STEP, can_subset=False,
+    name=records.GATE_STEP, can_subset=False,
     specs=[dg.AssetCheckSpec(check.__name__, asset="snapshot_database", blocking=True,
                              description=(check.__doc__ or "").split("\n")[0]) for check in GATE])
 def gate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, target: TargetResource):
@@ -232,7 +220,7 @@ def gate(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource, tar
                 if rest:
                     raise dg.Failure(f"{', '.join(rest)} not run: {check.__name__} failed first and blocks the "
                                      f"switch: {result.description}", allow_retries=False,
-                                     metadata={FAILURE_KIND: "permanent"})
+                                     metadata={FAILURE_KIND: PERMANENT})
                 return  # Dagster fails the step: a blocking check failed
 
 
@@ -288,24 +276,14 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
         "keep_databases": pipeline.keep_databases, "pruned_partitions": pruned, "customer_lock": lock})
 
 
-def verified_in_run(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether the run's latest `verify_counts` evaluation passed (the gate stops at the first failed check, so a
-    failed gate after a passed verification is a refused plausibility or smoke query: that database is kept)."""
-    records = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-    passed = [r.dagster_event.asset_check_evaluation_data.passed for r in records
-              if r.dagster_event is not None and r.dagster_event.asset_check_evaluation_data.check_name
-              == verify_counts.__name__]
-    return bool(passed) and passed[-1]
-
-
 @dg.failure_hook(required_resource_keys={"target"})
 def drop_unverified(context: dg.HookContext) -> None:
     """When verification fails (or cannot finish), remove the database it was checking, unless the alias serves it
     (a re-run of the live snapshot), the customer is pinned to it, or another run of the same snapshot is in
     flight."""
-    if context.step_key != GATE_STEP or verified_in_run(context.instance, context.run_id):
+    if context.step_key != records.GATE_STEP or records.verified_in_run(context.instance, context.run_id):
         return
-    key = context.instance.get_run_by_id(context.run_id).tags.get("dagster/partition", "")
+    key = context.instance.get_run_by_id(context.run_id).tags.get(records.PARTITION_TAG, "")
     try:
         customer = parse_partition_key(key).customer
     except InvalidName:

@@ -7,7 +7,7 @@
    and cleanup, which never drops it, never leaves a customer without a database that passed it.
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target, the database the
    customer is pinned to (pins.py) or a database still loading. "Still loading" has one source, the caller's
-   `in_flight` (Dagster's run records, see `concurrency.in_flight_partitions`); any other database that is not
+   `in_flight` (Dagster's run records, see `records.in_flight_partitions`); any other database that is not
    online is a crashed load's leftover and is removed whatever its age.
 
 The caller holds the customer's lock (`concurrency.customer_lock`) around `switch_if_newest` and `cleanup`, which

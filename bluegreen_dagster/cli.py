@@ -3,10 +3,11 @@
     bluegreen demo                      demo data + `dagster dev` on the embedded target
     bluegreen demo-data                 write demo snapshots for a few customers
     bluegreen simulate-snapshot -c X    drop one new snapshot for customer X, atomically
-    bluegreen status [--json]           alias target, its age and retained databases per customer
+    bluegreen status [--json] [--wide]  alias target, its age and retained databases per customer
     bluegreen check                     preflight: config, target health, snapshots found (exit 1 on a problem)
     bluegreen register CUSTOMER TS      add a snapshot's partition (no dagster command can), print how to run it
-    bluegreen load CUSTOMER TS          register, then submit a load_snapshot run through the run queue and wait
+    bluegreen load CUSTOMER TS          register, submit a load_snapshot run through the run queue, show its progress
+    bluegreen trigger CUSTOMER TS       the same as `load` (its older name)
     bluegreen metrics                   Prometheus exporter: `status` facts plus loads, runs and sensor ticks
     bluegreen doctor                    one PASS/FAIL/SKIP line per part of the deployment (exit 1 on a failure)
     bluegreen rollback CUSTOMER         move the alias back to a retained, verified database [--to DB] [--pin]
@@ -29,16 +30,15 @@ import uuid
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from bluegreen_dagster.config import ConfigError, config_path
+from bluegreen_dagster.config import ConfigError, config_path, dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.doctor import HEARTBEAT_MAX_AGE
 from bluegreen_dagster.names import InvalidName, SnapshotError, partition_key
-from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
+from bluegreen_dagster.records import ALLOW_SHRINK_TAG
 from bluegreen_dagster.resources import Resources, load_resources
-from bluegreen_dagster.snapshots import scan, snapshot_at
-from bluegreen_dagster.status import collect_status
+from bluegreen_dagster.snapshots import Snapshot, scan, snapshot_at
+from bluegreen_dagster.status import collect_status, print_status
 from bluegreen_dagster.targets import TargetError
 
 console = Console(stderr=True)
@@ -58,9 +58,9 @@ def instance_yaml(max_concurrent_loads: int) -> str:
     return text.replace(marker, f"default_limit: {max_concurrent_loads}  # = orchestrator.max_concurrent_loads")
 
 
-def dagster_home(settings_file: Path, max_concurrent_loads: int = 1) -> Path:
-    """$DAGSTER_HOME, or `.dagster_home` beside the config file, created with our instance settings."""
-    home = Path(os.environ.get("DAGSTER_HOME") or settings_file.resolve().parent / ".dagster_home").resolve()
+def prepare_dagster_home(max_concurrent_loads: int = 1) -> Path:
+    """`config.dagster_home()`, created with our instance settings if new, and exported for Dagster."""
+    home = dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     instance_file = home / "dagster.yaml"
     if not instance_file.exists():
@@ -71,15 +71,6 @@ def dagster_home(settings_file: Path, max_concurrent_loads: int = 1) -> Path:
 
 # --------------------------------------------------------------------------------------------------------------
 # status
-
-
-def _age(seconds: int | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h" if days else f"{hours}h {minutes}m" if hours else f"{minutes}m {secs}s" if minutes else f"{secs}s"
 
 
 def cmd_status(args: argparse.Namespace, resources: Resources) -> int:
@@ -93,17 +84,7 @@ def cmd_status(args: argparse.Namespace, resources: Resources) -> int:
     if args.json:
         print(json.dumps({"target": live.target.kind, "customers": [r.as_dict() for r in rows]}, indent=2))
         return 0
-    table = Table(title=f"bluegreen status ({live.target.kind} target)")
-    for column in ("customer", "alias target", "age", "retained databases", "reader opens", "pinned"):
-        table.add_column(column, overflow="fold")  # never hide a database name behind an ellipsis
-    for row in rows:
-        retained = ", ".join(f"{d.name}{'' if d.status == 'online' else ' (' + d.status + ')'}"
-                             for d in row.databases) or "-"
-        pin = (f"[yellow]{row.pin['database']}[/] since {row.pin['since']} by {row.pin['by']}"
-               + (f": {row.pin['reason']}" if row.pin["reason"] else "")) if row.pin else "-"
-        table.add_row(row.customer, row.target_database or "[yellow]no alias yet[/]", _age(row.age_seconds),
-                      retained, row.reader or "-", pin)
-    Console().print(table)
+    print_status(Console(), rows, live.target.kind, wide=args.wide)
     return 0
 
 
@@ -165,13 +146,13 @@ def _instance(resources: Resources):
 
     from bluegreen_dagster.concurrency import sync_pool_limit
 
-    dagster_home(config_path(), resources.settings.orchestrator.max_concurrent_loads)
+    prepare_dagster_home(resources.settings.orchestrator.max_concurrent_loads)
     instance = dg.DagsterInstance.get()
     sync_pool_limit(instance, resources.settings.orchestrator.max_concurrent_loads)
     return instance
 
 
-def _register(args: argparse.Namespace, resources: Resources) -> str:
+def _register(args: argparse.Namespace, resources: Resources) -> Snapshot:
     from bluegreen_dagster.partitions import snapshot_partitions
 
     snap = snapshot_at(resources.settings.dataset.base_path, args.customer, args.timestamp)
@@ -183,7 +164,7 @@ def _register(args: argparse.Namespace, resources: Resources) -> str:
         else:
             instance.add_dynamic_partitions(snapshot_partitions.name, [snap.key])
             console.print(f"registered partition {snap.key}")
-    return snap.key
+    return snap
 
 
 def workspace_file(args: argparse.Namespace) -> Path:
@@ -193,11 +174,10 @@ def workspace_file(args: argparse.Namespace) -> Path:
     return here if here.is_file() else config_path().resolve().parent / "workspace.yaml"
 
 
-def launch_command(key: str, run_id: str, workspace: Path, allow_shrink: bool = False) -> list[str]:
+def launch_command(snap: Snapshot, run_id: str, workspace: Path, allow_shrink: bool = False) -> list[str]:
     """`dagster job launch`: the run goes through the instance's run coordinator, i.e. the queue and its
     per-customer limit, like the sensor's runs."""
-    customer = key.rsplit("-", 1)[0]
-    tags = {"dagster/partition": key, "customer": customer}
+    tags = {"dagster/partition": snap.key, "customer": snap.id.customer}
     if allow_shrink:
         tags[ALLOW_SHRINK_TAG] = "true"
     dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
@@ -206,48 +186,44 @@ def launch_command(key: str, run_id: str, workspace: Path, allow_shrink: bool = 
 
 
 def cmd_register(args: argparse.Namespace, resources: Resources) -> int:
-    key = _register(args, resources)
+    snap = _register(args, resources)
     console.print("run it with:\n  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " bluegreen load "
-                  + " ".join(key.rsplit("-", 1)))
+                  + f"{snap.id.customer} {snap.id.timestamp}")
     return 0
 
 
 def cmd_load(args: argparse.Namespace, resources: Resources) -> int:
+    """`bluegreen load` (and `trigger`): the one way the CLI submits a load. It needs the instance and the
+    workspace, not a webserver: the partition is added to the instance and the run goes through the instance's
+    run queue with `dagster job launch`, like the sensor's runs. While it waits it follows the run's event log."""
     import dagster as dg
 
-    key = _register(args, resources)
+    from bluegreen_dagster.progress import RunDisplay, watch_run
+
+    snap = _register(args, resources)
     run_id = str(uuid.uuid4())
-    done = subprocess.run(launch_command(key, run_id, workspace_file(args), args.allow_shrink),
+    done = subprocess.run(launch_command(snap, run_id, workspace_file(args), args.allow_shrink),
                           capture_output=True, text=True)
     if done.returncode != 0:
         console.print(done.stdout[-2000:] + done.stderr[-3000:])
-        raise RuntimeError(f"could not submit the run for {key} (dagster job launch exited {done.returncode})")
-    console.print(f"submitted run {run_id} for {key} to the run queue")
+        raise RuntimeError(f"could not submit the run for {snap.key} (dagster job launch exited {done.returncode})")
+    console.print(f"submitted run {run_id} for {snap.key} to the run queue")
     if args.no_wait:
         return 0
-    started = time.monotonic()
-    told_queued = False
-    with dg.DagsterInstance.get() as instance:
-        while True:
-            run = instance.get_run_by_id(run_id)
-            if run is not None and run.is_finished:
-                console.print(f"run {run_id} {run.status.value.lower()}")
-                return 0 if run.status == dg.DagsterRunStatus.SUCCESS else 1
-            waited = time.monotonic() - started
-            if run is not None and run.status == dg.DagsterRunStatus.QUEUED and not told_queued and waited > 30:
-                console.print("still queued after 30 s: is `dagster-daemon run` running on this instance?")
-                told_queued = True
-            if waited > args.timeout:
-                console.print(f"run {run_id} not finished after {args.timeout:g}s; it continues (see the UI)")
-                return 1
-            time.sleep(0.5)
+    with dg.DagsterInstance.get() as instance, RunDisplay(console, run_id) as display:
+        status = watch_run(instance, run_id, display, timeout=args.timeout)
+    if status is None:
+        console.print(f"run {run_id} not finished after {args.timeout:g}s; it continues (see the UI)")
+        return 1
+    console.print(f"run {run_id} {status.value.lower()}")
+    return 0 if status == dg.DagsterRunStatus.SUCCESS else 1
 
 
 def cmd_demo(args: argparse.Namespace, resources: Resources) -> int:
     settings = resources.settings
     if settings.target == "embedded" and not any(scan(settings.dataset.base_path, 0).complete):
         cmd_demo_data(argparse.Namespace(customers=list(DEMO_CUSTOMERS), snapshots=1, people=args.people), resources)
-    home = dagster_home(config_path(), settings.orchestrator.max_concurrent_loads)
+    home = prepare_dagster_home(settings.orchestrator.max_concurrent_loads)
     workspace = config_path().resolve().parent / "workspace.yaml"
     console.print(f"[bold]Dagster UI:[/] http://{args.host}:{args.port}   DAGSTER_HOME={home}\n"
                   "Drop a new snapshot from another terminal:  .venv/bin/bluegreen simulate-snapshot --customer acme-corp\n"
@@ -256,20 +232,6 @@ def cmd_demo(args: argparse.Namespace, resources: Resources) -> int:
     command = [dagster, "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     os.execv(command[0], command)
     return 0  # not reached
-
-
-def cmd_trigger(args: argparse.Namespace, resources: Resources) -> int:
-    """Load a snapshot through a running webserver's GraphQL API (trigger.py), e.g. from another machine."""
-    from bluegreen_dagster.trigger import SnapshotTrigger
-
-    trigger = SnapshotTrigger(args.url or resources.settings.alerts.dagster_webserver_url)
-    triggered = trigger.load(args.customer, args.timestamp)
-    console.print(f"submitted run {triggered.run_id} for {triggered.partition}")
-    if args.no_wait:
-        return 0
-    status = trigger.wait(triggered.run_id, timeout=args.timeout)
-    console.print(f"run {triggered.run_id} {status.lower()}")
-    return 0 if status == "SUCCESS" else 1
 
 
 def cmd_rollback(args: argparse.Namespace, resources: Resources) -> int:
@@ -340,30 +302,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="alias target, age and retained databases per customer")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--wide", action="store_true", help="also the path (or URI) a reader opens")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="preflight: config, target reachable and healthy, snapshots found")
     p.set_defaults(func=cmd_check)
 
-    for name, func, text in (("register", cmd_register, "add a snapshot's dynamic partition"),
-                             ("load", cmd_load, "add a snapshot's partition and run it through the run queue")):
+    p = sub.add_parser("register", help="add a snapshot's dynamic partition")
+    p.add_argument("customer")
+    p.add_argument("timestamp")
+    p.set_defaults(func=cmd_register)
+
+    for name, text in (("load", "add a snapshot's partition, run it through the run queue, show its progress"),
+                       ("trigger", "the same as `load` (from a machine without this instance: trigger.py's "
+                                   "trigger_load over the webserver's GraphQL API)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("customer")
         p.add_argument("timestamp")
-        p.set_defaults(func=func)
-    p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml, else beside the config file)")
-    p.add_argument("--no-wait", action="store_true", help="return once the run is queued")
-    p.add_argument("--allow-shrink", action="store_true",
-                   help="let this snapshot go live although it shrinks more than max_shrink_percent")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
-
-    p = sub.add_parser("trigger", help="load a snapshot through a running webserver's GraphQL API")
-    p.add_argument("customer")
-    p.add_argument("timestamp")
-    p.add_argument("--url", help="the webserver (default: alerts.dagster_webserver_url of config.yaml)")
-    p.add_argument("--no-wait", action="store_true", help="return once the run is submitted")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
-    p.set_defaults(func=cmd_trigger)
+        p.add_argument("--workspace", help="workspace.yaml (default: ./workspace.yaml, else beside the config file)")
+        p.add_argument("--no-wait", action="store_true", help="return once the run is queued")
+        p.add_argument("--allow-shrink", action="store_true",
+                       help="let this snapshot go live although it shrinks more than max_shrink_percent")
+        p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the run (default 3600)")
+        p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("rollback", help="move a customer's alias back to a retained, verified database")
     p.add_argument("customer")

@@ -1,17 +1,17 @@
-"""What may run at once, answered by the Dagster instance, so it holds across hosts:
+"""What may run at once, in three sentences (docs/concurrency.md has the details):
 
-- Loads: the pool `bluegreen_loads` on the load step, its limit `orchestrator.max_concurrent_loads`. With the
-  instance's `concurrency: pools: granularity: op` (our dagster.yaml) every executor claims a slot before the step
-  starts, including runs that bypass the queue (`dagster asset materialize`, `execute_in_process`). `load_slot`
-  covers the rest: when Dagster did not claim a slot for the step (pool granularity `run` and a run that bypassed
-  the queue, or a pool without a limit), it claims one itself through the same instance storage. Because that
-  claim is not atomic, the step also holds one of `max_concurrent_loads` named locks while it loads.
-- Alias switch and cleanup of one customer: the run queue admits one run per `customer` tag; `customer_lock` is
-  the guard for runs that bypass the queue.
+1. A load runs only while its step holds one of `orchestrator.max_concurrent_loads` named locks on the Dagster
+   instance's own database (PostgreSQL advisory locks; on SQLite, file locks beside the instance): that is the
+   bound, atomic, the same for every run on every host whether or not it came through the run queue, and
+   released by PostgreSQL or the kernel when the holder dies.
+2. A customer's alias switch, cleanup, rollback and reconcile hold that customer's named lock, and the run queue
+   admits one run per `customer` tag, so a customer's runs wait their turn in the queue and the lock only ever
+   holds back runs that bypassed it.
+3. Dagster's pool `bluegreen_loads` on the load step, kept at the same limit, is what the UI shows and what orders
+   waiting steps; it is not the bound, because Dagster's slot claim is not atomic (it may admit one step too many,
+   which then waits for a lock).
 
-A named lock is a PostgreSQL advisory lock on the instance's own database (released by PostgreSQL if the holder
-dies), or, for an instance on SQLite, which only processes of one host can share, a file lock beside that
-instance's files.
+Every instance YAML we ship has the `concurrency:` block `instance_concurrency()` renders (tests/test_instance_yaml.py).
 """
 
 from __future__ import annotations
@@ -27,62 +27,69 @@ from pathlib import Path
 import dagster as dg
 
 LOADS_POOL = "bluegreen_loads"
+CUSTOMER_TAG = "customer"
 # How long a run waits for another run of the same customer to finish its switch or cleanup.
 CUSTOMER_LOCK_TIMEOUT_SECONDS = 600.0
+# Runs the queue starts at once, all customers together.
+MAX_CONCURRENT_RUNS = 8
+# A run that ended without freeing its pool slot (its worker died) gives it back this long after it is marked
+# failed. Short is safe: the bound is the named lock, which a live worker keeps however its run is marked.
+FREE_SLOTS_AFTER_RUN_END_SECONDS = 10
+# A host that vanishes (power, network) leaves its PostgreSQL session open until the server notices: ask the
+# server to probe this session's TCP connection so its locks are released within about a minute, not hours.
+_KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
+
+
+def instance_concurrency(max_concurrent_loads: int = 1) -> dict:
+    """The `concurrency:` block of every Dagster instance YAML: one run per `customer` tag value, at most
+    MAX_CONCURRENT_RUNS runs, and the load pool claimed per step (`granularity: op`, so the UI shows it for runs
+    that bypass the queue too) with `max_concurrent_loads` as the limit of pools not given one of their own."""
+    return {
+        "runs": {
+            "max_concurrent_runs": MAX_CONCURRENT_RUNS,
+            "tag_concurrency_limits": [
+                {"key": CUSTOMER_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
+            ],
+        },
+        "pools": {"granularity": "op", "default_limit": max_concurrent_loads},
+    }
 
 
 def sync_pool_limit(instance: dg.DagsterInstance, limit: int) -> bool:
     """Make the instance's limit of `bluegreen_loads` equal `limit` (what `dagster instance concurrency set`
-    does). True if it changed; False also when the instance cannot limit pools (in-memory storage)."""
+    does), so the UI's pool shows the bound `load_slot` keeps. True if it changed; False also when the instance
+    cannot limit pools (in-memory storage). Called by the sensor on every tick and by the CLI, so two processes
+    can get here at once (seen in the compose stack: `bluegreen status` beside the sensor's first tick); Dagster's
+    first setting of a pool inserts without checking and the second fails with a unique violation, so the setter
+    holds a named lock."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return False
     info = storage.get_concurrency_info(LOADS_POOL)
     if info.slot_count == limit and not info.using_default_limit:
         return False
-    storage.set_concurrency_slots(LOADS_POOL, limit)
+    with _any_lock(instance, ["pool-limit"], busy="another process is setting the pool's limit",
+                   timeout=CUSTOMER_LOCK_TIMEOUT_SECONDS):
+        info = storage.get_concurrency_info(LOADS_POOL)
+        if info.slot_count == limit and not info.using_default_limit:
+            return False
+        storage.set_concurrency_slots(LOADS_POOL, limit)
     return True
 
 
 @contextmanager
-def load_slot(instance: dg.DagsterInstance, run_id: str, step_key: str, limit: int,
-              on_wait: Callable[[str], None] = lambda _: None, poll_seconds: float = 0.5) -> Iterator[str]:
-    """Hold a `bluegreen_loads` slot for the step's duration; yields who claimed it ("dagster" or "step").
+def load_slot(instance: dg.DagsterInstance, limit: int, on_wait: Callable[[str], None] = lambda _: None,
+              poll_seconds: float = 0.5) -> Iterator[str]:
+    """Hold one of `limit` load slots while the step loads; yields which ("slot 2 of 2 (postgres advisory lock)").
 
-    Dagster's claim is what the UI shows, but it is not atomic: it counts free slots, then takes one by id, in
-    separate statements, so steps starting at the same instant on several hosts can be admitted past the limit
-    (seen: three loads at once with a limit of two). The step therefore also holds one of `limit` named locks,
-    which is atomic, while it loads."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:  # an in-memory instance: one process, nothing to share
-        yield "none (in-memory instance)"
-        return
-    # Set the limit explicitly: Dagster initialises a pool from `default_limit` with a count-then-insert, so runs
-    # starting at once on a fresh instance can allocate one slot each (seen with two hosts on PostgreSQL).
-    # An explicit limit also removes such extra free slots; one setter at a time.
-    with _any_lock(instance, ["pool-limit"], busy="another run is setting the pool's limit",
-                   timeout=CUSTOMER_LOCK_TIMEOUT_SECONDS):
-        sync_pool_limit(instance, limit)
-    info = storage.get_concurrency_info(LOADS_POOL)
-    claimed_by = "dagster" if any(s.run_id == run_id and s.step_key == step_key for s in info.claimed_slots) else None
-    busy = f"all slots of pool {LOADS_POOL} are taken (orchestrator.max_concurrent_loads={limit})"
-    told = False
-    try:
-        while claimed_by is None:
-            status = storage.claim_concurrency_slot(LOADS_POOL, run_id, step_key)
-            if status.is_claimed:
-                claimed_by = "step"
-                break
-            if not told:
-                on_wait(f"{busy}; waiting")
-                told = True
-            time.sleep(status.sleep_interval or poll_seconds)
-        with _any_lock(instance, [f"load-slot:{i}" for i in range(limit)], busy=busy,
-                       on_wait=(lambda _: None) if told else on_wait, poll_seconds=poll_seconds):
-            yield claimed_by
-    finally:
-        if claimed_by == "step":  # a slot Dagster claimed is Dagster's to free
-            storage.free_concurrency_slot_for_step(run_id, step_key)
+    The slots are named locks `load-slot:0` .. `load-slot:<limit-1>`: a step takes whichever is free, so at most
+    `limit` steps hold one, on any host. Dagster's pool slot, claimed before the step started, is not enough:
+    Dagster counts free slots and takes one by id in separate statements, so steps asking at the same instant can
+    all be admitted (seen: three loads at once with a limit of two)."""
+    names = [f"load-slot:{i}" for i in range(limit)]
+    busy = f"all {limit} load slots are taken (orchestrator.max_concurrent_loads={limit})"
+    with _any_lock(instance, names, busy=busy, on_wait=on_wait, poll_seconds=poll_seconds) as (kind, held):
+        yield f"slot {names.index(held) + 1} of {limit} ({kind})"
 
 
 @contextmanager
@@ -90,7 +97,7 @@ def customer_lock(instance: dg.DagsterInstance, customer: str, on_wait: Callable
                   timeout: float = CUSTOMER_LOCK_TIMEOUT_SECONDS, poll_seconds: float = 0.2) -> Iterator[str]:
     """Hold the customer's switch/cleanup lock; yields which kind ("postgres advisory lock" or "file lock")."""
     with _any_lock(instance, [f"customer:{customer}"], on_wait=on_wait, timeout=timeout, poll_seconds=poll_seconds,
-                   busy=f"customer {customer}: another run is switching or cleaning up") as kind:
+                   busy=f"customer {customer}: another run is switching or cleaning up") as (kind, _):
         yield kind
 
 
@@ -100,20 +107,23 @@ def _lock_key(name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _postgres_engine(instance: dg.DagsterInstance):
+def _postgres_run_storage(instance: dg.DagsterInstance):
+    """The instance's run storage if it is on PostgreSQL (no second set of credentials), else None."""
+    try:
+        from dagster_postgres import PostgresRunStorage
+    except ImportError:  # without the [postgres] extra the instance cannot be on PostgreSQL
+        return None
     storage = instance.run_storage
-    if type(storage).__module__.startswith("dagster_postgres"):
-        return storage._engine  # noqa: SLF001 - the instance's own PostgreSQL; no second set of credentials
-    return None
+    return storage if isinstance(storage, PostgresRunStorage) else None
 
 
 @contextmanager
 def _any_lock(instance: dg.DagsterInstance, names: list[str], busy: str,
               on_wait: Callable[[str], None] = lambda _: None, timeout: float | None = None,
-              poll_seconds: float = 0.2) -> Iterator[str]:
+              poll_seconds: float = 0.2) -> Iterator[tuple[str, str]]:
     """Hold whichever of the named locks is free first (one name: a mutex; n names: a semaphore of n); yields
-    which kind ("postgres advisory lock" or "file lock"). `busy` says why a caller waits. Both kinds are released
-    if the holder dies: PostgreSQL ends the session's locks, the kernel closes the process's files."""
+    (kind, name held), kind "postgres advisory lock" or "file lock". `busy` says why a caller waits. Both kinds
+    are released if the holder dies: PostgreSQL ends the session's locks, the kernel closes the process's files."""
     deadline = None if timeout is None else time.monotonic() + timeout
     told = False
 
@@ -126,33 +136,36 @@ def _any_lock(instance: dg.DagsterInstance, names: list[str], busy: str,
             told = True
         time.sleep(poll_seconds)
 
-    engine = _postgres_engine(instance)
-    if engine is not None:
+    storage = _postgres_run_storage(instance)
+    if storage is not None:
         import sqlalchemy as sa
 
-        def try_lock(conn, key: int) -> bool:
-            return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        def try_lock(conn, name: str) -> bool:
+            return bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _lock_key(name)}).scalar())
 
-        keys = [_lock_key(name) for name in names]
-        with engine.connect() as conn:  # AUTOCOMMIT, no pool: closing the connection ends the session
-            while (held := next((k for k in keys if try_lock(conn, k)), None)) is None:
+        # dagster-postgres connects in AUTOCOMMIT without a pool: this connection is one session, and closing it
+        # (or the process dying) ends the session and its locks.
+        with storage.connect() as conn:
+            for setting, value in _KEEPALIVE.items():
+                conn.execute(sa.text(f"SET {setting} = {int(value)}"))
+            while (held := next((name for name in names if try_lock(conn, name)), None)) is None:
                 wait()
             try:
-                yield "postgres advisory lock"
+                yield "postgres advisory lock", held
             finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": held})
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(held)})
         return
 
     # An instance on SQLite can only be shared by processes of one host: a file lock beside its files is enough.
     folder = Path(instance.root_directory) / "bluegreen-locks"
     folder.mkdir(parents=True, exist_ok=True)
-    fds = [os.open(folder / f"{name.replace(':', '-')}.lock", os.O_RDWR | os.O_CREAT, 0o644) for name in names]
+    fds = {name: os.open(folder / f"{name.replace(':', '-')}.lock", os.O_RDWR | os.O_CREAT, 0o644) for name in names}
     try:
-        while not any(_try_flock(fd) for fd in fds):
+        while (held := next((name for name, fd in fds.items() if _try_flock(fd)), None)) is None:
             wait()
-        yield "file lock"
+        yield "file lock", held
     finally:
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)  # closing releases the lock held through it
 
 
@@ -162,24 +175,3 @@ def _try_flock(fd: int) -> bool:
         return True
     except BlockingIOError:
         return False
-
-
-IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-             dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-
-
-def in_flight_partitions(instance: dg.DagsterInstance, customer: str, this_run: str | None = None) -> set[str]:
-    """Partition keys (= database names) of this customer's runs that are queued or running: the one answer to
-    "what is loading", read from the instance's run records, so it holds across hosts."""
-    from bluegreen_dagster.names import InvalidName, parse_partition_key
-
-    keys = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
-        run = record.dagster_run
-        key = run.tags.get("dagster/partition", "")
-        try:
-            if run.run_id != this_run and parse_partition_key(key).customer == customer:
-                keys.add(key)
-        except InvalidName:
-            continue  # another job's run
-    return keys

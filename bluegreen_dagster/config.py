@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -98,14 +99,18 @@ class OrchestratorSettings(_Section):
     # `live_graph_fresh` and is alerted. Seconds, or an ISO 8601 duration ("PT26H"); unset: not checked.
     # Per customer: customers.<name>.max_age.
     max_age: timedelta | None = Field(None, gt=timedelta(0))
+    # A load reports its rows loaded (of the snapshot's total) in the run's log at most this often (progress.py).
+    progress_seconds: float = Field(2, gt=0, le=3600)
 
     @field_validator("reconcile_cron", "health_audit_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string  # the check Dagster applies to a schedule
+        import dagster as dg
 
-        if not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a cron string Dagster accepts; e.g. \"0 * * * *\" (hourly)")
+        try:  # the check Dagster applies when it defines a schedule
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"{value!r} is not a cron string Dagster accepts; e.g. \"0 * * * *\" (hourly)") from None
         return value
 
 
@@ -258,6 +263,9 @@ class AlertSettings(_Section):
 
 class Settings(_Section):
     target: Literal["embedded", "neo4j"] = "embedded"
+    # dotted key -> the variable a whole value came from (`password: ${NEO4J_PASSWORD}`), set by parse_settings:
+    # a secret is handed to Dagster as that variable (dg.EnvVar), never as its value.
+    _env_names: dict[str, str] = PrivateAttr(default_factory=dict)
     neo4j: Neo4jSettings = Neo4jSettings()
     dataset: DatasetSettings = DatasetSettings()
     orchestrator: OrchestratorSettings = OrchestratorSettings()
@@ -284,6 +292,10 @@ class Settings(_Section):
             raise ValueError("neo4j.password is empty: set it, e.g. password: ${NEO4J_PASSWORD} and export NEO4J_PASSWORD")
         return self
 
+    def env_name(self, key: str) -> str | None:
+        """The environment variable `key` (e.g. "neo4j.password") was written as in config.yaml, if any."""
+        return self._env_names.get(key)
+
     def resolve_paths(self, root: Path) -> Settings:
         """Make relative paths absolute against `root` (the config file's folder)."""
 
@@ -297,13 +309,18 @@ class Settings(_Section):
         return self
 
 
-def _expand_env(node: Any, key: str, env: dict[str, str]) -> Any:
+def _expand_env(node: Any, key: str, env: dict[str, str], names: dict[str, str] | None = None) -> Any:
+    """`node` with every `${VAR}` expanded; `names` collects the variable of each value that is one `${VAR}`."""
+    names = {} if names is None else names
     if isinstance(node, dict):
-        return {k: _expand_env(v, f"{key}.{k}" if key else str(k), env) for k, v in node.items()}
+        return {k: _expand_env(v, f"{key}.{k}" if key else str(k), env, names) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_env(v, f"{key}[{i}]", env) for i, v in enumerate(node)]
+        return [_expand_env(v, f"{key}[{i}]", env, names) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
+    whole = _ENV_PATTERN.fullmatch(node)
+    if whole:
+        names[key] = whole.group(1)
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
@@ -318,6 +335,12 @@ def _expand_env(node: Any, key: str, env: dict[str, str]) -> Any:
 
 def config_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH))
+
+
+def dagster_home() -> Path:
+    """The Dagster instance's folder every command uses: $DAGSTER_HOME, else `.dagster_home` beside the config
+    file (where `bluegreen demo` creates it). Only named here: the CLI creates it, metrics and doctor check it."""
+    return Path(os.environ.get("DAGSTER_HOME") or config_path().resolve().parent / ".dagster_home").resolve()
 
 
 def _shown_input(err: Any) -> str:
@@ -345,7 +368,8 @@ def _holds_secret(loc: tuple[Any, ...]) -> bool:
 
 def parse_settings(raw: dict[str, Any] | None, *, root: Path, env: dict[str, str] | None = None, source: str = "config") -> Settings:
     """Validate an already-parsed YAML mapping (after `${VAR}` expansion)."""
-    expanded = _expand_env(raw or {}, "", dict(os.environ) if env is None else env)
+    names: dict[str, str] = {}
+    expanded = _expand_env(raw or {}, "", dict(os.environ) if env is None else env, names)
     try:
         settings = Settings.model_validate(expanded)
     except ValidationError as exc:
@@ -355,6 +379,7 @@ def parse_settings(raw: dict[str, Any] | None, *, root: Path, env: dict[str, str
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{where}: {msg}{_shown_input(err)}")
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+    settings._env_names = names
     return settings.resolve_paths(root)
 
 

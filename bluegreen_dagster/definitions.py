@@ -13,12 +13,11 @@ from bluegreen_dagster.assets import CHECKS, STEPS
 from bluegreen_dagster.freshness import build_freshness
 from bluegreen_dagster.jobs import build_load_snapshot_job, rollback_job
 from bluegreen_dagster.live_graph import live_graph
+from bluegreen_dagster.records import SNAPSHOT_SENSOR
 from bluegreen_dagster.resources import Resources, load_resources
 from bluegreen_dagster.schedules import ASSETS as OPERATIONS_ASSETS
 from bluegreen_dagster.schedules import build_jobs, build_schedules
 from bluegreen_dagster.sensors import build_alert_sensor, snapshot_sensor
-
-SNAPSHOT_SENSOR = "snapshot_sensor"
 
 
 def build_definitions(resources: Resources) -> dg.Definitions:

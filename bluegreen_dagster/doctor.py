@@ -20,13 +20,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from bluegreen_dagster.config import ConfigError, config_path
+from bluegreen_dagster.config import ConfigError, config_path, dagster_home
+from bluegreen_dagster.records import SNAPSHOT_SENSOR as SENSOR
+from bluegreen_dagster.records import sensor_record
 from bluegreen_dagster.secrets import scrub
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-SENSOR = "snapshot_sensor"
 # The daemon writes a heartbeat every 30 s (Dagster's default); older than this and it is not running.
 HEARTBEAT_MAX_AGE = 90.0
 
@@ -177,12 +177,10 @@ class Doctor:
     def dagster_home(self) -> str:
         import dagster as dg
 
-        home = os.environ.get("DAGSTER_HOME")
-        beside_config = config_path().resolve().parent / ".dagster_home"  # what the other commands default to
-        if not home and not beside_config.is_dir():
+        path = dagster_home()  # what the other commands use
+        if not os.environ.get("DAGSTER_HOME") and not path.is_dir():
             raise Failed("DAGSTER_HOME is not set: export DAGSTER_HOME=<the folder holding the dagster.yaml that "
                          "the webserver and the daemon use>")
-        path = Path(home) if home else beside_config
         if not (path / "dagster.yaml").is_file():
             raise Failed(f"no dagster.yaml in DAGSTER_HOME={path}: copy bluegreen_dagster/dagster_instance.yaml "
                          "there (or deploy/dagster.yaml in production)")
@@ -237,29 +235,20 @@ class Doctor:
         return f"webserver at {url} answers"
 
     def sensor(self) -> str:
-        from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType, TickStatus
-
-        instance = self._needs_instance()
-        states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                  if s.name == SENSOR]
-        if not states:
+        record = sensor_record(self._needs_instance(), SENSOR)
+        if record is None:
             raise Failed(f"{SENSOR} has never ticked on this instance: start the daemon with -w workspace.yaml "
                          "(location name bluegreen)")
-        stopped = [s for s in states if s.status == InstigatorStatus.STOPPED]
-        if len(stopped) == len(states):
+        if not record.running:
             raise Failed(f"{SENSOR} is stopped: start it in the UI (Automation -> {SENSOR} -> toggle on) or "
                          f"`dagster sensor start {SENSOR} -w workspace.yaml`")
-        state = next(s for s in states if s.status != InstigatorStatus.STOPPED)
-        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
-        if not ticks:
+        if record.last_tick is None:
             raise Failed(f"{SENSOR} is running but has no tick yet: is the daemon running (see the daemon line)?")
-        tick = ticks[0]
-        age = time.time() - tick.timestamp
-        if tick.status == TickStatus.FAILURE:
-            error = tick.error.message.strip().splitlines()[-1] if tick.error else "no error recorded"
-            raise Failed(f"{SENSOR}'s last tick ({age:.0f} s ago) failed: {error} (its tick log in the UI has the "
-                         "whole error)")
-        return f"{SENSOR} running, last tick {age:.0f} s ago ({tick.status.value.lower()})"
+        age = time.time() - record.last_tick
+        if record.last_tick_error is not None:
+            raise Failed(f"{SENSOR}'s last tick ({age:.0f} s ago) failed: {record.last_tick_error} (its tick log in "
+                         "the UI has the whole error)")
+        return f"{SENSOR} running, last tick {age:.0f} s ago ({record.last_tick_status})"
 
 
 def run_doctor(options: Options | None = None, out: Callable[[str], None] = print) -> int:

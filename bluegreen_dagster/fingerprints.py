@@ -2,7 +2,8 @@
 same timestamp with other files.
 
 The record: `Snapshot.fingerprint()` (a SHA-256 over every file's name, size and content) is stored as the
-`fingerprint` metadata of the partition's `snapshot_database` materialization. Why there and not in the database:
+`fingerprint` metadata of the partition's `snapshot_database` materialization (read back by
+`records.recorded_fingerprint`). Why there and not in the database:
 Dagster's instance (PostgreSQL in production) holds it across hosts, it is the same for both targets, and the graph
 stays untouched (no extra node a reader would see, no change to the counts `verify_counts` compares).
 
@@ -15,13 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-import dagster as dg
-
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError, TransientTargetError
-
-FINGERPRINT = "fingerprint"
-LOADED_ASSET = dg.AssetKey("snapshot_database")
 
 
 class LiveSnapshotChanged(PermanentTargetError):
@@ -36,19 +32,6 @@ def short(fingerprint: str) -> str:
 def run_key(key: str, fingerprint: str) -> str:
     """The run key of a re-dropped snapshot: a new one per content, so Dagster launches it once per version."""
     return f"{key}@{short(fingerprint)}"
-
-
-def recorded(instance: dg.DagsterInstance, key: str) -> str | None:
-    """The fingerprint recorded by the partition's latest `snapshot_database` materialization (None: never
-    recorded, e.g. loaded before fingerprints were recorded, or the run died between the load and the record)."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=LOADED_ASSET, asset_partitions=[key]), limit=1)
-    for record in result.records:
-        materialization = record.asset_materialization
-        value = materialization.metadata.get(FINGERPRINT) if materialization else None
-        if value is not None:
-            return str(value.value)
-    return None
 
 
 def prepare_load(graph: GraphTarget, snapshot: Snapshot, fingerprint: str, recorded_fingerprint: str | None,

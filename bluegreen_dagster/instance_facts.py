@@ -19,22 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.event_api import RunStatusChangeRecordsFilter
-from dagster._core.events import DagsterEventType
-from dagster._core.scheduler.instigation import (
-    InstigatorStatus,
-    InstigatorType,
-    TickStatus,
-)
 
-from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
+from bluegreen_dagster import records
 from bluegreen_dagster.names import InvalidName, parse_partition_key
-
-LOAD_ASSET = dg.AssetKey("snapshot_database")
-BLOCKING_CHECKS = ("verify_counts", "plausible")
-SENSORS = ("snapshot_sensor", "alert_on_failure")
-QUEUED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
-RUNNING = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
 SUCCESS, FAILED, BLOCKED = "success", "failed", "blocked"
 
@@ -70,17 +57,6 @@ class Facts:
         return {c for c, _ in self.loads} | set(self.last_load) | {c for c, _ in self.in_flight}
 
 
-def _customer(run: dg.DagsterRun) -> str | None:
-    """The customer of a load run (load_snapshot, or an asset run that materializes snapshot_database)."""
-    is_load = run.job_name == LOAD_SNAPSHOT_JOB or (run.asset_selection and LOAD_ASSET in run.asset_selection)
-    if not is_load:
-        return None
-    try:
-        return parse_partition_key(run.tags.get("dagster/partition", "")).customer
-    except InvalidName:
-        return None
-
-
 class InstanceFacts:
     """The facts of one Dagster instance, refreshed at most every `cache_seconds` (thread-safe)."""
 
@@ -107,17 +83,17 @@ class InstanceFacts:
     def _refresh(self) -> None:
         deadline = time.monotonic() + self.budget_seconds
         while True:  # at least one read of each stream per refresh, more while the budget lasts
-            more = self._read_finished_runs("success", DagsterEventType.RUN_SUCCESS)
-            more |= self._read_finished_runs("failure", DagsterEventType.RUN_FAILURE)
+            more = self._read_finished_runs("success", dg.DagsterEventType.RUN_SUCCESS)
+            more |= self._read_finished_runs("failure", dg.DagsterEventType.RUN_FAILURE)
             more |= self._read_loads()
             if not more or time.monotonic() >= deadline:
                 break
         self.facts.caught_up = not more
-        self.facts.in_flight = self._in_flight()
+        self.facts.in_flight = records.in_flight_counts(self.instance, limit=self.max_records)
         self.facts.sensors = self._sensors()
 
-    def _read_finished_runs(self, stream: str, event_type: DagsterEventType) -> bool:
-        result = self.instance.fetch_run_status_changes(RunStatusChangeRecordsFilter(event_type=event_type),
+    def _read_finished_runs(self, stream: str, event_type: dg.DagsterEventType) -> bool:
+        result = self.instance.fetch_run_status_changes(dg.RunStatusChangeRecordsFilter(event_type=event_type),
                                                         limit=self.max_records, cursor=self._cursors[stream],
                                                         ascending=True)
         run_ids = [r.event_log_entry.run_id for r in result.records]
@@ -126,13 +102,13 @@ class InstanceFacts:
         failures: dict[tuple[str, str], int] = defaultdict(int)
         for run_id in run_ids:
             run = runs.get(run_id)
-            customer = _customer(run) if run else None
+            customer = records.load_customer(run) if run else None
             if customer is None:
                 continue
-            if event_type == DagsterEventType.RUN_SUCCESS:
+            if event_type == dg.DagsterEventType.RUN_SUCCESS:
                 loads[(customer, SUCCESS)] += 1
                 continue
-            failed_checks = self._failed_checks(run_id)
+            failed_checks = records.failed_blocking_checks(self.instance, run_id)
             for check in failed_checks:
                 failures[(customer, check)] += 1
             loads[(customer, BLOCKED if failed_checks else FAILED)] += 1
@@ -145,18 +121,8 @@ class InstanceFacts:
             self._cursors[stream] = result.cursor
         return result.has_more
 
-    def _failed_checks(self, run_id: str) -> set[str]:
-        """The blocking checks that failed in a failed run (few events: its check evaluations only)."""
-        records = self.instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
-        failed = set()
-        for record in records:
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
-            if evaluation.check_name in BLOCKING_CHECKS and not evaluation.passed:
-                failed.add(evaluation.check_name)
-        return failed
-
     def _read_loads(self) -> bool:
-        result = self.instance.fetch_materializations(LOAD_ASSET, limit=self.max_records,
+        result = self.instance.fetch_materializations(records.LOADED_ASSET, limit=self.max_records,
                                                       cursor=self._cursors["materialization"], ascending=True)
         for record in result.records:
             materialization = record.asset_materialization
@@ -177,23 +143,10 @@ class InstanceFacts:
 
     # -- the present ---------------------------------------------------------------------------------------------
 
-    def _in_flight(self) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = defaultdict(int)
-        records = self.instance.get_run_records(dg.RunsFilter(statuses=[*QUEUED, *RUNNING]), limit=self.max_records)
-        for record in records:
-            customer = record.dagster_run.tags.get("customer")
-            if customer:
-                counts[(customer, "queued" if record.dagster_run.status in QUEUED else "running")] += 1
-        return dict(counts)
-
     def _sensors(self) -> dict[str, SensorFacts]:
         facts = {}
-        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-            if state.name not in SENSORS:
-                continue
-            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1,
-                                            statuses=[TickStatus.SUCCESS, TickStatus.SKIPPED])
-            # Our sensors default to running: DECLARED_IN_CODE means nobody stopped them.
-            running = state.status in (InstigatorStatus.RUNNING, InstigatorStatus.DECLARED_IN_CODE)
-            facts[state.name] = SensorFacts(running=running, last_ok_tick=ticks[0].timestamp if ticks else None)
+        for name in records.SENSORS:
+            record = records.sensor_record(self.instance, name)
+            if record is not None:
+                facts[name] = SensorFacts(running=record.running, last_ok_tick=record.last_ok_tick)
         return facts

@@ -14,10 +14,8 @@ from pydantic import Field
 
 from bluegreen_dagster.assets import STEPS, drop_unverified
 from bluegreen_dagster.config import OrchestratorSettings
+from bluegreen_dagster.records import CUSTOMER_TAG, LOAD_SNAPSHOT_JOB, ROLLBACK_JOB
 from bluegreen_dagster.resources import PipelineResource, TargetResource
-
-LOAD_SNAPSHOT_JOB = "load_snapshot"
-ROLLBACK_JOB = "rollback"
 
 
 def retry_policy(orchestrator: OrchestratorSettings) -> dg.RetryPolicy:
@@ -68,12 +66,12 @@ def rollback_alias(context: dg.OpExecutionContext, config: RollbackConfig, pipel
     the rollback is refused."""
     from bluegreen_dagster.rollback import RollbackRefused, rollback
 
-    tagged = context.run.tags.get("customer")
+    tagged = context.run.tags.get(CUSTOMER_TAG)
     if tagged and tagged != config.customer:
         raise dg.Failure(f"run tag customer={tagged} but run config customer={config.customer}; make them equal",
                          allow_retries=False)
     if not tagged:  # so the run shows under the customer's tag like its loads (the lock serializes it anyway)
-        context.instance.add_run_tags(context.run.run_id, {"customer": config.customer})
+        context.instance.add_run_tags(context.run.run_id, {CUSTOMER_TAG: config.customer})
     try:
         with target.open() as graph:
             result = rollback(context.instance, graph, pipeline.base, config.customer, to=config.to or None,

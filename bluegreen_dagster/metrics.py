@@ -12,7 +12,6 @@ checks each panel's expression against what a live exporter serves).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from bluegreen_dagster.instance_facts import BLOCKED, FAILED, SUCCESS, InstanceFacts
+from bluegreen_dagster.records import GATE_CHECKS
 from bluegreen_dagster.resources import Resources
 from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.status import collect_status
@@ -42,7 +42,7 @@ METRICS: dict[str, tuple[str, str, list[str]]] = {
     "bluegreen_loads": ("counter", "Finished load runs by outcome: success, failed, blocked (a blocking check "
                                    "failed and the alias did not move)", ["customer", "outcome"]),
     "bluegreen_verification_failures": (
-        "counter", "Failed blocking checks (verify_counts, plausible) in failed load runs", ["customer", "check"]),
+        "counter", f"Failed blocking checks ({', '.join(GATE_CHECKS)}) in failed load runs", ["customer", "check"]),
     "bluegreen_last_load_duration_seconds": ("gauge", "Duration of the customer's last load", ["customer"]),
     "bluegreen_last_load_rows_per_second": ("gauge", "Rows per second of the customer's last load", ["customer"]),
     "bluegreen_last_load_rows": ("gauge", "Rows (nodes + relationships) of the customer's last load", ["customer"]),
@@ -62,9 +62,9 @@ def _family(name: str):
 
 def dagster_home() -> Path | None:
     """$DAGSTER_HOME, else `.dagster_home` beside the config file (as the CLI), if it exists; never created here."""
-    from bluegreen_dagster.config import config_path
+    from bluegreen_dagster.config import dagster_home as home_folder
 
-    home = Path(os.environ.get("DAGSTER_HOME") or config_path().resolve().parent / ".dagster_home")
+    home = home_folder()
     return home if home.is_dir() else None
 
 

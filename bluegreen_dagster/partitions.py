@@ -1,7 +1,7 @@
-"""One dynamic partition per snapshot; the key is `snapshots.partition_key(customer, timestamp)`."""
+"""One dynamic partition per snapshot; the key is `names.partition_key(customer, timestamp)`."""
 
 import dagster as dg
 
-SNAPSHOTS_PARTITIONS_NAME = "snapshots"
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 
 snapshot_partitions = dg.DynamicPartitionsDefinition(name=SNAPSHOTS_PARTITIONS_NAME)

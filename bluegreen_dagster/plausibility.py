@@ -12,9 +12,8 @@ customer's lock (`bluegreen.switch_if_newest`), against whatever is live then:
 from __future__ import annotations
 
 from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.records import ALLOW_SHRINK_TAG
 from bluegreen_dagster.targets.base import PermanentTargetError
-
-ALLOW_SHRINK_TAG = "bluegreen/allow_shrink"
 
 
 class Implausible(PermanentTargetError):

@@ -24,11 +24,12 @@ import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import plausibility, records
-from bluegreen_dagster.concurrency import customer_lock, in_flight_partitions
+from bluegreen_dagster.concurrency import customer_lock
 from bluegreen_dagster.live_graph import RECONCILE, record_live
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
 from bluegreen_dagster.pins import get_pin
+from bluegreen_dagster.records import in_flight_partitions
 from bluegreen_dagster.resources import PipelineResource, TargetResource
 from bluegreen_dagster.snapshots import Snapshot, customers, expected_counts, scan
 from bluegreen_dagster.targets import GraphTarget, TargetError

@@ -2,7 +2,7 @@
 is the partition key, and Dagster launches a run key once).
 
 A failed run is **transient** when a later run may succeed:
-- a step gave up on a transient target error (its Failure carries `assets.FAILURE_KIND: transient`: the target was
+- a step gave up on a transient target error (its Failure carries `records.FAILURE_KIND: transient`: the target was
   unreachable or over a health threshold through every retry), or
 - the run itself failed, with no step failure and no error of its own, and nobody asked to cancel it: its worker
   died or never started. That is how Dagster 1.13 records it when the code server, run monitoring or a restarted
@@ -21,41 +21,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.events import (  # not re-exported at the top level
-    DagsterEventType,
-    RunFailureReason,
-)
 
-from bluegreen_dagster.assets import FAILURE_KIND
-from bluegreen_dagster.concurrency import IN_FLIGHT
+from bluegreen_dagster import records
 from bluegreen_dagster.names import InvalidName, parse_partition_key
-from bluegreen_dagster.partitions import snapshot_partitions
+from bluegreen_dagster.records import (
+    CUSTOMER_TAG,
+    FAILURE_KIND,
+    IN_FLIGHT,
+    PARTITION_TAG,
+    PERMANENT,
+    RELAUNCH_OF_TAG,
+    RELAUNCH_TAG,
+    SNAPSHOTS_PARTITIONS_NAME,
+    TRANSIENT,
+    WILL_RETRY_TAG,
+)
 from bluegreen_dagster.snapshots import snapshot_for_key
 
-RELAUNCH_TAG = "bluegreen/relaunch"
-PARTITION_TAG = "dagster/partition"
-WILL_RETRY_TAG = "dagster/will_retry"  # Dagster's own run retries will re-launch this run: not ours to do
-TRANSIENT, PERMANENT, UNKNOWN = "transient", "permanent", "unknown"
-_WORKER_GONE = {RunFailureReason.UNEXPECTED_TERMINATION, RunFailureReason.RUN_WORKER_RESTART,
-                RunFailureReason.START_TIMEOUT}
+UNKNOWN = "unknown"
+_WORKER_GONE = records.WORKER_DIED | records.WORKER_NEVER_STARTED
 # How many recent failed runs of load_snapshot one tick looks at.
 FAILED_RUNS_LOOKED_AT = 500
 
 
 def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, str]:
     """(TRANSIENT | PERMANENT | UNKNOWN, why) for a failed run, from its event log."""
-    records = instance.get_records_for_run(run.run_id, of_type={
-        DagsterEventType.STEP_FAILURE, DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.PIPELINE_FAILURE,
-        DagsterEventType.PIPELINE_CANCELING,
-    }).records
-    events = [r.event_log_entry.dagster_event for r in records if r.event_log_entry.dagster_event is not None]
-    for event in events:
-        data = event.event_specific_data
-        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION and not data.passed and data.blocking:
-            return PERMANENT, f"check {data.check_name} failed"
+    failed_checks = records.failed_blocking_checks(instance, run.run_id)
+    if failed_checks:
+        return PERMANENT, f"check {next(iter(failed_checks))} failed"
+    entries = instance.all_logs(run.run_id, of_type={
+        dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.PIPELINE_FAILURE, dg.DagsterEventType.PIPELINE_CANCELING,
+    })
+    events = [e.dagster_event for e in entries if e.dagster_event is not None]
     kinds = []
     for event in events:
-        if event.event_type != DagsterEventType.STEP_FAILURE:
+        if event.event_type != dg.DagsterEventType.STEP_FAILURE:
             continue
         user = event.event_specific_data.user_failure_data
         marker = user.metadata.get(FAILURE_KIND) if user is not None else None
@@ -67,10 +67,10 @@ def failure_kind(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str,
         if all(kind == TRANSIENT for kind, _ in kinds):
             return TRANSIENT, "gave up on a transient target error in " + ", ".join(step for _, step in kinds)
         return UNKNOWN, "a step failed without saying whether a retry can help"
-    if any(event.event_type == DagsterEventType.PIPELINE_CANCELING for event in events):
+    if any(event.event_type == dg.DagsterEventType.PIPELINE_CANCELING for event in events):
         return UNKNOWN, "the run was canceled (by an operator, or for exceeding its maximum runtime)"
     for event in events:
-        if event.event_type == DagsterEventType.PIPELINE_FAILURE:
+        if event.event_type == dg.DagsterEventType.PIPELINE_FAILURE:
             data = event.event_specific_data
             reason = getattr(data, "failure_reason", None)
             if getattr(data, "error", None) is None and (reason is None or reason in _WORKER_GONE):
@@ -113,7 +113,7 @@ def decide(instance: dg.DagsterInstance, job_name: str, base_path, settle_second
         elif attempts >= max_attempts:
             decision.why += (f"; not relaunched: {attempts} relaunches already (orchestrator.max_relaunch_attempts="
                              f"{max_attempts})")
-        elif not instance.has_dynamic_partition(snapshot_partitions.name, key):
+        elif not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
             decision.why += "; not relaunched: its partition was deleted"
         else:
             try:
@@ -133,6 +133,6 @@ def decide(instance: dg.DagsterInstance, job_name: str, base_path, settle_second
 def relaunch_requests(decisions: list[Decision]) -> list[dg.RunRequest]:
     """New runs of load_snapshot for the decisions to relaunch; each goes through the run queue like the sensor's."""
     return [dg.RunRequest(partition_key=d.partition, run_key=f"{d.partition}/relaunch-{d.attempt}",
-                          tags={"customer": parse_partition_key(d.partition).customer, RELAUNCH_TAG: str(d.attempt),
-                                "bluegreen/relaunch_of": d.run_id})
+                          tags={CUSTOMER_TAG: parse_partition_key(d.partition).customer, RELAUNCH_TAG: str(d.attempt),
+                                RELAUNCH_OF_TAG: d.run_id})
             for d in decisions if d.relaunch]

@@ -1,98 +1,126 @@
 """The Dagster resources: the one way every entry point (assets, sensors, CLI, metrics exporter) reaches the
 settings of `config.yaml` and the graph target they select.
 
-- `PipelineResource`: where snapshots arrive and the orchestration knobs (`dataset:` and `orchestrator:`).
-- `EmbeddedResource` / `Neo4jResource` (both `TargetResource`): the target's settings, and `open()`, the seam that
-  constructs the target object (`EmbeddedTarget(settings)` / `Neo4jTarget(settings)`, via `targets.make_target`)
-  and closes it again.
+- `PipelineResource`: where snapshots arrive and the orchestration knobs (`dataset:`, `orchestrator:`,
+  `customers:`, `smoke:`).
+- `EmbeddedResource` / `Neo4jResource` (both `TargetResource`): the target's own section plus `orchestrator:`
+  (its health thresholds, the progress pace), and `open()`, the seam that constructs the target object
+  (`targets.make_target`) and closes it again.
 
-`build_resources()` turns one parsed `config.yaml` into these; `definitions.py` and the CLI both call it, so there
-is one reading of the file per process. The Neo4j password is never resource config: it is a `dg.EnvVar` naming
-the variable that `config.yaml` writes as `${NEO4J_PASSWORD}`, so the UI shows the variable's name only.
+Each resource holds its sections as config.yaml has them (a mapping per section, validated when read back by the
+section's model in config.py): a field added to a settings model reaches the resource, the UI and the target with
+no edit here. `build_resources()` turns one parsed `config.yaml` into these; `definitions.py` and the CLI both
+call it, so there is one reading of the file per process. The Neo4j password is never resource config: it is a
+`dg.EnvVar` naming the variable that `config.yaml` writes as `${NEO4J_PASSWORD}`, so the UI shows the variable's
+name only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar
 
 import dagster as dg
-import yaml
+from pydantic import BaseModel, PrivateAttr
 
 from bluegreen_dagster.config import (
-    _ENV_PATTERN,
     ConfigError,
+    EmbeddedSettings,
+    Neo4jSettings,
+    OrchestratorSettings,
     Settings,
     SmokeSettings,
     config_path,
     load_settings,
 )
+from bluegreen_dagster.progress import LoadProgress
 from bluegreen_dagster.targets import GraphTarget, make_target
 
 PIPELINE = "pipeline"
 TARGET = "target"
 
 
-class PipelineResource(dg.ConfigurableResource):
-    """`dataset:` and `orchestrator:` of config.yaml, as the steps and the sensor read them."""
+def _section(model: BaseModel, **dump: Any) -> dict[str, Any]:
+    """A settings section as resource config: plain JSON values (paths as strings). Unset optional keys (None)
+    are left out: Dagster's config maps hold no nulls, and reading the section back gives them their default."""
+    return {key: value for key, value in model.model_dump(mode="json", **dump).items() if value is not None}
 
-    base_path: str
-    settle_seconds: float
-    keep_databases: int
-    max_retries: int
-    max_concurrent_loads: int
-    max_runs_per_tick: int
-    max_shrink_percent: float = 50
-    # customers.<name>.max_shrink_percent of config.yaml, where set
-    max_shrink_percent_by_customer: dict[str, float] = {}
+
+class PipelineResource(dg.ConfigurableResource):
+    """`dataset:`, `orchestrator:`, `customers:` and `smoke:` of config.yaml, as the steps and the sensor read them."""
+
+    dataset: dict[str, Any]
+    orchestrator: dict[str, Any]
+    # Only the keys config.yaml sets: a smoke query's expectation is the key that is present.
+    customers: dict[str, Any] = {}
+    smoke: dict[str, Any] = {}
+    # The sections validated once (the sensor reads settle_seconds per snapshot it looks at).
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.model_validate({"dataset": self.dataset, "orchestrator": self.orchestrator,
+                                                      "customers": self.customers, "smoke": self.smoke})
+        return self._settings
+
+    @property
+    def orchestration(self) -> OrchestratorSettings:
+        return self.settings().orchestrator
 
     @property
     def base(self) -> Path:
-        return Path(self.base_path)
+        return Path(self.dataset["base_path"])
+
+    @property
+    def base_path(self) -> str:
+        return self.dataset["base_path"]
+
+    # The orchestrator values the steps, the sensor and the schedules read, by name.
+    settle_seconds = property(lambda self: self.orchestration.settle_seconds)
+    keep_databases = property(lambda self: self.orchestration.keep_databases)
+    max_retries = property(lambda self: self.orchestration.max_retries)
+    max_concurrent_loads = property(lambda self: self.orchestration.max_concurrent_loads)
+    max_runs_per_tick = property(lambda self: self.orchestration.max_runs_per_tick)
 
     def shrink_limit(self, customer: str) -> float:
-        return self.max_shrink_percent_by_customer.get(customer, self.max_shrink_percent)
-
-    # smoke: of config.yaml, and each configured customer's plan with customers.<name>.smoke merged over it: as
-    # SmokeSettings JSON with only the keys that were set (an expectation is the key that is present).
-    smoke: str = "{}"
-    smoke_by_customer: dict[str, str] = {}
+        own = self.settings().customers.get(customer)
+        return own.max_shrink_percent if own and own.max_shrink_percent is not None \
+            else self.orchestration.max_shrink_percent
 
     def smoke_plan(self, customer: str) -> SmokeSettings:
-        return SmokeSettings.model_validate_json(self.smoke_by_customer.get(customer, self.smoke))
+        return self.settings().smoke_for(customer)
 
 
 class TargetResource(dg.ConfigurableResource):
-    """What every target needs: the health thresholds. Subclasses add their own section and `kind`."""
+    """What every target gets: `orchestrator:` of config.yaml (health thresholds, progress pace). Subclasses add
+    their own section and `kind`."""
 
-    max_databases: int
-    heap_threshold_percent: float
-    pagecache_threshold_percent: float
+    orchestrator: dict[str, Any]
+    kind: ClassVar[str]
 
-    @property
-    def kind(self) -> str:
-        raise NotImplementedError
-
-    def _section(self) -> dict:
+    def section(self) -> BaseModel:
+        """This target's section of config.yaml, validated by its model in config.py."""
         raise NotImplementedError
 
     def settings(self) -> Settings:
-        """The `Settings` the target's constructor takes (only this target's section is filled)."""
-        orchestrator = {"max_databases": self.max_databases, "heap_threshold_percent": self.heap_threshold_percent,
-                        "pagecache_threshold_percent": self.pagecache_threshold_percent}
-        return Settings.model_validate({"target": self.kind, self.kind: self._section(),
-                                        "orchestrator": orchestrator})
+        """The `Settings` the target's constructor takes: this target's section and `orchestrator:`."""
+        return Settings(target=self.kind, orchestrator=OrchestratorSettings.model_validate(self.orchestrator),
+                        **{self.kind: self.section()})
 
     def make(self) -> GraphTarget:
         return make_target(self.settings())
 
     @contextmanager
-    def open(self) -> Iterator[GraphTarget]:
-        """A connected target for the duration of the block, closed afterwards."""
+    def open(self, progress_to: Callable[[str], None] | None = None) -> Iterator[GraphTarget]:
+        """A connected target for the duration of the block, closed afterwards. A load through it reports its
+        progress as lines to `progress_to` (e.g. `context.log.info`), paced by orchestrator.progress_seconds."""
         target = self.make()
+        if progress_to is not None:
+            target.progress = LoadProgress(progress_to, OrchestratorSettings.model_validate(
+                self.orchestrator).progress_seconds)
         try:
             yield target
         finally:
@@ -102,47 +130,25 @@ class TargetResource(dg.ConfigurableResource):
 class EmbeddedResource(TargetResource):
     """The embedded LadybugDB target (`embedded:` of config.yaml)."""
 
-    path: str
-    min_free_disk_mb: int
+    embedded: dict[str, Any]
+    kind: ClassVar[str] = "embedded"
 
-    @property
-    def kind(self) -> str:
-        return "embedded"
-
-    def _section(self) -> dict:
-        return {"path": self.path, "min_free_disk_mb": self.min_free_disk_mb}
+    def section(self) -> EmbeddedSettings:
+        return EmbeddedSettings.model_validate(self.embedded)
 
 
 class Neo4jResource(TargetResource):
-    """The Neo4j Enterprise target (`neo4j:` of config.yaml). `password` is always a `dg.EnvVar`."""
+    """The Neo4j Enterprise target (`neo4j:` of config.yaml, without the password). `password` is always a
+    `dg.EnvVar`: the UI shows the variable's name, the value is read from the environment where the step runs."""
 
-    host: str
-    bolt_port: int
-    arrow_port: int
-    user: str
+    neo4j: dict[str, Any]
     password: str
-    tls: bool
-    tls_ca_file: str | None
-    concurrency: int
-    loader: Literal["arrow", "cypher"]
-    batch_size: int
-    online_timeout: float
-    stall_timeout: float
-    arrow_string_properties: bool
-    arrow_nulls: Literal["refuse", "nan"]
+    kind: ClassVar[str] = "neo4j"
 
-    @property
-    def kind(self) -> str:
-        return "neo4j"
-
-    def _section(self) -> dict:
+    def section(self) -> Neo4jSettings:
         if isinstance(self.password, dg.EnvVar):  # only its name: resolved by Dagster, or by Resources.initialized()
             raise ConfigError(f"neo4j.password: environment variable {self.password} was not resolved")
-        return {"host": self.host, "bolt_port": self.bolt_port, "arrow_port": self.arrow_port, "user": self.user,
-                "password": self.password, "tls": self.tls, "tls_ca_file": self.tls_ca_file,
-                "concurrency": self.concurrency, "loader": self.loader, "batch_size": self.batch_size,
-                "online_timeout": self.online_timeout, "stall_timeout": self.stall_timeout,
-                "arrow_string_properties": self.arrow_string_properties, "arrow_nulls": self.arrow_nulls}
+        return Neo4jSettings.model_validate({**self.neo4j, "password": self.password})
 
 
 @dataclass(frozen=True)
@@ -165,49 +171,33 @@ class Resources:
             raise ConfigError(f"{exc.errors[0].message if exc.errors else exc}") from None
 
 
-def password_env_var(raw_password: object, source: str) -> str:
+def password_env_var(settings: Settings, source: str) -> str:
     """The variable named by `neo4j.password: ${VAR}`; a literal password would be shown in the UI, so refuse it."""
-    match = _ENV_PATTERN.fullmatch(raw_password) if isinstance(raw_password, str) else None
-    if not match:
+    name = settings.env_name("neo4j.password")
+    if name is None:
         raise ConfigError(f"{source}: neo4j.password must name an environment variable, e.g. "
                           "password: ${NEO4J_PASSWORD} (a literal password would be shown in the Dagster UI)")
-    return match.group(1)
+    return name
 
 
-def build_resources(settings: Settings, raw: dict | None = None, source: str = "config") -> Resources:
-    """The resources for parsed `settings`; `raw` is the file before `${VAR}` expansion (for the password)."""
-    orch = settings.orchestrator
+def build_resources(settings: Settings, source: str = "config") -> Resources:
+    """The resources for parsed `settings` (`source` names the file in errors)."""
+    orchestrator = _section(settings.orchestrator)
     pipeline = PipelineResource(
-        base_path=str(settings.dataset.base_path), settle_seconds=orch.settle_seconds,
-        keep_databases=orch.keep_databases, max_retries=orch.max_retries,
-        max_concurrent_loads=orch.max_concurrent_loads, max_runs_per_tick=orch.max_runs_per_tick,
-        max_shrink_percent=orch.max_shrink_percent,
-        max_shrink_percent_by_customer={name: c.max_shrink_percent for name, c in settings.customers.items()
-                                        if c.max_shrink_percent is not None},
-        smoke=settings.smoke.model_dump_json(exclude_unset=True),
-        smoke_by_customer={name: settings.smoke_for(name).model_dump_json(exclude_unset=True)
-                           for name, c in settings.customers.items() if c.smoke is not None})
-    thresholds = {"max_databases": orch.max_databases, "heap_threshold_percent": orch.heap_threshold_percent,
-                  "pagecache_threshold_percent": orch.pagecache_threshold_percent}
+        dataset=_section(settings.dataset), orchestrator=orchestrator,
+        customers={name: _section(c, exclude_unset=True) for name, c in settings.customers.items()},
+        smoke=_section(settings.smoke, exclude_unset=True))
     target: TargetResource
     if settings.target == "neo4j":
-        n = settings.neo4j
-        env_var = password_env_var(((raw or {}).get("neo4j") or {}).get("password"), source)
-        target = Neo4jResource(
-            host=n.host, bolt_port=n.bolt_port, arrow_port=n.arrow_port, user=n.user, password=dg.EnvVar(env_var),
-            tls=n.tls, tls_ca_file=str(n.tls_ca_file) if n.tls_ca_file else None, concurrency=n.concurrency,
-            loader=n.loader, batch_size=n.batch_size, online_timeout=n.online_timeout,
-            stall_timeout=n.stall_timeout, arrow_string_properties=n.arrow_string_properties,
-            arrow_nulls=n.arrow_nulls, **thresholds)
+        env_var = password_env_var(settings, source)
+        target = Neo4jResource(neo4j=_section(settings.neo4j, exclude={"password"}), password=dg.EnvVar(env_var),
+                               orchestrator=orchestrator)
     else:
-        e = settings.embedded
-        target = EmbeddedResource(path=str(e.path), min_free_disk_mb=e.min_free_disk_mb, **thresholds)
+        target = EmbeddedResource(embedded=_section(settings.embedded), orchestrator=orchestrator)
     return Resources(settings, pipeline, target)
 
 
 def load_resources(path: str | Path | None = None) -> Resources:
     """Read config.yaml ($BLUEGREEN_CONFIG or ./config.yaml unless `path`) once and build the resources."""
     file = Path(path) if path is not None else config_path()
-    settings = load_settings(file)
-    raw = yaml.safe_load(file.read_text()) or {}
-    return build_resources(settings, raw, source=str(file))
+    return build_resources(load_settings(file), source=str(file))

@@ -13,16 +13,17 @@ import dagster as dg
 
 from bluegreen_dagster.config import OrchestratorSettings
 from bluegreen_dagster.health_audit import target_health
-from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
 from bluegreen_dagster.reconcile import reconcile_report
+from bluegreen_dagster.records import (
+    HEALTH_AUDIT_JOB,
+    HEALTH_AUDIT_SCHEDULE,
+    LOAD_SNAPSHOT_JOB,
+    RECONCILE_JOB,
+    RECONCILE_SCHEDULE,
+    RELAUNCH_SCHEDULE,
+)
 from bluegreen_dagster.relaunch import decide, relaunch_requests
 from bluegreen_dagster.resources import PipelineResource
-
-RECONCILE_JOB = "reconcile"
-HEALTH_AUDIT_JOB = "health_audit"
-RECONCILE_SCHEDULE = "reconcile"
-RELAUNCH_SCHEDULE = "relaunch_transient_failures"
-HEALTH_AUDIT_SCHEDULE = "health_audit"
 ASSETS = [reconcile_report, target_health]
 
 

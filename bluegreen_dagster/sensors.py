@@ -21,7 +21,7 @@ import os
 
 import dagster as dg
 
-from bluegreen_dagster import fingerprints
+from bluegreen_dagster import fingerprints, records
 from bluegreen_dagster.alerts import notify_run_failure
 from bluegreen_dagster.concurrency import sync_pool_limit
 from bluegreen_dagster.config import AlertSettings
@@ -113,7 +113,7 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
             except SnapshotError:
                 continue  # still changing: next tick
             cursor.set_stamp(snap, stamp)
-            loaded = fingerprints.recorded(context.instance, snap.key)
+            loaded = records.recorded_fingerprint(context.instance, snap.key)
             if loaded == fingerprint:
                 continue  # the same files again (or only their folders were touched): nothing to load
             context.log.warning(
@@ -153,9 +153,10 @@ def snapshot_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResou
     keys = [s.key for s in batch]
     if keys:
         context.log.info(f"new snapshots: {', '.join(keys)}")
-    requests = [dg.RunRequest(partition_key=s.key, run_key=s.key, tags={"customer": s.id.customer}) for s in batch]
+    requests = [dg.RunRequest(partition_key=s.key, run_key=s.key, tags={records.CUSTOMER_TAG: s.id.customer})
+                for s in batch]
     requests += [dg.RunRequest(partition_key=s.key, run_key=fingerprints.run_key(s.key, fp),
-                               tags={"customer": s.id.customer}) for s, fp in again]
+                               tags={records.CUSTOMER_TAG: s.id.customer}) for s, fp in again]
     return dg.SensorResult(
         run_requests=requests,
         # A re-dropped snapshot's partition is added again in case a cleanup pruned it (adding is idempotent).
@@ -168,7 +169,7 @@ def build_alert_sensor(alerts: AlertSettings) -> dg.RunFailureSensorDefinition:
     """Every run that failed for good is logged in this sensor's tick log with its real cause and sent to the
     channels `alerts:` configures (alerts/); a channel that is down is logged and skipped."""
 
-    @dg.run_failure_sensor(name="alert_on_failure", default_status=dg.DefaultSensorStatus.RUNNING,
+    @dg.run_failure_sensor(name=records.ALERT_SENSOR, default_status=dg.DefaultSensorStatus.RUNNING,
                            description="Alerts on runs that failed for good (config.yaml alerts:), with the cause.")
     def alert_on_failure(context: dg.RunFailureSensorContext) -> None:
         notify_run_failure(context, alerts)

@@ -4,6 +4,10 @@ What the snapshot sensor does in-process, done remotely: register the snapshot's
 (`addDynamicPartition`; an existing one is fine), then submit a `load_snapshot` run tagged with the partition and
 the customer. The `customer` tag is what the instance's run queue limits to one run per customer, so a triggered
 run queues behind the customer's other runs like a sensor run. Runs go through the queue and the daemon.
+
+This is for programs on a machine that reaches the webserver but not the instance's storage. The CLI's
+`bluegreen load` / `bluegreen trigger` use the instance directly instead (cli.py `cmd_load`): that needs no
+webserver, and it follows the run's progress in the instance's event log.
 """
 
 from __future__ import annotations
@@ -17,12 +21,9 @@ from gql import Client, GraphQLRequest, gql
 from gql.transport.requests import RequestsHTTPTransport
 from requests.auth import HTTPBasicAuth
 
-from bluegreen_dagster.jobs import LOAD_SNAPSHOT_JOB
 from bluegreen_dagster.names import partition_key, validate_customer, validate_timestamp
-from bluegreen_dagster.partitions import SNAPSHOTS_PARTITIONS_NAME
+from bluegreen_dagster.records import CUSTOMER_TAG, LOAD_SNAPSHOT_JOB, PARTITION_TAG, SNAPSHOTS_PARTITIONS_NAME
 
-PARTITION_TAG = "dagster/partition"
-CUSTOMER_TAG = "customer"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 _REPOSITORIES = gql("""

@@ -21,6 +21,7 @@ import pytest
 
 from bluegreen_dagster.alerts import alert_for_run, blocked_switch_alert, send_alert
 from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from tests.test_alerts import KEY, WEB, alias_switch, refused_load, snapshot_database, verify_counts
 
 ALERT = blocked_switch_alert("acme-corp", "1767741527", "verify_counts (check on snapshot_database)",
@@ -279,7 +280,7 @@ def test_a_run_failure_sensor_sends_the_alert_of_a_real_failed_run() -> None:
             assert notify_run_failure(context, alerts) == {"webhook": True}
 
         with dg.instance_for_test() as instance:
-            instance.add_dynamic_partitions("snapshots", [KEY])
+            instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [KEY])
             result = dg.materialize([snapshot_database, verify_counts, alias_switch], partition_key=KEY,
                                     instance=instance, raise_on_error=False, tags={"customer": "acme-corp"})
             context = dg.build_run_status_sensor_context(
@@ -296,7 +297,7 @@ def test_a_run_that_dagster_will_retry_is_not_alerted_yet() -> None:
 
     with http_receiver() as (url, received), \
             dg.instance_for_test(overrides={"run_retries": {"enabled": True, "max_retries": 1}}) as instance:
-        instance.add_dynamic_partitions("snapshots", [KEY])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [KEY])
         result = dg.materialize([refused_load], partition_key=KEY, instance=instance, raise_on_error=False,
                                 tags={"customer": "acme-corp", "dagster/max_retries": "1"})
         alert = alert_for_run(instance, result.dagster_run, WEB)
@@ -318,8 +319,8 @@ def test_a_retried_sentry_post_resends_the_same_event(log) -> None:
     assert len(ids) == 1
 
 
-def test_the_readme_documents_the_webhook_payload_as_sent() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("The JSON webhook receives:"):]
+def test_the_docs_show_the_webhook_payload_as_sent() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = page[page.index("The JSON webhook receives:"):]
     example = json.loads(section[section.index("```json") + 7:section.index("```", section.index("```json") + 7)])
     assert set(example) == set(ALERT.payload())

@@ -14,10 +14,11 @@ from pathlib import Path
 import dagster as dg
 
 from bluegreen_dagster.alerts import alert_for_run, blocked_switch_alert
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 
 WEB = "http://127.0.0.1:3000"
 KEY = "acme-corp-1767741527"
-parts = dg.DynamicPartitionsDefinition(name="snapshots")
+parts = dg.DynamicPartitionsDefinition(name=SNAPSHOTS_PARTITIONS_NAME)
 
 
 @dg.asset(partitions_def=parts)
@@ -46,7 +47,7 @@ def refused_load() -> None:
 
 
 def run_of(instance: dg.DagsterInstance, selection: list) -> dg.DagsterRun:
-    instance.add_dynamic_partitions("snapshots", [KEY])
+    instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [KEY])
     result = dg.materialize(selection, partition_key=KEY, instance=instance, raise_on_error=False,
                             tags={"customer": "acme-corp"})
     assert not result.success
@@ -87,7 +88,8 @@ def test_a_failure_alerts_with_its_description() -> None:
 _CHILD = textwrap.dedent("""
     import sys, time
     import dagster as dg
-    parts = dg.DynamicPartitionsDefinition(name="snapshots")
+    from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
+    parts = dg.DynamicPartitionsDefinition(name=SNAPSHOTS_PARTITIONS_NAME)
 
     @dg.asset(partitions_def=parts)
     def snapshot_database():
@@ -102,7 +104,7 @@ _CHILD = textwrap.dedent("""
 def killed_run(home: Path) -> tuple[dg.DagsterInstance, dg.DagsterRun]:
     """A real run whose process got SIGKILL mid-step: the run record stays STARTED, as after a killed worker."""
     instance = dg.DagsterInstance.from_config(str(home))
-    instance.add_dynamic_partitions("snapshots", [KEY])
+    instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [KEY])
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(home), KEY], start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -199,7 +201,7 @@ def test_the_pipelines_failed_verification_alerts_with_the_differing_counts(proj
 
     monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("snapshots", ["acme-200"])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-200"])
         result = project.job().execute_in_process(partition_key="acme-200", instance=instance,
                                                   raise_on_error=False, tags={"customer": "acme"})
         alert = alert_for_run(instance, result.dagster_run, WEB)
@@ -215,7 +217,7 @@ def test_the_pipelines_bad_input_alerts_with_the_file(project) -> None:
     write_snapshot(project.data, "acme", 200, people=20)
     (project.data / "acme/200/relationships/knows-00000.parquet").write_bytes(b"garbage")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("snapshots", ["acme-200"])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-200"])
         result = project.job().execute_in_process(partition_key="acme-200", instance=instance,
                                                   raise_on_error=False)
         alert = alert_for_run(instance, result.dagster_run, WEB)

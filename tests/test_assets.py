@@ -5,6 +5,7 @@ import dagster as dg
 import pytest
 
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from bluegreen_dagster.targets.embedded import EmbeddedTarget
@@ -12,8 +13,8 @@ from tests.conftest import Project
 
 
 def run(project: Project, instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
-    if not instance.has_dynamic_partition("snapshots", key):
-        instance.add_dynamic_partitions("snapshots", [key])
+    if not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
     return project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
 
 
@@ -74,8 +75,8 @@ def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
     # The order is the asset graph's, not a priority: cleanup depends on the switch, the switch on the gate.
     graph = project.defs.resolve_asset_graph()
     assert dg.AssetKey("alias_switch") in graph.get(dg.AssetKey("cleanup")).parent_keys
-    # The load step runs in the pool, and this instance limited it from orchestrator.max_concurrent_loads.
-    assert metadata(result, "snapshot_database")["load_slot"] in ("dagster", "step")
+    # The load step held the one load slot (orchestrator.max_concurrent_loads: 1).
+    assert metadata(result, "snapshot_database")["load_slot"] == "slot 1 of 1 (file lock)"
 
 
 def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
@@ -180,7 +181,7 @@ def test_cleanup_keeps_newest_n_and_the_alias_target(project: Project) -> None:
             assert run(project, instance, f"acme-{ts}").success
         assert databases(project, "acme") == ["acme-200", "acme-300"]
         result = run(project, instance, "acme-400")
-        partitions = instance.get_dynamic_partitions("snapshots")
+        partitions = instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME)
         history = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "acme-200"}))
     assert metadata(result, "cleanup")["dropped"] == ["acme-200"]
     assert databases(project, "acme") == ["acme-300", "acme-400"]
@@ -215,7 +216,7 @@ def test_reader_sees_the_graph_through_the_alias(project: Project) -> None:
 
 
 def test_in_flight_runs_protect_only_their_own_customer() -> None:
-    from bluegreen_dagster.concurrency import in_flight_partitions as in_flight_databases
+    from bluegreen_dagster.records import in_flight_partitions as in_flight_databases
 
     with dg.instance_for_test() as instance:
         for run_id, key, status in (("r1", "acme-100", dg.DagsterRunStatus.STARTED),

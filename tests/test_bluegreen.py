@@ -1,11 +1,10 @@
-"""Each blue/green rule, on the real embedded target, and the instance-backed locks and load slots in separate
-processes sharing one (SQLite) Dagster instance. tests/test_multi_host.py does the same across "hosts" on
-PostgreSQL."""
+"""Each blue/green rule, on the real embedded target, and the customer lock in separate processes sharing one
+(SQLite) Dagster instance. tests/test_concurrency.py checks the load bound; tests/test_multi_host.py does both across
+"hosts" on PostgreSQL."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import multiprocessing.synchronize
 import random
 import time
 from pathlib import Path
@@ -14,14 +13,14 @@ import dagster as dg
 import pytest
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster.concurrency import customer_lock, load_slot
+from bluegreen_dagster.concurrency import customer_lock
 from bluegreen_dagster.config import load_settings
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.names import parse_partition_key
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
-from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture
 
 
 def load(project: Project, customer: str, ts: int, people: int = 10) -> str:
@@ -33,12 +32,12 @@ def load(project: Project, customer: str, ts: int, people: int = 10) -> str:
 
 
 def switch(project: Project, key: str, instance: dg.DagsterInstance | None = None) -> rules.SwitchResult:
-    customer, ts = key.rsplit("-", 1)
-    snap = snapshot_at(project.data, customer, ts)
+    sid = parse_partition_key(key)
+    snap = snapshot_at(project.data, sid.customer, sid.timestamp)
     with make_target(project.settings) as target:
         if instance is None:
             return rules.switch_if_newest(target, key, expected_counts(snap))
-        with customer_lock(instance, customer):
+        with customer_lock(instance, sid.customer):
             return rules.switch_if_newest(target, key, expected_counts(snap))
 
 
@@ -158,59 +157,6 @@ def test_cleanup_touches_only_its_customer(project: Project) -> None:
     rules.cleanup(make_target(project.settings), "acme", 1, nothing_in_flight)
     assert names(project, "acme") == ["acme-200"]
     assert names(project, "acme-corp") == ["acme-corp-50"]
-
-
-def _hold_slot(home: str, slots: int, log: str, name: str, start: mp.synchronize.Barrier, rounds: int) -> None:
-    with dg.DagsterInstance.from_config(home) as instance:
-        for round_ in range(rounds):
-            start.wait()  # every process asks for a slot at the same instant: where a non-atomic claim fails
-            with load_slot(instance, run_id=f"{name}-{round_}", step_key="snapshot_database", limit=slots,
-                           poll_seconds=0.02):
-                with open(log, "a") as f:
-                    f.write(f"start {time.time()}\n")
-                time.sleep(0.3)
-                with open(log, "a") as f:
-                    f.write(f"end {time.time()}\n")
-
-
-def _peak_overlap(home: Path, slots: int, log: Path, processes: int = 5, rounds: int = 3) -> int:
-    ctx = mp.get_context("spawn")
-    start = ctx.Barrier(processes)
-    procs = [ctx.Process(target=_hold_slot, args=(str(home), slots, str(log), f"run{i}", start, rounds))
-             for i in range(processes)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * processes
-    events = sorted((float(t), kind) for kind, t in (line.split() for line in log.read_text().splitlines()))
-    assert len(events) == 2 * processes * rounds
-    running = peak = 0
-    for _, kind in events:
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
-    return peak
-
-
-@pytest.mark.parametrize("slots", [1, 2])
-def test_max_concurrent_loads_bounds_overlap_across_processes(tmp_path: Path, slots: int) -> None:
-    """Steps whose slot Dagster did not claim (a run that bypassed the queue with pool granularity `run`) claim
-    one themselves from the instance's pool; steps asking at the same instant never exceed the limit."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    dg.DagsterInstance.from_config(str(home)).dispose()
-    assert _peak_overlap(home, slots, tmp_path / "log") == slots
-
-
-def test_max_concurrent_loads_holds_on_a_postgres_instance(tmp_path: Path, postgres: Postgres,  # noqa: F811
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same bound with the instance on PostgreSQL, as in production: processes of several hosts share only it."""
-    monkeypatch.setenv("PGPASSWORD", postgres.password)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(postgres.instance_yaml())
-    dg.DagsterInstance.from_config(str(home)).dispose()
-    assert _peak_overlap(home, 2, tmp_path / "log") == 2
 
 
 def test_a_crashed_loads_leftovers_are_cleaned_but_a_load_in_flight_is_not(project: Project) -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_dagster.config import ConfigError, load_settings, parse_settings
+from bluegreen_dagster.config import ConfigError, Neo4jSettings, load_settings, parse_settings
 
 
 def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:
@@ -72,3 +72,38 @@ def test_state_path_is_gone_and_says_so(tmp_path: Path) -> None:
     """Its lock files were replaced by the Dagster instance; an old config names the key to remove."""
     with pytest.raises(ConfigError, match=r"orchestrator\.state_path: unknown key"):
         parse_settings({"orchestrator": {"state_path": "x"}}, root=tmp_path, env={})
+
+
+def test_each_target_resource_carries_its_whole_section_and_the_password_only_as_its_variable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No field is listed by hand between config.yaml and the target: a field added to a section's model in
+    config.py arrives in the target unchanged (here: every field, set to a non-default value)."""
+    import dagster as dg
+    import yaml
+
+    from bluegreen_dagster.resources import load_resources
+
+    monkeypatch.setenv("PW_FOR_TEST", "s3cret-value")
+    neo4j = {"host": "db.internal", "bolt_port": 7688, "arrow_port": 8492, "user": "loader", "tls": True,
+             "tls_ca_file": "ca.pem", "concurrency": 8, "loader": "cypher", "batch_size": 500, "online_timeout": 60,
+             "stall_timeout": 120, "arrow_string_properties": True, "arrow_nulls": "nan"}
+    orchestrator = {"max_databases": 7, "heap_threshold_percent": 70, "pagecache_threshold_percent": 75,
+                    "progress_seconds": 0.5}
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"target": "neo4j", "neo4j": {**neo4j, "password": "${PW_FOR_TEST}"},
+                                   "orchestrator": orchestrator}))
+    resources = load_resources(cfg)
+    assert resources.settings.env_name("neo4j.password") == "PW_FOR_TEST"
+    target = resources.target
+    assert target.password == dg.EnvVar("PW_FOR_TEST") and "s3cret-value" not in repr(target)
+    assert set(target.neo4j) == set(Neo4jSettings.model_fields) - {"password"}
+    rebuilt = resources.initialized().target.settings()
+    assert rebuilt.neo4j == resources.settings.neo4j  # every field, the password included
+    assert rebuilt.neo4j.tls_ca_file == tmp_path / "ca.pem"
+    assert rebuilt.orchestrator.max_databases == 7 and rebuilt.orchestrator.progress_seconds == 0.5
+    assert resources.pipeline.settings().orchestrator == resources.settings.orchestrator
+
+
+def test_a_value_that_only_contains_a_variable_is_not_a_variable_name(tmp_path: Path) -> None:
+    s = parse_settings({"neo4j": {"password": "pre-${PW}", "host": "${H}"}}, root=tmp_path, env={"PW": "x", "H": "h"})
+    assert s.env_name("neo4j.password") is None and s.env_name("neo4j.host") == "H"

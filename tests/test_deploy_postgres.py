@@ -22,6 +22,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
+
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "pg-deploy-test-pw"  # only for this throwaway server
 
@@ -146,14 +148,14 @@ def test_production_instance_stores_runs_and_events_in_postgres(production_home:
         run = instance.add_run(dg.DagsterRun(job_name="load_snapshot", status=dg.DagsterRunStatus.NOT_STARTED,
                                              tags={"customer": "acme", "dagster/partition": "acme-1767000100"}))
         instance.report_engine_event("stored in postgres", run)
-        instance.add_dynamic_partitions("snapshots", ["acme-1767000100"])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-1767000100"])
 
     # A second process of the deployment (here: a fresh instance) sees the same runs, events and partitions.
     with dg.DagsterInstance.from_config(str(production_home)) as other:
         [stored] = other.get_runs(filters=dg.RunsFilter(tags={"customer": "acme"}))
         assert stored.run_id == run.run_id and stored.tags["dagster/partition"] == "acme-1767000100"
         assert any(e.message == "stored in postgres" for e in other.all_logs(run.run_id))
-        assert other.get_dynamic_partitions("snapshots") == ["acme-1767000100"]
+        assert other.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME) == ["acme-1767000100"]
         # The pool the load step uses gets the default limit.
         other.event_log_storage.initialize_concurrency_limit_to_default("bluegreen_loads")
         assert other.event_log_storage.get_concurrency_info("bluegreen_loads").slot_count == 1

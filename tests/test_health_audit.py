@@ -44,6 +44,13 @@ def test_schedule_is_every_15_minutes_and_running(project: Project) -> None:
     assert next(s for s in project.defs.schedules if s.name == "health_audit").cron_schedule == "*/5 * * * *"
 
 
+@pytest.mark.parametrize("cron", ["61 * * * *", "0 0 30 2 *", "* * * * * *", "hourly"])
+def test_a_cron_dagster_would_refuse_is_a_config_error(cron: str) -> None:
+    """Caught when config.yaml is read, naming the key, not when the code location loads its schedules."""
+    with pytest.raises(ValueError, match=r"health_audit_cron[\s\S]*not a cron string Dagster accepts"):
+        OrchestratorSettings(health_audit_cron=cron)
+
+
 def test_embedded_health_is_recorded_with_its_numbers(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:

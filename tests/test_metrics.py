@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.metrics import METRICS, registry_for
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
@@ -81,7 +82,7 @@ def test_instance_history_is_read_in_bounded_steps(project: Project) -> None:
         write_snapshot(project.data, "acme", ts, people=10)
     with dg.instance_for_test() as instance:
         for ts in (100, 200, 300):
-            instance.add_dynamic_partitions("snapshots", [f"acme-{ts}"])
+            instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [f"acme-{ts}"])
             assert project.job().execute_in_process(partition_key=f"acme-{ts}", instance=instance).success
         # one record per read, and no time for a second read per scrape
         registry = registry_for(project.resources.initialized(), instance_opener=lambda: instance,
@@ -93,6 +94,23 @@ def test_instance_history_is_read_in_bounded_steps(project: Project) -> None:
             scraped = samples(generate_latest(registry).decode())
         assert value(scraped, "bluegreen_instance_history_caught_up") == 1
         assert value(scraped, "bluegreen_loads_total", customer="acme", outcome="success") == 3
+
+
+def test_a_snapshot_refused_by_a_smoke_query_counts_as_blocked(project: Project) -> None:
+    """A failed smoke query blocks the switch like the other gate checks: `blocked`, not `failed`, and counted
+    under its check (the outcome the dashboard and the docs promise for every blocking check)."""
+    write_snapshot(project.data, "acme", 100, people=10)
+    project.reconfigure(smoke={"queries": [{"name": "enough-people", "query": "MATCH (p:Person) RETURN p.nodeId",
+                                            "min_rows": 1000}]})
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-100"])
+        result = project.job().execute_in_process(partition_key="acme-100", instance=instance, raise_on_error=False)
+        assert [e.check_name for e in result.get_asset_check_evaluations() if not e.passed] == ["smoke_queries"]
+        scraped = samples(generate_latest(registry_for(project.resources.initialized(),
+                                                       instance_opener=lambda: instance)).decode())
+    assert value(scraped, "bluegreen_loads_total", customer="acme", outcome="blocked") == 1
+    assert value(scraped, "bluegreen_loads_total", customer="acme", outcome="failed") == 0
+    assert value(scraped, "bluegreen_verification_failures_total", customer="acme", check="smoke_queries") == 1
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -118,7 +136,7 @@ def scrapes(tmp_path_factory) -> dict[str, dict]:
         env.setenv("BLUEGREEN_CONFIG", str(project.config_file))
         job = project.job()
         for key in ("acme-100", "acme-200", "acme-300", "globex-100"):
-            instance.add_dynamic_partitions("snapshots", [key])
+            instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
             job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
     bluegreen(project, "load", "globex", "100", "--no-wait")  # no daemon yet: it stays queued
 

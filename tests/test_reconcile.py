@@ -10,6 +10,7 @@ from bluegreen_dagster.config import OrchestratorSettings
 
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.pins import set_pin
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.relaunch import RELAUNCH_TAG
 from bluegreen_dagster.snapshots import snapshot_at
 from bluegreen_dagster.targets import make_target
@@ -31,8 +32,8 @@ def load_without_switch(project: Project, instance: dg.DagsterInstance, customer
     """A database loaded and checked whose run died before its switch (nothing in flight names it): the run's
     health_check and snapshot_database steps and their checks, without alias_switch and cleanup."""
     key = f"{customer}-{ts}"
-    if not instance.has_dynamic_partition("snapshots", key):
-        instance.add_dynamic_partitions("snapshots", [key])
+    if not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
     project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
                                      asset_selection=[dg.AssetKey("health_check"), dg.AssetKey("snapshot_database")])
 
@@ -145,14 +146,14 @@ def test_crashed_loads_leftover_is_removed_and_its_partition_kept(project: Proje
     write_snapshot(project.data, "acme", 200, people=50)
     with dg.instance_for_test() as instance:
         assert run(project, instance, "acme-100").success
-        instance.add_dynamic_partitions("snapshots", ["acme-200"])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-200"])
         with make_target(project.settings) as target:
             target.store.ensure_dirs()
             target.store.partial_path("acme-200").write_bytes(b"half a database")  # the worker died mid-load
             assert {d.name: d.status for d in target.list_databases("acme")} == {"acme-100": "online",
                                                                                  "acme-200": "failed"}
         meta, check = reconcile(project, instance)
-        assert instance.has_dynamic_partition("snapshots", "acme-200")  # so it can be relaunched
+        assert instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, "acme-200")  # so it can be relaunched
     assert meta["dropped"] == ["acme-200"] and check.passed
     assert databases(project, "acme") == ["acme-100"]
     assert alias(project, "acme") == "acme-100"
@@ -231,7 +232,7 @@ def test_a_run_whose_worker_died_is_relaunched_a_timed_out_one_is_not(project: P
     write_snapshot(project.data, "acme", 100, people=20)
     write_snapshot(project.data, "globex", 100, people=20)
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("snapshots", ["acme-100", "globex-100"])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-100", "globex-100"])
         died = instance.create_run_for_job(project.job(), tags={"dagster/partition": "acme-100", "customer": "acme"})
         instance.report_run_failed(died)
         slow = instance.create_run_for_job(project.job(),

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from bluegreen_dagster.cli import dagster_home, main
+from bluegreen_dagster.cli import main, prepare_dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.pins import get_pin
 from bluegreen_dagster.targets import make_target
@@ -22,7 +22,7 @@ from tests.test_neo4j_dagster import neo4j_project, standin  # noqa: F401 - fixt
 @pytest.fixture
 def instance(project: Project):
     """The instance the CLI uses ($DAGSTER_HOME with our dagster.yaml), so runs, CLI and pins share it."""
-    dagster_home(project.config_file)
+    prepare_dagster_home()
     with dg.DagsterInstance.get() as inst:
         yield inst
 
@@ -197,7 +197,7 @@ def test_the_ui_job_rolls_back_with_run_config(project: Project, instance) -> No
 
 @pytest.fixture
 def neo4j_instance(neo4j_project: Project):  # noqa: F811
-    dagster_home(neo4j_project.config_file)
+    prepare_dagster_home()
     with dg.DagsterInstance.get() as inst:
         yield inst
 

@@ -6,6 +6,7 @@ import pytest
 
 from bluegreen_dagster.concurrency import LOADS_POOL
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from tests.conftest import Project
 
 
@@ -60,7 +61,7 @@ def test_seen_lives_in_the_cursor_not_in_the_partitions(project: Project, sensor
     write_snapshot(project.data, "acme", 100, people=5)
     with dg.instance_for_test() as instance:
         first = tick(sensor, instance)
-        instance.delete_dynamic_partition("snapshots", "acme-100")  # what cleanup does after dropping it
+        instance.delete_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, "acme-100")  # what cleanup does after dropping it
         again = tick(sensor, instance, first.cursor)
         assert not again.run_requests
         assert json.loads(again.cursor)["launched"] == {"acme": [100]}

@@ -18,6 +18,7 @@ import pytest
 from bluegreen_dagster.alerts import alert_for_run
 from bluegreen_dagster.config import ConfigError, Settings, SmokeSettings, parse_settings
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.smoke import run_plan
 from bluegreen_dagster.targets.base import PermanentTargetError, QueryRefused, QueryTimedOut
 from tests.conftest import Project, make_project
@@ -199,7 +200,7 @@ def test_a_failed_smoke_query_is_alerted_by_the_alert_sensor(project: Project) -
         project.reconfigure(alerts={"webhook": {"url": f"{url}/hook"}})
         defs = project.defs
         with dg.instance_for_test() as instance:
-            instance.add_dynamic_partitions("snapshots", ["acme-200"])
+            instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-200"])
             result = defs.resolve_job_def("load_snapshot").execute_in_process(
                 partition_key="acme-200", instance=instance, raise_on_error=False)
             context = dg.build_run_status_sensor_context(
@@ -228,7 +229,7 @@ def test_after_a_failed_verification_smoke_queries_do_not_run_and_the_alert_name
     write_snapshot(project.data, "acme", 200, people=20)
     smoke(project, [{"name": "people", "query": PEOPLE, "min_rows": 1}])
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("snapshots", ["acme-200"])
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-200"])
         result = project.job().execute_in_process(partition_key="acme-200", instance=instance, raise_on_error=False)
         alert = alert_for_run(instance, result.dagster_run, None)
     assert [e.check_name for e in result.get_asset_check_evaluations() if not e.passed] == ["verify_counts"]

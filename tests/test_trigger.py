@@ -22,6 +22,7 @@ from gql.transport.requests import RequestsHTTPTransport
 from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.names import InvalidName
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.targets import make_target
 from bluegreen_dagster.trigger import SnapshotTrigger, TriggerError, trigger_load
 from tests.conftest import Project, make_project
@@ -124,7 +125,7 @@ def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dag
     assert alias_of(project, "acme-corp") == "acme-corp-1767741527"
 
     with dg.DagsterInstance.from_config(str(project.root / "dagster_home")) as instance:
-        assert instance.get_dynamic_partitions("snapshots") == ["acme-corp-1767741527"]
+        assert instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME) == ["acme-corp-1767741527"]
         run = instance.get_run_by_id(triggered.run_id)
         assert run.job_name == "load_snapshot"
         assert run.tags["dagster/partition"] == "acme-corp-1767741527" and run.tags["customer"] == "acme-corp"
@@ -136,10 +137,12 @@ def test_a_snapshot_triggered_over_graphql_is_registered_loaded_and_switched(dag
     assert not again.partition_added and again.run_id != triggered.run_id
     assert trigger.wait(again.run_id, timeout=180, poll_seconds=0.5) == "SUCCESS"
 
-    # The CLI does the same for an operator: submit, wait, exit 0 on success.
+    # `bluegreen trigger` on a host with the instance is `bluegreen load`: the same run queue, no webserver
+    # needed (tests/test_cli.py runs it with no webserver at all); exit 0 on success.
     write_snapshot(project.data, "acme-corp", 1_767_741_600, people=200)
     monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
-    assert main(["trigger", "acme-corp", "1767741600", "--url", url, "--timeout", "180"]) == 0
+    monkeypatch.setenv("DAGSTER_HOME", str(project.root / "dagster_home"))
+    assert main(["trigger", "acme-corp", "1767741600", "--timeout", "180"]) == 0
     assert alias_of(project, "acme-corp") == "acme-corp-1767741600"
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from bluegreen_dagster.names import parse_partition_key
 from tests.conftest import Project, make_project
 from tests.dagster_processes import bluegreen, running_daemon, running_webserver, wait_for
 
@@ -190,7 +191,7 @@ def test_partitions_page_shows_each_loaded_snapshot_with_rows_and_database(ui: U
         body = ui.text()
         assert re.search(rf"{re.escape(key)}\s+Materialized", body), f"{key} is not shown as Materialized"
         assert metadata_value(ui.page, "database") == key
-        folder = ui.project.data / customer / key.rsplit("-", 1)[1]
+        folder = ui.project.data / customer / parse_partition_key(key).timestamp
         assert metadata_value(ui.page, "rows").replace(",", "") == str(rows_of(folder))
         ui.shot(f"partition-{customer}")
 

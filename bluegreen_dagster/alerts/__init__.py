@@ -8,6 +8,7 @@ import dagster as dg
 from bluegreen_dagster.alerts.channels import configured_channels, send_alert
 from bluegreen_dagster.alerts.compose import Alert, alert_for_run, blocked_switch_alert
 from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.records import CUSTOMER_TAG, PARTITION_TAG
 
 __all__ = ["Alert", "alert_for_run", "blocked_switch_alert", "configured_channels", "notify_run_failure",
            "send_alert"]
@@ -22,8 +23,8 @@ def notify_run_failure(context: dg.RunFailureSensorContext, settings: AlertSetti
     except Exception as exc:  # an unreadable event log must not stop the alert: say what is known
         run = context.dagster_run
         context.log.warning(f"could not read run {run.run_id}'s events ({type(exc).__name__}); alerting without them")
-        alert = Alert(kind="run_failed", customer=run.tags.get("customer"), snapshot=None,
-                      partition=run.tags.get("dagster/partition"), step=None,
+        alert = Alert(kind="run_failed", customer=run.tags.get(CUSTOMER_TAG), snapshot=None,
+                      partition=run.tags.get(PARTITION_TAG), step=None,
                       cause=context.failure_event.message or "see the run's logs", action="See the run in the UI.",
                       run_id=run.run_id, run_url=f"{settings.dagster_webserver_url.rstrip('/')}/runs/{run.run_id}",
                       job=run.job_name)

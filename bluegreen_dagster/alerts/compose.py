@@ -18,17 +18,12 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import dagster as dg
-from dagster._core.events import (
-    DagsterEventType,  # the event type enum is not re-exported at the top level
-)
 
+from bluegreen_dagster import records
 from bluegreen_dagster.names import InvalidName, parse_partition_key
+from bluegreen_dagster.records import CUSTOMER_TAG, PARTITION_TAG, WILL_RETRY_TAG
 
 AlertKind = Literal["verification_blocked", "run_worker_died", "run_failed"]
-
-PARTITION_TAG = "dagster/partition"
-CUSTOMER_TAG = "customer"
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run-retry daemon will re-launch
 
 # Messages Dagster writes when a run's worker is gone and someone else fails the run (1.13: the default message of
 # `report_run_failed`, run monitoring's worker health check, the forced mark after a failed termination).
@@ -44,9 +39,9 @@ _TIMED_OUT = ("Run timed out due to taking longer than", "Exceeded maximum runti
 _CRASH_RE = re.compile(r"(terminated by signal \d+ \(\w+\)|unexpectedly exited with code -?\d+)")
 
 _EVENTS = {
-    DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE,
-    DagsterEventType.STEP_SKIPPED, DagsterEventType.STEP_UP_FOR_RETRY, DagsterEventType.ASSET_CHECK_EVALUATION,
-    DagsterEventType.ENGINE_EVENT, DagsterEventType.PIPELINE_FAILURE,
+    dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.STEP_SKIPPED, dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.ENGINE_EVENT,
+    dg.DagsterEventType.PIPELINE_FAILURE,
 }
 
 
@@ -167,17 +162,15 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
     retry = _retry_hint(customer, timestamp)
     next_step = "Dagster retries the run automatically." if auto else f"To retry: {retry}."
 
-    failed_checks = [ev.event_specific_data for _, ev in events
-                     if ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-                     and not ev.event_specific_data.passed and ev.event_specific_data.blocking]
+    failed_checks = records.failed_blocking_checks(instance, run.run_id)
     if failed_checks:
-        evaluation = failed_checks[-1]
+        evaluation = list(failed_checks.values())[-1]
         alert = blocked_switch_alert(customer or "", timestamp or "", _check_name(evaluation),
                                      evaluation.description or f"check {evaluation.check_name} did not pass",
                                      run_id=run.run_id, webserver_url=webserver_url, job=run.job_name)
         return Alert(**{**asdict(alert), **common})
 
-    step_failures = [ev for _, ev in events if ev.event_type == DagsterEventType.STEP_FAILURE]
+    step_failures = [ev for _, ev in events if ev.event_type == dg.DagsterEventType.STEP_FAILURE]
     if step_failures:
         event = step_failures[-1]
         if _interrupted(event):  # SIGTERM/SIGINT reached the worker: its error says only the exception's name
@@ -186,28 +179,28 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
                                "SIGINT; its daemon, code server or container was stopped)",
                          action=f"The alias was not moved. {next_step}", **common)
         retries = sum(1 for _, ev in events
-                      if ev.event_type == DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == event.step_key)
+                      if ev.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY and ev.step_key == event.step_key)
         cause = _step_cause(event) + (f" (after {retries + 1} attempts)" if retries else "")
         return Alert(kind="run_failed", step=event.step_key, cause=cause,
                      action=f"The alias was not moved. Fix the cause, then: {retry}." if not auto
                      else f"The alias was not moved. {next_step}", **common)
 
     # No step failed: the run itself failed, from inside (resources, job loading) or from outside (worker gone).
-    run_failures = [(entry, ev) for entry, ev in events if ev.event_type == DagsterEventType.PIPELINE_FAILURE]
+    run_failures = [(entry, ev) for entry, ev in events if ev.event_type == dg.DagsterEventType.PIPELINE_FAILURE]
     message = (run_failures[-1][1].message or "") if run_failures else ""
     data = run_failures[-1][1].event_specific_data if run_failures else None
     finished = {ev.step_key for _, ev in events if ev.event_type in (
-        DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED)}
+        dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED)}
     in_progress = [ev.step_key for _, ev in events
-                   if ev.event_type == DagsterEventType.STEP_START and ev.step_key not in finished]
+                   if ev.event_type == dg.DagsterEventType.STEP_START and ev.step_key not in finished]
     step = in_progress[-1] if in_progress else None
-    crash = next((m.group(1) for entry, ev in reversed(events) if ev.event_type == DagsterEventType.ENGINE_EVENT
+    crash = next((m.group(1) for entry, ev in reversed(events) if ev.event_type == dg.DagsterEventType.ENGINE_EVENT
                   for m in [_CRASH_RE.search(ev.message or "")] if m), None)
     reason = getattr(data, "failure_reason", None)
     error = getattr(data, "error", None)
     timed_out = any(s in message for s in _TIMED_OUT)
-    worker_gone = not timed_out and (crash is not None or any(s in message for s in _WORKER_GONE) or (
-        reason is not None and reason.value in ("UNEXPECTED_TERMINATION", "RUN_WORKER_RESTART")))
+    worker_gone = not timed_out and (crash is not None or any(s in message for s in _WORKER_GONE)
+                                     or reason in records.WORKER_DIED)
 
     if worker_gone and error is None:
         how = crash or _outside_detail(message)
@@ -218,7 +211,7 @@ def alert_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, webserver_ur
                      action=f"The alias was not moved. {next_step}", **common)
 
     engine_errors = [ev.event_specific_data.error for _, ev in events
-                     if ev.event_type == DagsterEventType.ENGINE_EVENT and ev.event_specific_data is not None
+                     if ev.event_type == dg.DagsterEventType.ENGINE_EVENT and ev.event_specific_data is not None
                      and getattr(ev.event_specific_data, "error", None) is not None]
     detail = _innermost(error) if error is not None else (_innermost(engine_errors[-1]) if engine_errors else "")
     cause = detail or message.strip() or "the run failed without an error message; see the run's logs"

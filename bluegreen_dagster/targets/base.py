@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bluegreen_dagster.names import InvalidName, parse_partition_key, validate_customer
+from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
 
@@ -116,6 +117,8 @@ class GraphTarget(abc.ABC):
     """What the pipeline needs from a graph store. Database names are partition keys (see `snapshots`)."""
 
     kind: str
+    # Where `load` reports rows loaded as it goes (`progress.rows(...)`); the resource sets it for a run.
+    progress: LoadProgress = NO_PROGRESS
 
     @abc.abstractmethod
     def health(self, snapshot: Snapshot | None = None) -> Health:

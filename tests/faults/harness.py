@@ -23,6 +23,8 @@ from pathlib import Path
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
+from bluegreen_dagster.names import parse_partition_key
+from bluegreen_dagster.records import CUSTOMER_TAG, SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
 
@@ -45,10 +47,10 @@ def tree_state(*roots: Path) -> dict[str, str]:
 def run_partition(project: Project, instance: dg.DagsterInstance, key: str, **tags: str
                   ) -> dg.ExecuteInProcessResult:
     """One snapshot's run, in process, with the tags the sensor sets."""
-    if not instance.has_dynamic_partition("snapshots", key):
-        instance.add_dynamic_partitions("snapshots", [key])
+    if not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
     return project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                            tags={"customer": key.rsplit("-", 1)[0], **tags})
+                                            tags={CUSTOMER_TAG: parse_partition_key(key).customer, **tags})
 
 
 def user_message(result: dg.ExecuteInProcessResult) -> str:

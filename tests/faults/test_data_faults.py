@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.targets.embedded import target as embedded_target
 from tests.conftest import Project
 from tests.faults.harness import run_notes, run_partition, tree_state
@@ -355,7 +356,7 @@ def test_the_same_snapshot_dropped_twice_and_a_rerun(project: Project, fault, tm
         assert rerun.success
         assert metadata(rerun, "snapshot_database")["reused"] is True
         assert metadata(rerun, "alias_switch")["switched"] is False
-        assert instance.get_dynamic_partitions("snapshots") == [GOOD]  # no duplicate partition
+        assert instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME) == [GOOD]  # no duplicate partition
         assert databases(project, "acme") == [GOOD]
         probe.conclude(alias=GOOD, message=run_notes(instance, rerun),
                        mentions=[f"{GOOD}: already loaded; reused it", f"alias acme already points at {GOOD}"])

@@ -9,7 +9,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.plausibility import ALLOW_SHRINK_TAG
+from bluegreen_dagster.names import parse_partition_key
+from bluegreen_dagster.records import ALLOW_SHRINK_TAG, CUSTOMER_TAG, SNAPSHOTS_PARTITIONS_NAME
 from tests.conftest import Project
 from tests.faults.harness import tree_state
 from tests.test_assets import alias, databases
@@ -27,10 +28,10 @@ def write_empty_snapshot(project: Project, customer: str, ts: int, like: int) ->
 
 
 def run(project: Project, instance: dg.DagsterInstance, key: str, **tags: str) -> dg.ExecuteInProcessResult:
-    if not instance.has_dynamic_partition("snapshots", key):
-        instance.add_dynamic_partitions("snapshots", [key])
+    if not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
+        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
     return project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                            tags={"customer": key.rsplit("-", 1)[0], **tags})
+                                            tags={CUSTOMER_TAG: parse_partition_key(key).customer, **tags})
 
 
 def gate(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:

@@ -17,6 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.standin", description=__doc__.splitlines()[0])
     parser.add_argument("--bolt-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--arrow-port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--listen", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
     parser.add_argument("--user", default="neo4j")
     parser.add_argument("--password", required=True)
     parser.add_argument("--accept-string-properties", action="store_true",
@@ -26,7 +27,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with start_standin(password=args.password, user=args.user, bolt_port=args.bolt_port,
-                       arrow_port=args.arrow_port) as standin:
+                       arrow_port=args.arrow_port, listen=args.listen) as standin:
         if standin.arrow is not None:
             standin.arrow.accept_string_properties = args.accept_string_properties
         print(json.dumps({"bolt_port": standin.bolt_port, "arrow_port": standin.arrow_port}), flush=True)

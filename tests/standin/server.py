@@ -55,13 +55,14 @@ class Standin:
 @contextmanager
 def start_standin(password: str = "password", user: str = "neo4j", edition: str = "enterprise",
                   arrow: bool = True, telemetry_hint: bool = True, bolt_port: int = 0, arrow_port: int = 0,
-                  **dbms_options: Any) -> Iterator[Standin]:
-    """Yield a running stand-in. `arrow=False` starts no Flight server (like Neo4j without GDS Arrow)."""
+                  listen: str = "127.0.0.1", **dbms_options: Any) -> Iterator[Standin]:
+    """Yield a running stand-in. `arrow=False` starts no Flight server (like Neo4j without GDS Arrow). `listen`:
+    the address both servers bind (0.0.0.0 in a container of the stack tests, tests/stack/)."""
     dbms = Dbms(user=user, password=password, edition=edition, **dbms_options)
-    standin = Standin(dbms, BoltServer(dbms, port=bolt_port, telemetry_hint=telemetry_hint).start(), None)
+    standin = Standin(dbms, BoltServer(dbms, host=listen, port=bolt_port, telemetry_hint=telemetry_hint).start(), None)
     try:
         if arrow:
-            standin.arrow = GdsArrowServer(dbms, port=arrow_port).start()
+            standin.arrow = GdsArrowServer(dbms, host=listen, port=arrow_port).start()
         yield standin
     finally:
         # The servers running now: a test may have replaced one (a restart on the same port).

@@ -31,17 +31,19 @@ _UNSAFE_PATH_CHARS = set("'\"\\*?[]{}\n\r")
 
 
 def fill(path: Path, plan: LoadPlan, nodes: Staged, relationships: Staged, *, buffer_pool_bytes: int,
-         threads: int) -> None:
+         threads: int, on_rows=lambda rows: None) -> None:
     """Create the database file at `path` with the plan's tables and one COPY per staged file."""
     db = lb.Database(str(path), buffer_pool_size=buffer_pool_bytes, max_num_threads=threads)
     try:
         conn = lb.Connection(db)
         try:
             create_tables(conn, plan)
-            for name, (file, _) in nodes.items():
+            for name, (file, rows) in nodes.items():
                 copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)}", name)
-            for (name, a, b), (file, _) in relationships.items():
+                on_rows(rows)  # progress: rows copied so far (targets/embedded/target.py)
+            for (name, a, b), (file, rows) in relationships.items():
                 copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)} (from='{a}', to='{b}')", name)
+                on_rows(rows)
         finally:
             conn.close()
     finally:

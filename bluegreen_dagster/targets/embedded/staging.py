@@ -92,7 +92,11 @@ class StagingFiles:
             raise error
 
 
-def stage_nodes(plan: LoadPlan, folder: Path, batch_rows: int, chunk_rows: int) -> Staged:
+def _no_report(rows: int) -> None:
+    pass
+
+
+def stage_nodes(plan: LoadPlan, folder: Path, batch_rows: int, chunk_rows: int, on_rows=_no_report) -> Staged:
     """Node rows per node table (the table of each node's first label, found through the plan's index)."""
     schemas = {name: t.arrow_schema() for name, t in plan.node_tables.items()}
     files = sorted({p for t in plan.node_tables.values() for p in t.files})
@@ -110,10 +114,12 @@ def stage_nodes(plan: LoadPlan, folder: Path, batch_rows: int, chunk_rows: int) 
                     keep = pa.array(mask)
                     rows, row_ids, row_labels = batch.filter(keep), ids.filter(keep), labels.filter(keep)
                 stage.add(name, f"node-{name}.parquet", conform(rows, schemas[name], [row_ids, row_labels], path))
+            on_rows(batch.num_rows)  # progress: rows read so far (targets/embedded/target.py)
         return stage.finish()
 
 
-def stage_relationships(plan: LoadPlan, folder: Path, batch_rows: int, chunk_rows: int) -> Staged:
+def stage_relationships(plan: LoadPlan, folder: Path, batch_rows: int, chunk_rows: int,
+                        on_rows=_no_report) -> Staged:
     """Relationship rows per (type, FROM table, TO table)."""
     schemas = {name: t.arrow_schema() for name, t in plan.rel_tables.items()}
     files = sorted({p for t in plan.rel_tables.values() for p in t.files})
@@ -138,6 +144,7 @@ def stage_relationships(plan: LoadPlan, folder: Path, batch_rows: int, chunk_row
                     rows, s, e = batch.filter(keep), src.filter(keep), dst.filter(keep)
                 stage.add((rel_type, a, b), f"rel-{rel_type}-{a}-{b}.parquet",
                           conform(rows, schemas[rel_type], [s, e], path))
+            on_rows(batch.num_rows)  # progress
         return stage.finish()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
+from bluegreen_dagster.progress import rows_in
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import (
@@ -140,13 +141,28 @@ class EmbeddedTarget(GraphTarget):
         planned = time.monotonic()
         folder = path.parent / f"{path.name}.staging"
         folder.mkdir()
-        nodes = stage_nodes(plan, folder, self.batch_rows, self.chunk_rows)
-        relationships = stage_relationships(plan, folder, self.batch_rows, self.chunk_rows)
+        reading = self._counter(snapshot, "reading", rows_in(snapshot.node_files + snapshot.relationship_files))
+        nodes = stage_nodes(plan, folder, self.batch_rows, self.chunk_rows, on_rows=reading)
+        relationships = stage_relationships(plan, folder, self.batch_rows, self.chunk_rows, on_rows=reading)
         staged = time.monotonic()
-        fill(path, plan, nodes, relationships, buffer_pool_bytes=self.buffer_pool_bytes, threads=self.threads)
+        copying = self._counter(snapshot, "copying", sum(n for _, n in (*nodes.values(), *relationships.values())))
+        fill(path, plan, nodes, relationships, buffer_pool_bytes=self.buffer_pool_bytes, threads=self.threads,
+             on_rows=copying)
         shutil.rmtree(folder)
         phases = {"plan": planned - started, "staging": staged - planned, "copy": time.monotonic() - staged}
         return sum(rows for _, rows in nodes.values()), sum(rows for _, rows in relationships.values()), phases
+
+    def _counter(self, snapshot: Snapshot, phase: str, total: int):
+        """A callback adding rows to `phase`'s count and reporting it to `self.progress` (a phase's start too)."""
+        done = 0
+
+        def add(rows: int) -> None:
+            nonlocal done
+            done += rows
+            self.progress.rows(snapshot.key, phase, done, total)
+
+        add(0)
+        return add
 
     def _disk_full(self, snapshot: Snapshot, exc: BaseException) -> TransientTargetError:
         # Transient: another customer's cleanup may free the space before the step's retry.

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import LoadReport, PermanentTargetError, TargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
@@ -40,8 +41,9 @@ class ArrowLoader:
 
     def __init__(self, settings: Neo4jSettings, drop: Callable[[str], None] | None = None,
                  is_unregistered: Callable[[str], bool] | None = None, *, say: Callable[[str], None] | None = None,
-                 **connection: float) -> None:
+                 progress: LoadProgress = NO_PROGRESS, **connection: float) -> None:
         self.settings = settings
+        self.progress = progress  # rows sent so far, per entity (bluegreen_dagster/progress.py)
         self.drop = drop
         self.is_unregistered = is_unregistered
         self.say = say or log.info
@@ -90,7 +92,7 @@ class ArrowLoader:
         s = self.settings
         return Uploader(self.conn, database, entity, batch_size=s.batch_size, concurrency=s.concurrency,
                         stall_timeout=s.stall_timeout, heartbeat=self.conn.heartbeat,
-                        say=self.say).run(units_of(plans))
+                        progress=self.progress).run(units_of(plans))
 
     def _attempt(self, database: str, node_plans: list[FilePlan], rel_plans: list[FilePlan], *,
                  force: bool) -> LoadReport:

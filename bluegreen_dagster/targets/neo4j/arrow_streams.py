@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -23,6 +23,7 @@ import pyarrow.flight as flight
 import pyarrow.parquet as pq
 
 from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.progress import LoadProgress
 from bluegreen_dagster.targets.base import TransientTargetError
 from bluegreen_dagster.targets.neo4j.arrow_schema import FilePlan
 from bluegreen_dagster.targets.neo4j.flight_client import FlightConnection
@@ -145,7 +146,7 @@ class Uploader:
     """Sends all units of one entity over up to `concurrency` parallel DoPut streams."""
 
     def __init__(self, conn: FlightConnection, database: str, entity: str, *, batch_size: int, concurrency: int,
-                 stall_timeout: float, heartbeat: float, say: Callable[[str], None]) -> None:
+                 stall_timeout: float, heartbeat: float, progress: LoadProgress) -> None:
         self.conn = conn
         self.database = database
         self.entity = entity
@@ -153,7 +154,7 @@ class Uploader:
         self.concurrency = concurrency
         self.stall_timeout = stall_timeout
         self.heartbeat = heartbeat
-        self.say = say
+        self.progress = progress
         self.descriptor = flight.FlightDescriptor.for_command(json.dumps(
             {"name": "PUT_COMMAND", "version": "v1", "body": {"name": database, "entity_type": entity}}).encode())
         self.stop = threading.Event()
@@ -251,8 +252,9 @@ class Uploader:
         self.running = len(threads)
         for t in threads:
             t.start()
-        start = last_line = time.monotonic()
         tick = min(1.0, self.stall_timeout / 4, self.heartbeat)
+        phase = f"{self.entity}s"
+        self.progress.rows(self.database, phase, 0, total)
         while not self.changed.wait(tick):
             now = time.monotonic()
             stalled = [lane.unit for lane in lanes if lane.unit is not None and now - lane.last_ack > self.stall_timeout]
@@ -263,13 +265,11 @@ class Uploader:
                     f"sending {self.entity}s of {unit.plan.path.name} into {self.database}: no batch acknowledged "
                     f"by the GDS Arrow server at {self.conn.where} for {self.stall_timeout:g}s (neo4j.stall_timeout); "
                     "the stream is stalled, the import is aborted and the step will retry")
-            if now - last_line >= self.heartbeat:
-                last_line = now
-                self.say(f"{self.database}: {self.result.rows:,} of {total:,} {self.entity} rows sent "
-                         f"({self.result.rows / max(now - start, 1e-9):,.0f} rows/s)")
+            self.progress.rows(self.database, phase, self.result.rows, total)  # paced by LoadProgress
         self.stop.set()
         if self.errors:  # streams still blocked on the server end when the import is aborted
             raise self.errors[0]
+        self.progress.rows(self.database, phase, self.result.rows, total)
         for t in threads:
             t.join()
         return self.result

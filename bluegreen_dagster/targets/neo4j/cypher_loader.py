@@ -47,6 +47,7 @@ from bluegreen_dagster.columns import (
     plain,
 )
 from bluegreen_dagster.names import SnapshotError
+from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
 from bluegreen_dagster.reading import iter_batches, open_parquet
 from bluegreen_dagster.snapshots import Snapshot, expected_counts
 from bluegreen_dagster.targets.base import LoadReport
@@ -153,9 +154,10 @@ class NodeIds:
 
 
 class CypherLoader:
-    def __init__(self, admin: Admin, batch_size: int) -> None:
+    def __init__(self, admin: Admin, batch_size: int, progress: LoadProgress = NO_PROGRESS) -> None:
         self.admin = admin
         self.batch_size = batch_size
+        self.progress = progress  # rows written so far, per phase (bluegreen_dagster/progress.py)
         self.prepare_seconds = 0.0
         self._filter_notices = True
 
@@ -207,15 +209,19 @@ class CypherLoader:
         node_ids = NodeIds()
         nodes = rels = read = 0
         t = time.monotonic()
+        self.progress.rows(database, "nodes", 0, expected.nodes)
         for path, batch in iter_batches(snapshot.node_files, NODE_COLUMNS, self.batch_size):
             read += batch.nbytes
             nodes += self._write_nodes(database, path, batch, node_ids)
+            self.progress.rows(database, "nodes", nodes, expected.nodes)
         node_ids.seal()
         phases["nodes"] = time.monotonic() - t
         t = time.monotonic()
+        self.progress.rows(database, "relationships", 0, expected.relationships)
         for path, batch in iter_batches(snapshot.relationship_files, RELATIONSHIP_COLUMNS, self.batch_size):
             read += batch.nbytes
             rels += self._write_relationships(database, path, batch, node_ids)
+            self.progress.rows(database, "relationships", rels, expected.relationships)
         phases["relationships"] = time.monotonic() - t
 
         self._write(database, queries.DELETE_LOAD_MARKER, f"finishing the load of {database}", {})

@@ -125,7 +125,7 @@ class Neo4jTarget(GraphTarget):
             from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 
             loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
-                                 is_unregistered=lambda n: self._status(n) is None)
+                                 is_unregistered=lambda n: self._status(n) is None, progress=self.progress)
             try:
                 result = loader.load(snapshot)  # aborts and drops by itself on failure
             finally:
@@ -142,7 +142,7 @@ class Neo4jTarget(GraphTarget):
             self.admin.create_database(name)
             try:
                 self.wait_online(name, mount_if_missing=False)
-                result = CypherLoader(self.admin, self.neo4j.batch_size).write(name, snapshot)
+                result = CypherLoader(self.admin, self.neo4j.batch_size, self.progress).write(name, snapshot)
                 snapshot.require_unchanged_since(planned)
             except BaseException:
                 self._drop_quietly(name)
