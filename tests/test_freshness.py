@@ -100,3 +100,26 @@ def test_the_check_runs_from_the_ui_with_the_same_verdict(project: Project) -> N
 def test_a_bad_max_age_fails_at_load_naming_the_key(project: Project, bad) -> None:
     with pytest.raises(ConfigError, match="customers.acme.max_age"):
         project.reconfigure(customers={"acme": {"max_age": bad}})
+
+
+def test_materializing_live_graph_by_hand_records_what_the_target_serves(project: Project) -> None:
+    from bluegreen_dagster.demo_data import write_snapshot
+    from tests.test_assets import run
+
+    write_snapshot(project.data, "acme", 100, people=20)
+    defs = project.defs
+    with dg.instance_for_test() as instance:
+        assert run(project, instance, "acme-100").success
+        switched = latest(instance, "acme")
+        time.sleep(1.1)
+        result = dg.materialize([defs.get_assets_def("live_graph")], partition_key="acme", instance=instance,
+                                resources=project.resources.as_dict())
+        read = latest(instance, "acme")
+        assert result.success
+        instance.add_dynamic_partitions("customers", ["globex"])  # a customer without an alias
+        nobody = dg.materialize([defs.get_assets_def("live_graph")], partition_key="globex", instance=instance,
+                                resources=project.resources.as_dict(), raise_on_error=False)
+    assert read.metadata["how"].value == "read" and read.metadata["serves"].value == "acme-100"
+    assert read.metadata["since"].value == switched.metadata["since"].value  # it moved nothing
+    assert not nobody.success
+    assert "globex has no alias" in nobody.get_step_failure_events()[0].event_specific_data.error.message

@@ -231,6 +231,7 @@ def test_each_customers_live_graph_shows_what_serves_and_since_when(ui: UI) -> N
         ui.open(f"/assets/live_graph?view=partitions&partition={customer}")
         ui.page.locator("tr").filter(has=ui.page.get_by_text("serves", exact=True)).first.wait_for()
         assert re.search(rf"{re.escape(customer)}\s+Materialized", ui.text()), f"{customer} is not Materialized"
+        assert "External Asset" not in ui.text()  # a declared asset of the code location
         assert metadata_value(ui.page, "serves") == live[customer], f"{customer}: the UI and the target disagree"
         since = metadata_value(ui.page, "since")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", since), since
