@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's console scripts: dagster-daemon, dagster-webserver, bluegreen
@@ -53,12 +54,6 @@ def project_env(project) -> dict[str, str]:
     """The environment every process of this project gets: its DAGSTER_HOME and config file."""
     return {**os.environ, "DAGSTER_HOME": str(dagster_home(project.root)),
             "BLUEGREEN_CONFIG": str(project.config_file)}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -44,8 +44,8 @@ def failed_step(result: dg.ExecuteInProcessResult) -> str:
 
 
 def metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
-    """The step's materialization metadata, as plain values."""
-    [event] = result.asset_materializations_for_node(step)
+    """The metadata of the step's own asset's materialization, as plain values."""
+    [event] = [e for e in result.asset_materializations_for_node(step) if e.asset_key == dg.AssetKey(step)]
     return {k: v.value for k, v in event.metadata.items()}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 HARNESS_DIR = Path(__file__).resolve().parent / "neo4j_harness"
 CLASSPATH_FILE = HARNESS_DIR / "target" / "classpath.txt"
 CLASSES_DIR = HARNESS_DIR / "target" / "classes"
@@ -27,12 +28,6 @@ MAIN_CLASS = "bluegreen.harness.HarnessMain"
 USER = "neo4j"
 PASSWORD = "harness-password"  # a test server's password, not a secret
 START_TIMEOUT = float(os.environ.get("NEO4J_HARNESS_START_TIMEOUT", "180"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def harness_command(port: int) -> list[str] | str:
@@ -59,7 +54,7 @@ def _bolt_answers(uri: str) -> bool:
 
 @pytest.fixture(scope="session")
 def neo4j_community(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    port = _free_port()
+    port = free_port()
     command = harness_command(port)
     if isinstance(command, str):
         if os.environ.get("BLUEGREEN_REQUIRE_NEO4J") == "1":  # CI: this tier must run, never silently skip

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 REQUIRE_ENV = "BLUEGREEN_REQUIRE_POSTGRES"
 USER = "bluegreen"
 PASSWORD = "pg-test-secret"
@@ -53,12 +55,6 @@ def _bin_dir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _skip_or_fail(reason: str) -> None:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{reason} ({REQUIRE_ENV}=1)")
@@ -87,7 +83,7 @@ def start_postgres() -> Iterator[Postgres]:
     subprocess.run([str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--pwfile", str(pwfile),
                     "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"], check=True, capture_output=True, cwd=root,
                    **popen_user)
-    port = _free_port()
+    port = free_port()
     log = open(root / "postgres.log", "wb")
     proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
                              "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"],

@@ -8,7 +8,6 @@ import email
 import email.policy
 import json
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -22,6 +21,7 @@ import pytest
 from bluegreen_dagster.alerts import alert_for_run, blocked_switch_alert, send_alert
 from bluegreen_dagster.config import AlertSettings
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
+from tests.helpers import free_port
 from tests.test_alerts import KEY, WEB, alias_switch, refused_load, snapshot_database, verify_counts
 
 ALERT = blocked_switch_alert("acme-corp", "1767741527", "verify_counts (check on snapshot_database)",
@@ -55,12 +55,6 @@ def http_receiver(status: int = 200, body: bytes = b'{"ok": true}'):
     finally:
         server.shutdown()
         server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def settings(**channels) -> AlertSettings:

@@ -7,21 +7,9 @@ import pytest
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
-from bluegreen_dagster.targets import make_target
 from bluegreen_dagster.targets.embedded import EmbeddedTarget
 from tests.conftest import Project
-
-
-def run(project: Project, instance: dg.DagsterInstance, key: str) -> dg.ExecuteInProcessResult:
-    if not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
-        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
-    return project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
-
-
-def metadata(result: dg.ExecuteInProcessResult, step: str) -> dict:
-    """The metadata of the step's own asset's materialization."""
-    [event] = [e for e in result.asset_materializations_for_node(step) if e.asset_key == dg.AssetKey(step)]
-    return {k: v.value for k, v in event.metadata.items()}
+from tests.helpers import alias_of, databases, metadata, run_partition
 
 
 def live_graph_events(result: dg.ExecuteInProcessResult) -> list[dg.AssetMaterialization]:
@@ -31,20 +19,10 @@ def live_graph_events(result: dg.ExecuteInProcessResult) -> list[dg.AssetMateria
             and e.step_materialization_data.materialization.asset_key == dg.AssetKey("live_graph")]
 
 
-def alias(project: Project, customer: str) -> str | None:
-    with make_target(project.settings) as target:
-        return target.alias_target(customer)
-
-
-def databases(project: Project, customer: str) -> list[str]:
-    with make_target(project.settings) as target:
-        return sorted(d.name for d in target.list_databases(customer))
-
-
 def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=200)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert result.success
     load = metadata(result, "snapshot_database")
     assert load["database"] == "acme-100"
@@ -56,7 +34,7 @@ def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> N
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {"verify_counts": True,
                                                                                       "plausible": True,
                                                                                       "smoke_queries": True}
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     # The UI's asset live_graph, partition acme, says which database the alias serves, and since when.
     [live] = live_graph_events(result)
     assert live.partition == "acme" and live.description.startswith("acme -> acme-100 since ")
@@ -69,7 +47,7 @@ def test_full_refresh_loads_verifies_switches_and_reports(project: Project) -> N
 def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
     assert started == ["health_check", "snapshot_database", "gate", "alias_switch", "cleanup"]
     # The order is the asset graph's, not a priority: cleanup depends on the switch, the switch on the gate.
@@ -82,8 +60,8 @@ def test_steps_run_in_order_as_separate_steps(project: Project) -> None:
 def test_rerun_is_idempotent_and_says_so(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
-        run(project, instance, "acme-100")
-        again = run(project, instance, "acme-100")
+        run_partition(project, instance, "acme-100")
+        again = run_partition(project, instance, "acme-100")
     assert again.success
     assert metadata(again, "snapshot_database")["reused"] is True
     assert not live_graph_events(again)  # no move of the alias: nothing recorded on live_graph
@@ -96,13 +74,13 @@ def test_older_snapshot_never_takes_the_alias(project: Project) -> None:
     write_snapshot(project.data, "acme", 200, people=20)
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-200").success
-        late = run(project, instance, "acme-100")
+        assert run_partition(project, instance, "acme-200").success
+        late = run_partition(project, instance, "acme-100")
     assert late.success
     assert not live_graph_events(late)
     switch = metadata(late, "alias_switch")
     assert switch["switched"] is False and "newer" in switch["reason"]
-    assert alias(project, "acme") == "acme-200"
+    assert alias_of(project, "acme") == "acme-200"
     assert metadata(late, "cleanup")["kept"]  # cleanup still ran after a switch that did not move the alias
 
 
@@ -112,15 +90,15 @@ def test_corrupt_parquet_fails_at_once_and_loses_nothing(project: Project) -> No
     bad = project.data / "acme/200/relationships/knows-00000.parquet"
     bad.write_bytes(b"garbage")
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
-        result = run(project, instance, "acme-200")
+        assert run_partition(project, instance, "acme-100").success
+        result = run_partition(project, instance, "acme-200")
     assert not result.success
     [failure] = result.get_step_failure_events()
     assert failure.step_key == "snapshot_database"
     assert "knows-00000.parquet" in failure.event_specific_data.error.message
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert retries == []  # bad input: no retry
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     assert databases(project, "acme") == ["acme-100"]  # the partial database is gone
     assert bad.exists()  # the snapshot stays on disk
 
@@ -130,7 +108,7 @@ def test_failed_verification_blocks_the_switch_and_drops_the_database(project: P
     write_snapshot(project.data, "acme", 100, people=20)
     write_snapshot(project.data, "acme", 200, people=20)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         real_count = EmbeddedTarget.count
 
         def short_by_one(self, database):  # a load that silently lost a row
@@ -140,7 +118,7 @@ def test_failed_verification_blocks_the_switch_and_drops_the_database(project: P
             return type(counts)(counts.nodes - 1, counts.relationships, counts.labels, counts.types)
 
         monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
-        result = run(project, instance, "acme-200")
+        result = run_partition(project, instance, "acme-200")
     assert not result.success
     check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "verify_counts")
     assert check.passed is False and "nodes: expected 21, found 20" in check.description
@@ -151,7 +129,7 @@ def test_failed_verification_blocks_the_switch_and_drops_the_database(project: P
     assert "plausible, smoke_queries not run: verify_counts failed first" in failure.event_specific_data.error.message
     started = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
     assert started == ["health_check", "snapshot_database", "gate"]  # the switch and the cleanup never ran
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     assert databases(project, "acme") == ["acme-100"]
 
 
@@ -159,7 +137,7 @@ def test_health_refusal_is_retried_then_fails_with_the_reason(project: Project) 
     project.reconfigure(embedded={"min_free_disk_mb": 10**12})
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert not result.success
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert len(retries) == project.settings.orchestrator.max_retries
@@ -176,11 +154,11 @@ def test_cleanup_keeps_newest_n_and_the_alias_target(project: Project) -> None:
         write_snapshot(project.data, "acme", ts, people=10)
     write_snapshot(project.data, "globex", 50, people=10)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "globex-50").success
+        assert run_partition(project, instance, "globex-50").success
         for ts in (100, 200, 300):
-            assert run(project, instance, f"acme-{ts}").success
+            assert run_partition(project, instance, f"acme-{ts}").success
         assert databases(project, "acme") == ["acme-200", "acme-300"]
-        result = run(project, instance, "acme-400")
+        result = run_partition(project, instance, "acme-400")
         partitions = instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME)
         history = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": "acme-200"}))
     assert metadata(result, "cleanup")["dropped"] == ["acme-200"]
@@ -194,7 +172,7 @@ def test_cleanup_keeps_newest_n_and_the_alias_target(project: Project) -> None:
 
 def test_missing_snapshot_folder_fails_clearly(project: Project) -> None:
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "does not exist" in message and "acme/100" in message
@@ -205,7 +183,7 @@ def test_reader_sees_the_graph_through_the_alias(project: Project) -> None:
 
     write_snapshot(project.data, "acme", 100, people=50)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     reader = metadata(result, "alias_switch")["reader"]
     db = ladybug.Database(reader, read_only=True)
     try:
@@ -248,7 +226,7 @@ def test_a_dead_neo4j_fails_the_run_within_the_documented_worst_case(project: Pr
     write_snapshot(project.data, "acme", 100, people=5)
     with dg.instance_for_test() as instance:
         started = time.monotonic()
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
         elapsed = time.monotonic() - started
     assert not result.success
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]

@@ -21,6 +21,7 @@ from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
+from tests.helpers import alias_of
 
 
 def load(project: Project, customer: str, ts: int, people: int = 10) -> str:
@@ -50,17 +51,12 @@ def names(project: Project, customer: str) -> list[str]:
         return sorted(d.name for d in target.list_databases(customer))
 
 
-def alias(project: Project, customer: str) -> str | None:
-    with make_target(project.settings) as target:
-        return target.alias_target(customer)
-
-
 def test_alias_moves_forward_only(project: Project) -> None:
     old, new = load(project, "acme", 100), load(project, "acme", 200)
     assert switch(project, new).switched
     result = switch(project, old)
     assert not result.switched and result.current == new and "newer" in result.reason
-    assert alias(project, "acme") == new
+    assert alias_of(project, "acme") == new
 
 
 def test_alias_never_moves_to_an_unverified_database(project: Project) -> None:
@@ -94,7 +90,7 @@ def test_overlapping_switches_in_separate_processes_end_on_the_newest(project: P
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert alias(project, "acme") == "acme-500"
+    assert alias_of(project, "acme") == "acme-500"
 
 
 def test_cleanup_keeps_newest_n_and_never_the_alias_target(project: Project) -> None:

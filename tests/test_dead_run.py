@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from bluegreen_dagster.demo_data import write_snapshot
-from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
+from tests.helpers import alias_of
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -127,11 +127,6 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
-
-
-def alias_of(project: Project, customer: str) -> str | None:
-    with make_target(project.settings) as target:
-        return target.alias_target(customer)
 
 
 def hold_run_with_worker(d: Deployment) -> tuple[str, int]:

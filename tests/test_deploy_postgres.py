@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,8 @@ import pytest
 
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "pg-deploy-test-pw"  # only for this throwaway server
 
@@ -31,12 +32,6 @@ PASSWORD = "pg-deploy-test-pw"  # only for this throwaway server
 def postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
     return Path(found[-1]).parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

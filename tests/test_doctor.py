@@ -11,8 +11,9 @@ import pytest
 
 from bluegreen_dagster.doctor import FAIL, PASS, SKIP, Options, run_doctor
 from tests.conftest import Project, make_project
-from tests.dagster_processes import BIN, REPO, dagster_home, free_port, project_env, running_daemon, \
+from tests.dagster_processes import BIN, REPO, dagster_home, project_env, running_daemon, \
     running_webserver, wait_for
+from tests.helpers import free_port
 from tests.standin.server import start_standin
 
 PASSWORD = "doctor-standin-pw"

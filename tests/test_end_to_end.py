@@ -14,6 +14,7 @@ from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
 from tests.dagster_processes import running_daemon, wait_for
+from tests.helpers import alias_of
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +33,6 @@ def finished_runs(project: Project) -> set[str]:
     with dg.DagsterInstance.from_config(str(project.root / "dagster_home")) as instance:
         return {r.tags["dagster/partition"] for r in instance.get_runs(
             filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))}
-
-
-def alias_of(project: Project, customer: str) -> str | None:
-    with make_target(project.settings) as target:
-        return target.alias_target(customer)
 
 
 def test_sensor_driven_runs_switch_the_alias_forward_only(daemon) -> None:

@@ -13,7 +13,7 @@ from bluegreen_dagster.config import OrchestratorSettings
 
 from bluegreen_dagster.demo_data import write_snapshot
 from tests.conftest import Project, make_project
-from tests.test_assets import run
+from tests.helpers import run_partition
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "standin-audit-pw"
@@ -55,7 +55,7 @@ def test_embedded_health_is_recorded_with_its_numbers(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
         before, check = audit(project, instance)
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         after, _ = audit(project, instance)
         assert history(instance, "databases") == [0, 1]
     assert check.passed and check.description == "embedded target healthy"

@@ -27,8 +27,9 @@ from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
-from tests.dagster_processes import BIN, bluegreen, dagster_home, free_port, process_group, project_env, \
+from tests.dagster_processes import BIN, bluegreen, dagster_home, process_group, project_env, \
     running_daemon, wait_for
+from tests.helpers import free_port
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards" / "bluegreen.json"
 

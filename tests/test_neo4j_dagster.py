@@ -15,43 +15,23 @@ import pytest
 
 from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
-from tests.conftest import Project, make_project
-from tests.standin.server import start_standin
-from tests.test_assets import metadata, run
+from tests.conftest import Project
+from tests.helpers import STANDIN_PASSWORD, metadata, run_partition
 
 REPO = Path(__file__).resolve().parent.parent
-PASSWORD = "standin-secret-pw"
-
-
-@pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        s.arrow.accept_string_properties = True  # the demo snapshot has string node properties (opt-in mode)
-        yield s
-
-
-@pytest.fixture
-def neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin) -> Project:
-    monkeypatch.setenv("STANDIN_PASSWORD", PASSWORD)
-    project = make_project(tmp_path, target="neo4j", neo4j={
-        **standin.neo4j_settings(), "password": "${STANDIN_PASSWORD}", "batch_size": 100, "online_timeout": 10,
-        "arrow_string_properties": True},
-        orchestrator={"keep_databases": 1})
-    monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    return project
+PASSWORD = STANDIN_PASSWORD  # the `standin` fixture's (tests/conftest.py)
 
 
 def test_refreshes_through_dagster_on_the_neo4j_target(neo4j_project: Project, standin) -> None:
     write_snapshot(neo4j_project.data, "acme", 100, people=150)
     write_snapshot(neo4j_project.data, "acme", 200, people=100)
     with dg.instance_for_test() as instance:
-        first = run(neo4j_project, instance, "acme-100")
+        first = run_partition(neo4j_project, instance, "acme-100")
         assert first.success
         load = metadata(first, "snapshot_database")
         assert load["target"] == "neo4j" and (load["nodes"], load["relationships"]) == (153, 600)
         assert metadata(first, "alias_switch")["reader"].endswith("database=acme")
-        second = run(neo4j_project, instance, "acme-200")
+        second = run_partition(neo4j_project, instance, "acme-200")
     assert second.success
     assert metadata(second, "alias_switch")["previous"] == "acme-100"
     assert metadata(second, "cleanup")["dropped"] == ["acme-100"]
@@ -63,7 +43,7 @@ def test_wrong_password_fails_at_once_and_never_shows_the_password(neo4j_project
     standin.dbms.password = "rotated-elsewhere"
     write_snapshot(neo4j_project.data, "acme", 100, people=10)
     with dg.instance_for_test() as instance:
-        result = run(neo4j_project, instance, "acme-100")
+        result = run_partition(neo4j_project, instance, "acme-100")
     assert not result.success
     message = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "authentication failed" in message.lower()

@@ -28,20 +28,12 @@ from bluegreen_dagster.targets.base import (
 from bluegreen_dagster.targets.neo4j import queries as q
 from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
+from tests.helpers import STANDIN_PASSWORD
 from tests.standin.server import start_standin
 from tests.standin.tcp_proxy import TcpProxy
 
-PASSWORD = "bg-standin-pw-42"
+PASSWORD = STANDIN_PASSWORD  # the `standin` fixture's (tests/conftest.py)
 PEOPLE = 120  # 120 people + 2 companies; 360 KNOWS + 120 WORKS_AT
-
-
-@pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        # The demo snapshot has string node properties (names): the opt-in mode on both sides.
-        s.arrow.accept_string_properties = True
-        yield s
-    assert not [t for t in threading.enumerate() if t.name.startswith("standin-")]
 
 
 def make_settings(standin, tmp_path: Path, **neo4j):

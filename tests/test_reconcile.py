@@ -15,7 +15,7 @@ from bluegreen_dagster.relaunch import RELAUNCH_TAG
 from bluegreen_dagster.snapshots import snapshot_at
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
-from tests.test_assets import alias, databases, run
+from tests.helpers import alias_of, databases, run_partition
 
 
 def reconcile(project: Project, instance: dg.DagsterInstance):
@@ -43,12 +43,13 @@ def test_a_database_without_a_passed_gate_or_rolled_back_from_is_never_switched_
     write_snapshot(project.data, "acme", 200, people=200)
     write_snapshot(project.data, "acme", 300, people=200)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success and run(project, instance, "acme-200").success
+        assert run_partition(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-200").success
         with make_target(project.settings) as target:
             target.point_alias("acme", "acme-100")  # as a rollback without a pin leaves it
             target.load(snapshot_at(project.data, "acme", 300))  # loaded, but no run recorded its checks
         meta, check = reconcile(project, instance)
-    assert alias(project, "acme") == "acme-100" and check.passed and not meta["switched_forward"]
+    assert alias_of(project, "acme") == "acme-100" and check.passed and not meta["switched_forward"]
     notes = meta["per_customer"]["acme"]
     assert "not switched to acme-300: Dagster has no record of loading it" in notes
     assert "not switched to acme-200: the alias served it before and was rolled back from it" in notes
@@ -72,17 +73,17 @@ def test_stale_alias_moves_forward_to_the_newest_verified_database(project: Proj
     write_snapshot(project.data, "acme", 200, people=210)
     write_snapshot(project.data, "acme", 300, people=2)  # shrinks far beyond max_shrink_percent: never switched to
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         load_without_switch(project, instance, "acme", 200)
         load_without_switch(project, instance, "acme", 300)
-        assert alias(project, "acme") == "acme-100"
+        assert alias_of(project, "acme") == "acme-100"
 
         meta, check = reconcile(project, instance)
         # The forward switch is a move of the alias like any other: recorded on the customer's live_graph.
         [record] = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("live_graph"), asset_partitions=["acme"]), limit=1).records
         live = {k: v.value for k, v in record.asset_materialization.metadata.items()}
-    assert alias(project, "acme") == "acme-200"
+    assert alias_of(project, "acme") == "acme-200"
     assert meta["switched_forward"] == ["acme: acme-100 -> acme-200"]
     assert (live["serves"], live["previous"], live["how"]) == ("acme-200", "acme-100", "reconcile")
     assert "not switched to acme-300" in meta["per_customer"]["acme"]
@@ -96,12 +97,12 @@ def test_pinned_customer_stays_on_its_pinned_database(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=200)
     write_snapshot(project.data, "acme", 200, people=200)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         load_without_switch(project, instance, "acme", 200)
         set_pin(instance, "acme", "acme-100", reason="bad upstream data", by="test")
 
         meta, check = reconcile(project, instance)
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     assert check.passed  # a pinned customer on its pin is not drift
     assert "pinned to acme-100" in meta["per_customer"]["acme"] and not meta["switched_forward"]
 
@@ -110,8 +111,8 @@ def test_dangling_alias_is_a_failed_check_and_left_alone(project: Project) -> No
     write_snapshot(project.data, "acme", 100, people=50)
     write_snapshot(project.data, "globex", 100, people=50)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
-        assert run(project, instance, "globex-100").success
+        assert run_partition(project, instance, "acme-100").success
+        assert run_partition(project, instance, "globex-100").success
         with make_target(project.settings) as target:
             target.store.database_path("acme-100").unlink()  # someone removed the live database by hand
 
@@ -119,8 +120,8 @@ def test_dangling_alias_is_a_failed_check_and_left_alone(project: Project) -> No
     assert not check.passed
     assert check.description == "acme: alias acme serves acme-100, which does not exist"
     assert meta["drifted"] == ["acme"]
-    assert alias(project, "acme") == "acme-100"  # not guessed at
-    assert alias(project, "globex") == "globex-100"
+    assert alias_of(project, "acme") == "acme-100"  # not guessed at
+    assert alias_of(project, "globex") == "globex-100"
 
 
 def test_alias_newer_than_every_snapshot_is_drift_but_a_gone_snapshot_is_fine(project: Project) -> None:
@@ -129,7 +130,7 @@ def test_alias_newer_than_every_snapshot_is_drift_but_a_gone_snapshot_is_fine(pr
     write_snapshot(project.data, "globex", 100, people=50)
     with dg.instance_for_test() as instance:
         for key in ("acme-100", "acme-200", "globex-100"):
-            assert run(project, instance, key).success
+            assert run_partition(project, instance, key).success
         shutil.rmtree(snapshot_at(project.data, "acme", 200).path)  # acme/100 stays: the live one is newer
         shutil.rmtree(project.data / "globex")  # globex's only snapshot is gone: its database still serves
 
@@ -138,14 +139,14 @@ def test_alias_newer_than_every_snapshot_is_drift_but_a_gone_snapshot_is_fine(pr
     assert check.description.startswith("acme: alias acme serves acme-200, newer than every snapshot on disk")
     assert meta["drifted"] == ["acme"]
     assert "globex" in meta["per_customer"]  # found through its partition
-    assert alias(project, "globex") == "globex-100"
+    assert alias_of(project, "globex") == "globex-100"
 
 
 def test_crashed_loads_leftover_is_removed_and_its_partition_kept(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=50)
     write_snapshot(project.data, "acme", 200, people=50)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, ["acme-200"])
         with make_target(project.settings) as target:
             target.store.ensure_dirs()
@@ -156,7 +157,7 @@ def test_crashed_loads_leftover_is_removed_and_its_partition_kept(project: Proje
         assert instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, "acme-200")  # so it can be relaunched
     assert meta["dropped"] == ["acme-200"] and check.passed
     assert databases(project, "acme") == ["acme-100"]
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
 
 
 # -- relaunch ---------------------------------------------------------------------------------------------------
@@ -180,7 +181,8 @@ def test_transient_failure_is_relaunched_once_per_tick_up_to_the_bound(project: 
     project.reconfigure(orchestrator={"max_relaunch_attempts": 2}, embedded={"min_free_disk_mb": 10 ** 12})
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
-        assert not run(project, instance, "acme-100").success  # the health check refuses: "disk full", transient
+        # the health check refuses: "disk full", transient
+        assert not run_partition(project, instance, "acme-100").success
         seen = []
         for _ in range(3):
             tick = relaunch_tick(project, instance)
@@ -197,7 +199,7 @@ def test_transient_failure_is_relaunched_once_per_tick_up_to_the_bound(project: 
         assert request.run_key == "acme-100/relaunch-3"
         assert run_request(project, instance, request).success
         assert not relaunch_tick(project, instance).run_requests
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
 
 
 def test_permanent_failures_are_never_relaunched(project: Project) -> None:
@@ -207,9 +209,9 @@ def test_permanent_failures_are_never_relaunched(project: Project) -> None:
     bad = next((snapshot_at(project.data, "globex", 100).path / "nodes").glob("*.parquet"))
     bad.write_bytes(b"not parquet")  # bad data
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
-        assert not run(project, instance, "acme-200").success
-        assert not run(project, instance, "globex-100").success
+        assert run_partition(project, instance, "acme-100").success
+        assert not run_partition(project, instance, "acme-200").success
+        assert not run_partition(project, instance, "globex-100").success
         tick = relaunch_tick(project, instance)
     assert not tick.run_requests
     lines = tick.skip_message.splitlines()
@@ -245,8 +247,8 @@ def test_a_run_whose_worker_died_is_relaunched_a_timed_out_one_is_not(project: P
         assert request.partition_key == "acme-100" and request.run_key == "acme-100/relaunch-1"
         assert request.tags["bluegreen/relaunch_of"] == died.run_id
         assert run_request(project, instance, request).success
-    assert alias(project, "acme") == "acme-100"
-    assert alias(project, "globex") is None
+    assert alias_of(project, "acme") == "acme-100"
+    assert alias_of(project, "globex") is None
 
 
 @pytest.mark.slow
@@ -275,7 +277,7 @@ def test_through_the_daemon_a_transient_failure_is_relaunched_and_reconcile_runs
         assert relaunch.tags["bluegreen/relaunch_of"] == first.run_id
         wait_for(lambda: [r for r in instance.get_runs(filters=dg.RunsFilter(job_name="reconcile"))
                           if r.status == dg.DagsterRunStatus.SUCCESS], 120, "a reconcile run", log)
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
 
 
 def test_on_the_neo4j_standin_a_stale_alias_moves_forward_and_a_dangling_one_is_drift(tmp_path, monkeypatch) -> None:
@@ -292,8 +294,8 @@ def test_on_the_neo4j_standin_a_stale_alias_moves_forward_and_a_dangling_one_is_
             write_snapshot(project.data, customer, 100, people=50)
         write_snapshot(project.data, "acme", 200, people=50)
         with dg.instance_for_test() as instance:
-            assert run(project, instance, "acme-100").success
-            assert run(project, instance, "globex-100").success
+            assert run_partition(project, instance, "acme-100").success
+            assert run_partition(project, instance, "globex-100").success
             load_without_switch(project, instance, "acme", 200)
             del standin.dbms.databases["globex-100"]  # gone behind our back; the alias still names it
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -13,10 +12,8 @@ import pytest
 from bluegreen_dagster.cli import main, prepare_dagster_home
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.pins import get_pin
-from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
-from tests.test_assets import metadata, run
-from tests.test_neo4j_dagster import neo4j_project, standin  # noqa: F401 - fixtures
+from tests.helpers import alias_of, databases, metadata, run_partition
 
 
 @pytest.fixture
@@ -25,16 +22,6 @@ def instance(project: Project):
     prepare_dagster_home()
     with dg.DagsterInstance.get() as inst:
         yield inst
-
-
-def alias(project: Project, customer: str = "acme") -> str | None:
-    with make_target(project.settings) as target:
-        return target.alias_target(customer)
-
-
-def databases(project: Project, customer: str = "acme") -> list[str]:
-    with make_target(project.settings) as target:
-        return sorted(d.name for d in target.list_databases(customer))
 
 
 def live(instance: dg.DagsterInstance, customer: str = "acme") -> dict:
@@ -54,7 +41,7 @@ def load(project: Project, instance: dg.DagsterInstance, *timestamps: int, peopl
     for ts in timestamps:
         if not (project.data / "acme" / str(ts)).exists():
             write_snapshot(project.data, "acme", ts, people=people + ts // 100)
-        assert run(project, instance, f"acme-{ts}").success
+        assert run_partition(project, instance, f"acme-{ts}").success
 
 
 def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) -> None:
@@ -78,7 +65,7 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
 
     # keep_databases=2: a new snapshot loads and verifies, but the alias stays; the run succeeds and says why.
     write_snapshot(project.data, "acme", 300, people=40)
-    result = run(project, instance, "acme-300")
+    result = run_partition(project, instance, "acme-300")
     assert result.success
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["verify_counts"] is True
     said = metadata(result, "alias_switch")
@@ -99,7 +86,7 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
     assert facts["was_pinned_to"] == "acme-100"
 
     write_snapshot(project.data, "acme", 400, people=40)
-    result = run(project, instance, "acme-400")
+    result = run_partition(project, instance, "acme-400")
     assert result.success and metadata(result, "alias_switch")["previous"] == "acme-100"
     assert alias_of() == "acme-400"
     assert live(instance)["how"] == "switch" and live(instance)["previous"] == "acme-100"
@@ -108,8 +95,8 @@ def pin_story(project: Project, instance: dg.DagsterInstance, capsys, alias_of) 
 
 def test_embedded_rollback_pin_unpin(project: Project, instance, capsys) -> None:
     project.reconfigure(orchestrator={"keep_databases": 2})
-    pin_story(project, instance, capsys, lambda: alias(project))
-    assert databases(project) == ["acme-300", "acme-400"]
+    pin_story(project, instance, capsys, lambda: alias_of(project, "acme"))
+    assert databases(project, "acme") == ["acme-300", "acme-400"]
 
 
 def test_default_rollback_passes_over_a_database_that_no_longer_verifies(project: Project, instance,
@@ -122,12 +109,12 @@ def test_default_rollback_passes_over_a_database_that_no_longer_verifies(project
     capsys.readouterr()
     assert main(["rollback", "acme"]) == 0
     said = " ".join(capsys.readouterr().err.split())
-    assert alias(project) == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     assert "acme-200: not verified" in said and "not pinned" in said
     assert get_pin(instance, "acme") is None
     # Not pinned: the next newer snapshot moves the alias forward as usual.
     load(project, instance, 500)
-    assert alias(project) == "acme-500"
+    assert alias_of(project, "acme") == "acme-500"
 
 
 def test_refusals_say_what_to_do_and_leave_the_alias(project: Project, instance, capsys) -> None:
@@ -138,7 +125,7 @@ def test_refusals_say_what_to_do_and_leave_the_alias(project: Project, instance,
     def refused(*argv: str) -> str:
         capsys.readouterr()
         assert main(["rollback", *argv]) == 1
-        assert alias(project) == before
+        assert alias_of(project, "acme") == before
         return " ".join(capsys.readouterr().err.split())  # rich wraps long lines
 
     before = "acme-100"
@@ -161,7 +148,7 @@ def test_refusals_say_what_to_do_and_leave_the_alias(project: Project, instance,
     before = "acme-200"
     assert "acme is pinned to acme-200" in refused("acme", "--to", "acme-300")
     assert main(["rollback", "acme", "--to", "acme-300", "--pin", "--reason", "200 was fine after all"]) == 0
-    assert alias(project) == "acme-300" and get_pin(instance, "acme").database == "acme-300"
+    assert alias_of(project, "acme") == "acme-300" and get_pin(instance, "acme").database == "acme-300"
     capsys.readouterr()
     assert main(["unpin", "globex"]) == 0 and "globex was not pinned" in " ".join(capsys.readouterr().err.split())
 
@@ -177,7 +164,7 @@ def test_the_ui_job_rolls_back_with_run_config(project: Project, instance) -> No
     load(project, instance, 100, 200, 300)
     result = rollback_run(project, instance, customer="acme", to="acme-100", pin=True, reason="incident 7")
     assert result.success
-    assert alias(project) == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     pin = get_pin(instance, "acme")
     assert pin.database == "acme-100" and pin.by == f"rollback run {result.run_id}" and pin.reason == "incident 7"
     assert instance.get_run_by_id(result.run_id).tags["customer"] == "acme"  # serialized with acme's loads
@@ -186,7 +173,7 @@ def test_the_ui_job_rolls_back_with_run_config(project: Project, instance) -> No
     assert seen["by"] == f"rollback run {result.run_id}"
 
     refused = rollback_run(project, instance, customer="acme", to="acme-100", pin=True)
-    assert not refused.success and alias(project) == "acme-100"
+    assert not refused.success and alias_of(project, "acme") == "acme-100"
     message = refused.get_step_failure_events()[0].event_specific_data.error.message
     assert "rollback refused" in message and "already live" in message
 
@@ -237,11 +224,11 @@ def test_a_failed_verification_never_drops_the_pinned_database(project: Project,
         return type(counts)(counts.nodes - 1, counts.relationships, counts.labels, counts.types)
 
     monkeypatch.setattr(EmbeddedTarget, "count", short_by_one)
-    result = run(project, instance, "acme-100")
+    result = run_partition(project, instance, "acme-100")
     assert not result.success
     assert next(e for e in result.get_asset_check_evaluations() if e.check_name == "verify_counts").passed is False
     monkeypatch.undo()
-    assert databases(project) == ["acme-100", "acme-200"] and alias(project) == "acme-200"
+    assert databases(project, "acme") == ["acme-100", "acme-200"] and alias_of(project, "acme") == "acme-200"
 
 
 def test_an_empty_graph_is_never_rolled_back_to(project: Project, instance, capsys) -> None:
@@ -257,13 +244,13 @@ def test_an_empty_graph_is_never_rolled_back_to(project: Project, instance, caps
     (empty.path / "_SUCCESS").touch()
     load(project, instance, 200, 300)
     # Loaded and verified; older than the live one, so never switched to.
-    assert run(project, instance, "acme-100").success and "acme-100" in databases(project)
+    assert run_partition(project, instance, "acme-100").success and "acme-100" in databases(project, "acme")
     capsys.readouterr()
     assert main(["rollback", "acme", "--to", "acme-100"]) == 1
     said = " ".join(capsys.readouterr().err.split())
-    assert "acme-100 is not verified" in said and "empty graph" in said and alias(project) == "acme-300"
-    assert main(["rollback", "acme"]) == 0 and alias(project) == "acme-200"
-    assert main(["rollback", "acme"]) == 1 and alias(project) == "acme-200"  # only the empty one is older
+    assert "acme-100 is not verified" in said and "empty graph" in said and alias_of(project, "acme") == "acme-300"
+    assert main(["rollback", "acme"]) == 0 and alias_of(project, "acme") == "acme-200"
+    assert main(["rollback", "acme"]) == 1 and alias_of(project, "acme") == "acme-200"  # only the empty one is older
 
 
 def test_a_database_that_failed_the_gate_is_never_rolled_back_to(project: Project, instance, capsys) -> None:
@@ -273,11 +260,11 @@ def test_a_database_that_failed_the_gate_is_never_rolled_back_to(project: Projec
     write_snapshot(project.data, "acme", 100, people=200)
     write_snapshot(project.data, "acme", 200, people=20)  # shrinks 90 %: refused by the gate, kept
     load(project, instance, 100)
-    assert not run(project, instance, "acme-200").success
+    assert not run_partition(project, instance, "acme-200").success
     load(project, instance, 300, people=200)
-    assert "acme-200" in databases(project)
+    assert "acme-200" in databases(project, "acme")
     capsys.readouterr()
     assert main(["rollback", "acme", "--to", "acme-200"]) == 1
     said = " ".join(capsys.readouterr().err.split())
-    assert "acme-200 is not verified: its plausible check failed" in said and alias(project) == "acme-300"
-    assert main(["rollback", "acme"]) == 0 and alias(project) == "acme-100"
+    assert "acme-200 is not verified: its plausible check failed" in said and alias_of(project, "acme") == "acme-300"
+    assert main(["rollback", "acme"]) == 0 and alias_of(project, "acme") == "acme-100"

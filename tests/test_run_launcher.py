@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,13 +20,9 @@ from dagster._grpc.server import GrpcServerProcess
 
 from bluegreen_dagster.run_launcher import BluegreenRunLauncher, process_state
 
+from tests.helpers import free_port
+
 LAUNCHER = {"module": "bluegreen_dagster.run_launcher", "class": "BluegreenRunLauncher"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def started_run(instance: dg.DagsterInstance, grpc_info: dict | None, worker_pid: int | None) -> dg.DagsterRun:

@@ -21,8 +21,8 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.smoke import run_plan
 from bluegreen_dagster.targets.base import PermanentTargetError, QueryRefused, QueryTimedOut
-from tests.conftest import Project, make_project
-from tests.test_assets import alias, databases, run
+from tests.conftest import Project
+from tests.helpers import STANDIN_PASSWORD, alias_of, databases, make_neo4j_project, run_partition
 
 # With 200 demo people: 200^4 = 1.6e9 combinations, far beyond any limit below (LadybugDB stops it promptly).
 SLOW = ("MATCH (a:Person), (b:Person), (c:Person), (d:Person) WHERE a.age + b.age + c.age + d.age < 0 "
@@ -52,12 +52,12 @@ def live_then_blocked(project: Project, queries: list[dict]) -> dg.ExecuteInProc
     write_snapshot(project.data, "acme", 100, people=200)
     write_snapshot(project.data, "acme", 200, people=200)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         smoke(project, queries)
-        result = run(project, instance, "acme-200")
+        result = run_partition(project, instance, "acme-200")
     assert not result.success
     assert not result.asset_materializations_for_node("alias_switch")  # the switch was skipped
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     assert databases(project, "acme") == ["acme-100", "acme-200"]  # kept for inspection until cleanup
     return result
 
@@ -71,7 +71,7 @@ def test_passing_smoke_queries_let_the_switch_happen_and_report_each_query(proje
                     {"name": "fast", "query": KNOWS, "within_seconds": 30}])
     write_snapshot(project.data, "acme", 100, people=200)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert result.success
     evaluation = check(result)
     assert evaluation.passed and evaluation.description == "acme-100: 3 smoke queries passed"
@@ -79,7 +79,7 @@ def test_passing_smoke_queries_let_the_switch_happen_and_report_each_query(proje
     assert reported["people"]["got"] == "200 rows" and reported["people"]["expected"] == "at least 200 rows"
     assert reported["knows"]["got"] == "knows = 600"
     assert reported["fast"]["passed"] and reported["fast"]["seconds"] < 30
-    assert alias(project, "acme") == "acme-100"
+    assert alias_of(project, "acme") == "acme-100"
     # It ran after the other checks (the gate evaluates them in order), on the verified database, before the switch.
     assert [e.check_name for e in result.get_asset_check_evaluations()] == ["verify_counts", "plausible",
                                                                            "smoke_queries"]
@@ -136,7 +136,7 @@ def test_warmup_runs_first_and_its_duration_is_in_the_metadata(project: Project)
           warmup={"query": "MATCH (p:Person)-[r]->(q) RETURN count(*)"})
     write_snapshot(project.data, "acme", 100, people=200)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert result.success
     evaluation = check(result)
     seen = values(evaluation)
@@ -148,10 +148,10 @@ def test_a_failing_warmup_blocks_the_switch(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=200)
     write_snapshot(project.data, "acme", 200, people=200)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         smoke(project, [], warmup={"query": SLOW, "timeout_seconds": 0.3})
-        result = run(project, instance, "acme-200")
-    assert not result.success and alias(project, "acme") == "acme-100"
+        result = run_partition(project, instance, "acme-200")
+    assert not result.success and alias_of(project, "acme") == "acme-100"
     evaluation = check(result)
     assert "the warm-up query failed: stopped after" in evaluation.description
     assert "warmup_error" in values(evaluation)
@@ -167,9 +167,9 @@ def test_per_customer_plans_replace_by_name_and_add(project: Project) -> None:
     write_snapshot(project.data, "globex", 100, people=30)
     write_snapshot(project.data, "initech", 100, people=30)
     with dg.instance_for_test() as instance:
-        acme = run(project, instance, "acme-100")
-        globex = run(project, instance, "globex-100")
-        initech = run(project, instance, "initech-100")
+        acme = run_partition(project, instance, "acme-100")
+        globex = run_partition(project, instance, "globex-100")
+        initech = run_partition(project, instance, "initech-100")
     assert acme.success and globex.success
     assert [q["name"] for q in values(check(acme))["queries"]] == ["big-graph"]
     assert {q["name"]: q["got"] for q in values(check(globex))["queries"]} == {"big-graph": "30 rows",
@@ -177,13 +177,13 @@ def test_per_customer_plans_replace_by_name_and_add(project: Project) -> None:
     # A customer without its own section gets the global plan, which a 30-person graph fails.
     assert not initech.success
     assert "'big-graph' expected at least 150 rows, got 30 rows" in check(initech).description
-    assert alias(project, "initech") is None
+    assert alias_of(project, "initech") is None
 
 
 def test_without_smoke_queries_the_check_passes_and_says_so(project: Project) -> None:
     write_snapshot(project.data, "acme", 100, people=20)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert result.success and check(result).description.startswith("no smoke queries configured")
 
 
@@ -383,19 +383,9 @@ def test_community_runs_a_whole_plan(community) -> None:
 
 
 @pytest.fixture
-def standin_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from tests.standin.server import start_standin
-    from tests.test_neo4j_dagster import PASSWORD
-
-    with start_standin(password=PASSWORD) as standin:
-        standin.arrow.accept_string_properties = True
-        monkeypatch.setenv("STANDIN_PASSWORD", PASSWORD)
-        project = make_project(tmp_path, target="neo4j", neo4j={
-            **standin.neo4j_settings(), "password": "${STANDIN_PASSWORD}", "batch_size": 100, "online_timeout": 10,
-            "arrow_string_properties": True})
-        monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
-        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-        yield project, standin, PASSWORD
+def standin_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin):
+    project = make_neo4j_project(tmp_path, monkeypatch, standin, orchestrator={"keep_databases": 2})
+    return project, standin, STANDIN_PASSWORD
 
 
 def test_standin_job_passes_queries_the_server_answers(standin_project) -> None:
@@ -406,7 +396,7 @@ def test_standin_job_passes_queries_the_server_answers(standin_project) -> None:
                     {"name": "alive", "query": "RETURN 1 AS ok", "min_rows": 1}])
     write_snapshot(project.data, "acme", 100, people=50)
     with dg.instance_for_test() as instance:
-        result = run(project, instance, "acme-100")
+        result = run_partition(project, instance, "acme-100")
     assert result.success, check(result).description
     assert check(result).passed
     assert standin.dbms.alias_target("acme") == "acme-100"
@@ -417,11 +407,11 @@ def test_standin_job_blocks_on_a_wrong_value_and_on_a_refused_query(standin_proj
     write_snapshot(project.data, "acme", 100, people=50)
     write_snapshot(project.data, "acme", 200, people=50)
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         smoke(project, [{"name": "nodes", "query": "MATCH (n) RETURN count(n) AS count", "column": "count",
                          "equals": 1000},
                         {"name": "unknown", "query": "MATCH (p:Person) RETURN p.name AS name", "min_rows": 1}])
-        result = run(project, instance, "acme-200")
+        result = run_partition(project, instance, "acme-200")
     assert not result.success
     description = check(result).description
     assert "smoke query 'nodes' expected count = 1000 in the first row, got count = 51" in description

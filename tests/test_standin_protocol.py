@@ -14,20 +14,13 @@ import pytest
 from neo4j.exceptions import AuthError, ClientError, CypherSyntaxError, DatabaseUnavailable
 
 from bluegreen_dagster.targets.neo4j import queries as q
+from tests.helpers import STANDIN_PASSWORD
 from tests.standin.bolt_server import Catalogue, Executor, _statement_constants
 from tests.standin.dbms import Dbms, Graph
 from tests.standin.packstream import Structure, pack, unpack
 from tests.standin.server import start_standin
 
-PASSWORD = "s3cret-standin"
-
-
-@pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        yield s
-    leftovers = [t.name for t in threading.enumerate() if t.name.startswith("standin-")]
-    assert not leftovers, leftovers
+PASSWORD = STANDIN_PASSWORD  # the `standin` fixture's (tests/conftest.py)
 
 
 @pytest.fixture
@@ -431,6 +424,7 @@ def test_flight_property_types_follow_the_docs(standin):
         action(client, options, "v1/CREATE_DATABASE", {"name": "acme-1"})
         named = pa.record_batch({"nodeId": pa.array([1], pa.int64()), "labels": pa.array(["A"]),
                                  "name": pa.array(["x"])})
+        standin.arrow.accept_string_properties = False  # GDS's default: no string properties
         with pytest.raises(pa.ArrowInvalid, match="'name' has unsupported type string"):
             put(client, options, "acme-1", "node", named)
         standin.arrow.accept_string_properties = True  # the opt-in mode

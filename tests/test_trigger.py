@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,12 @@ from bluegreen_dagster.cli import main
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.names import InvalidName
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
-from bluegreen_dagster.targets import make_target
 from bluegreen_dagster.trigger import SnapshotTrigger, TriggerError, trigger_load
-from tests.conftest import Project, make_project
+from tests.conftest import make_project
+from tests.helpers import alias_of, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -103,11 +96,6 @@ def dagster_processes(tmp_path: Path):
         stop_sensor(url, "snapshot_sensor")
         with process([str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")], env, daemon_log):
             yield project, url, (web_log, daemon_log)
-
-
-def alias_of(project: Project, customer: str) -> str | None:
-    with make_target(project.settings) as target:
-        return target.alias_target(customer)
 
 
 @pytest.mark.slow

@@ -23,10 +23,9 @@ from pathlib import Path
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster.names import parse_partition_key
-from bluegreen_dagster.records import CUSTOMER_TAG, SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project
+from tests.helpers import alias_of, run_partition
 
 
 def tree_state(*roots: Path) -> dict[str, str]:
@@ -42,15 +41,6 @@ def tree_state(*roots: Path) -> dict[str, str]:
                     with open(path, "rb") as fh:
                         state[path] = hashlib.file_digest(fh, "sha256").hexdigest()
     return state
-
-
-def run_partition(project: Project, instance: dg.DagsterInstance, key: str, **tags: str
-                  ) -> dg.ExecuteInProcessResult:
-    """One snapshot's run, in process, with the tags the sensor sets."""
-    if not instance.has_dynamic_partition(SNAPSHOTS_PARTITIONS_NAME, key):
-        instance.add_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME, [key])
-    return project.job().execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                            tags={CUSTOMER_TAG: parse_partition_key(key).customer, **tags})
 
 
 def user_message(result: dg.ExecuteInProcessResult) -> str:
@@ -96,8 +86,7 @@ class FaultProbe:
     message = staticmethod(user_message)
 
     def alias(self) -> str | None:
-        with make_target(self.project.settings) as target:
-            return target.alias_target(self.customer)
+        return alias_of(self.project, self.customer)
 
     def leftovers_after_cleanup(self, in_flight: Iterable[str] = ()) -> list[str]:
         """The next cleanup (nothing in flight unless named), then every database of the customer that is not

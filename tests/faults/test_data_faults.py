@@ -21,8 +21,8 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.targets.embedded import target as embedded_target
 from tests.conftest import Project
-from tests.faults.harness import run_notes, run_partition, tree_state
-from tests.test_assets import alias, databases, metadata
+from tests.faults.harness import run_notes, tree_state
+from tests.helpers import alias_of, databases, failed_step, metadata, run_partition
 
 GOOD, BAD = "acme-100", "acme-200"
 
@@ -31,7 +31,7 @@ def live(project: Project, instance: dg.DagsterInstance, people: int = 30) -> No
     """acme-100 loaded, verified and live."""
     write_snapshot(project.data, "acme", 100, people=people)
     assert run_partition(project, instance, GOOD).success
-    assert alias(project, "acme") == GOOD
+    assert alias_of(project, "acme") == GOOD
 
 
 def snapshot_file(project: Project, relative: str, ts: int = 200) -> Path:
@@ -41,11 +41,6 @@ def snapshot_file(project: Project, relative: str, ts: int = 200) -> Path:
 def rewrite(path: Path, change) -> None:
     """Replace a Parquet file of a finished snapshot with `change(table)` (the producer's bug)."""
     pq.write_table(change(pq.read_table(path)), path)
-
-
-def failed_step(result: dg.ExecuteInProcessResult) -> str:
-    [failure] = result.get_step_failure_events()
-    return failure.step_key
 
 
 def no_retries(result: dg.ExecuteInProcessResult) -> bool:
@@ -258,7 +253,7 @@ def test_snapshot_still_being_written(project: Project, fault) -> None:
         (folder / "nodes" / "person-00001.parquet").unlink()
         (folder / "_SUCCESS").touch()
         assert run_partition(project, instance, BAD).success
-    assert alias(project, "acme") == BAD
+    assert alias_of(project, "acme") == BAD
 
 
 # What the producer does to acme-200 while it loads, and where the load is then: adds a node file once the files
@@ -316,7 +311,7 @@ def test_a_snapshot_changing_during_the_load_is_never_loaded_as_a_mix(project: P
         if whole:
             path.write_bytes(whole[0])  # the producer finishes the file
         again = run_partition(project, instance, BAD)  # now the snapshot holds still: what it holds loads
-    assert again.success and alias(project, "acme") == BAD
+    assert again.success and alias_of(project, "acme") == BAD
     assert metadata(again, "snapshot_database")["nodes"] == nodes_after
 
 

@@ -24,8 +24,7 @@ from bluegreen_dagster.targets.embedded import database, staging
 from bluegreen_dagster.targets.embedded import target as embedded_target
 from tests.conftest import Project
 from tests.embedded_helpers import demo, file_hashes, make_target, query, store_files
-from tests.faults.harness import run_partition
-from tests.test_assets import alias, databases, metadata
+from tests.helpers import alias_of, databases, metadata, run_partition
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 
@@ -109,7 +108,7 @@ def test_disk_full_while_loading(project: Project, fault, small_disk: SmallDisk,
 
         small_disk.free()  # space again: the same snapshot loads and goes live
         again = run_partition(project, instance, "acme-200")
-    assert again.success and alias(project, "acme") == "acme-200"
+    assert again.success and alias_of(project, "acme") == "acme-200"
     assert metadata(again, "snapshot_database")["nodes"] == 3000 + 60
 
 

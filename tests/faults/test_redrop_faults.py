@@ -17,10 +17,8 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.targets import make_target
 from tests.conftest import Project, make_project
 from tests.dagster_processes import running_daemon, wait_for
-from tests.faults.harness import run_partition as run
 from tests.faults.harness import tree_state
-from tests.test_assets import alias, metadata
-from tests.test_neo4j_dagster import neo4j_project, standin  # noqa: F401  (fixtures)
+from tests.helpers import alias_of, metadata, run_partition
 from tests.test_sensors import snapshot_sensor, tick
 
 
@@ -63,9 +61,9 @@ def test_a_redropped_snapshot_that_is_not_live_is_loaded_again_and_switched(
     write_snapshot(project.data, "acme", 200, people=10)  # a producer bug: -80%, refused by the gate
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance).cursor
-        assert run(project, instance, "acme-100").success
-        refused = run(project, instance, "acme-200")
-        assert not refused.success and alias(project, "acme") == "acme-100"
+        assert run_partition(project, instance, "acme-100").success
+        refused = run_partition(project, instance, "acme-200")
+        assert not refused.success and alias_of(project, "acme") == "acme-100"
         first_fingerprint = metadata(refused, "snapshot_database")["fingerprint"]
 
         redrop(project, "acme", 200, people=60, seed=7)  # the producer's fix, same timestamp
@@ -81,7 +79,7 @@ def test_a_redropped_snapshot_that_is_not_live_is_loaded_again_and_switched(
         [said] = redrop_warnings(caplog, "acme-200")
         assert "other files" in said and request.run_key in said
 
-        again = run(project, instance, "acme-200")
+        again = run_partition(project, instance, "acme-200")
         assert again.success, step_failure(again, "snapshot_database")
         load = metadata(again, "snapshot_database")
         assert load["reused"] is False and (load["nodes"], load["relationships"]) == (61, 240)
@@ -97,14 +95,14 @@ def test_same_counts_other_values_are_loaded_again_not_served_stale(project: Pro
     write_snapshot(project.data, "acme", 200, people=40)
     write_snapshot(project.data, "acme", 100, people=40)  # older: loaded, never live
     with dg.instance_for_test() as instance:
-        assert run(project, instance, "acme-200").success
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-200").success
+        assert run_partition(project, instance, "acme-100").success
         redrop(project, "acme", 100, people=40, seed=99)
-        again = run(project, instance, "acme-100")
+        again = run_partition(project, instance, "acme-100")
         assert again.success and metadata(again, "snapshot_database")["reused"] is False
         # The same files again: reused, as before fingerprints.
-        assert metadata(run(project, instance, "acme-100"), "snapshot_database")["reused"] is True
-    assert alias(project, "acme") == "acme-200"
+        assert metadata(run_partition(project, instance, "acme-100"), "snapshot_database")["reused"] is True
+    assert alias_of(project, "acme") == "acme-200"
     assert no_leftovers(project, "acme") == []
 
 
@@ -114,7 +112,7 @@ def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing
     write_snapshot(project.data, "acme", 100, people=50)
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance).cursor
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         with make_target(project.settings) as target:
             live_counts = target.count("acme-100")
 
@@ -124,7 +122,7 @@ def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing
         [request] = result.run_requests
         assert request.run_key.startswith("acme-100@") and len(redrop_warnings(caplog, "acme-100")) == 1
 
-        failed = run(project, instance, "acme-100")
+        failed = run_partition(project, instance, "acme-100")
         assert not failed.success
         assert step_starts(failed, "snapshot_database") == 1  # not retried: a retry cannot fix it
         message = probe.message(failed)
@@ -138,12 +136,12 @@ def test_a_redrop_of_the_live_snapshot_fails_with_what_to_do_and_changes_nothing
 
         # Doing what the message says: the new files as a later snapshot go live; cleanup leaves nothing partial.
         write_snapshot(project.data, "acme", 300, people=70, seed=3)
-        assert run(project, instance, "acme-300").success
-        assert alias(project, "acme") == "acme-300"
+        assert run_partition(project, instance, "acme-300").success
+        assert alias_of(project, "acme") == "acme-300"
         # With the alias moved, the re-dropped timestamp itself now loads again as the message says.
-        again = run(project, instance, "acme-100")
+        again = run_partition(project, instance, "acme-100")
         assert again.success and metadata(again, "snapshot_database")["reused"] is False
-        assert alias(project, "acme") == "acme-300"
+        assert alias_of(project, "acme") == "acme-300"
     assert no_leftovers(project, "acme") == []
 
 
@@ -153,7 +151,7 @@ def test_the_same_files_dropped_again_launch_nothing_and_are_reused(
     folder = write_snapshot(project.data, "acme", 100, people=30)
     with dg.instance_for_test() as instance:
         cursor = tick(sensor, instance).cursor
-        assert run(project, instance, "acme-100").success
+        assert run_partition(project, instance, "acme-100").success
         # The producer publishes the very same files again (delete, copy back, same content).
         shutil.copytree(folder, tmp_path / "copy")
         shutil.rmtree(folder)
@@ -164,7 +162,7 @@ def test_the_same_files_dropped_again_launch_nothing_and_are_reused(
             assert not result.run_requests
             cursor = result.cursor
         assert redrop_warnings(caplog, "acme-100") == []
-        again = run(project, instance, "acme-100")
+        again = run_partition(project, instance, "acme-100")
         assert again.success and metadata(again, "snapshot_database")["reused"] is True
         [said] = [r.user_message for r in instance.all_logs(again.run_id) if "reused it" in r.user_message]
         probe.conclude(alias="acme-100", message=said, mentions=["acme-100", "already loaded; reused it"])
@@ -176,17 +174,18 @@ def test_both_targets_behave_the_same_on_the_neo4j_stand_in(neo4j_project: Proje
     write_snapshot(neo4j_project.data, "acme", 200, people=40)
     write_snapshot(neo4j_project.data, "acme", 100, people=40)
     with dg.instance_for_test() as instance:
-        assert run(neo4j_project, instance, "acme-200").success
-        assert run(neo4j_project, instance, "acme-100").success  # older: loaded, kept as this run's, never live
+        assert run_partition(neo4j_project, instance, "acme-200").success
+        # older: loaded, kept as this run's, never live
+        assert run_partition(neo4j_project, instance, "acme-100").success
         redrop(neo4j_project, "acme", 100, people=40, seed=5)
-        again = run(neo4j_project, instance, "acme-100")
+        again = run_partition(neo4j_project, instance, "acme-100")
         assert again.success and metadata(again, "snapshot_database")["reused"] is False
 
         with make_target(neo4j_project.settings) as target:
             live_counts = target.count("acme-200")
         redrop(neo4j_project, "acme", 200, people=60, seed=5)
         files = tree_state(neo4j_project.data)
-        failed = run(neo4j_project, instance, "acme-200")
+        failed = run_partition(neo4j_project, instance, "acme-200")
         assert not failed.success and "acme-200 is live" in step_failure(failed, "snapshot_database")
         assert standin.dbms.alias_target("acme") == "acme-200"
         with make_target(neo4j_project.settings) as target:
@@ -209,13 +208,13 @@ def test_through_the_daemon_a_fixed_redrop_goes_live_without_manual_steps(tmp_pa
 
     with running_daemon(project) as log:
         write_snapshot(project.data, "acme", 1_767_000_100, people=200)
-        wait_for(lambda: alias(project, "acme") == "acme-1767000100", 120, "the first switch", log)
+        wait_for(lambda: alias_of(project, "acme") == "acme-1767000100", 120, "the first switch", log)
         write_snapshot(project.data, "acme", 1_767_000_200, people=20)  # -90%: refused by the gate
         wait_for(lambda: runs("acme-1767000200", dg.DagsterRunStatus.FAILURE), 120, "the refused run", log)
 
         redrop(project, "acme", 1_767_000_200, people=220, seed=11)
         files = tree_state(project.data)
-        wait_for(lambda: alias(project, "acme") == "acme-1767000200", 120, "the re-drop to go live", log)
+        wait_for(lambda: alias_of(project, "acme") == "acme-1767000200", 120, "the re-drop to go live", log)
         time.sleep(3 * project.settings.orchestrator.scan_interval)  # later ticks launch nothing more
         keys = runs("acme-1767000200")
     assert len(keys) == 2 and keys[0] == "acme-1767000200" and keys[1].startswith("acme-1767000200@"), keys

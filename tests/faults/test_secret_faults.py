@@ -25,10 +25,9 @@ from bluegreen_dagster.alerts.compose import alert_for_run
 from bluegreen_dagster.demo_data import write_snapshot
 from tests.conftest import Project, make_project
 from tests.dagster_processes import BIN, REPO, dagster_home, project_env, running_webserver
-from tests.faults.harness import run_partition
-from tests.standin.server import start_standin
+from tests.helpers import STANDIN_PASSWORD, run_partition
 
-PASSWORD = "Pw-fault-7Qx93-never-shown"
+PASSWORD = STANDIN_PASSWORD  # the `standin` fixture's (tests/conftest.py)
 SLACK_URL = "https://hooks.example.invalid/T000/B000/slack-secret-4711"
 ALERT_TOKEN = "alert-token-secret-0815"
 SECRETS = (PASSWORD, SLACK_URL, ALERT_TOKEN, base64.b64encode(f"neo4j:{PASSWORD}".encode()).decode())
@@ -38,13 +37,6 @@ def assert_no_secret(where: str, text: str) -> None:
     assert text, f"{where}: nothing to search (the test would prove nothing)"
     for secret in SECRETS:
         assert secret not in text, f"{where} shows a secret:\n{text[:3000]}"
-
-
-@pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        s.arrow.accept_string_properties = True
-        yield s
 
 
 @pytest.fixture

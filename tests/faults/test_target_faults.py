@@ -12,22 +12,16 @@ import dagster as dg
 import pytest
 
 from bluegreen_dagster.demo_data import write_snapshot
-from tests.conftest import Project, make_project
+from tests.conftest import Project
+from tests.helpers import failed_step, make_neo4j_project
 from tests.standin.bolt_server import BoltServer
 from tests.standin.flight_server import GdsArrowServer
 from tests.standin.tcp_proxy import TcpProxy
-from tests.test_neo4j_dagster import PASSWORD, standin  # noqa: F401 - the stand-in fixture
 
 
-def neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin, **neo4j) -> Project:
-    monkeypatch.setenv("STANDIN_PASSWORD", PASSWORD)
-    project = make_project(tmp_path, target="neo4j", neo4j={
-        **standin.neo4j_settings(), "password": "${STANDIN_PASSWORD}", "batch_size": 100, "online_timeout": 4,
-        "arrow_string_properties": True, **neo4j},
-        orchestrator={"keep_databases": 1, "max_retries": 1, "retry_backoff_base": 0.1})
-    monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    return project
+def project_on_standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin, **neo4j) -> Project:
+    """A project on the stand-in that gives up on a database coming online after 4 s."""
+    return make_neo4j_project(tmp_path, monkeypatch, standin, **{"online_timeout": 4, **neo4j})
 
 
 def retries(result: dg.ExecuteInProcessResult, step: str) -> list[str]:
@@ -43,13 +37,8 @@ def retries(result: dg.ExecuteInProcessResult, step: str) -> list[str]:
             if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY and e.step_key == step]
 
 
-def failed_step(result: dg.ExecuteInProcessResult) -> str:
-    [failure] = result.get_step_failure_events()
-    return failure.step_key
-
-
 def test_target_down_before_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin, fault) -> None:
-    project = neo4j_project(tmp_path, monkeypatch, standin)
+    project = project_on_standin(tmp_path, monkeypatch, standin)
     write_snapshot(project.data, "acme", 100, people=40)
     write_snapshot(project.data, "acme", 200, people=40)
     with dg.instance_for_test() as instance:
@@ -70,7 +59,7 @@ def test_target_down_before_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_arrow_server_down_before_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin, fault) -> None:
     """Bolt answers (the health check passes) but nothing listens on the GDS Arrow port."""
-    project = neo4j_project(tmp_path, monkeypatch, standin)
+    project = project_on_standin(tmp_path, monkeypatch, standin)
     write_snapshot(project.data, "acme", 100, people=40)
     write_snapshot(project.data, "acme", 200, people=40)
     with dg.instance_for_test() as instance:
@@ -93,7 +82,7 @@ def test_arrow_connection_reset_mid_stream_then_the_retry_loads(tmp_path: Path, 
     dropped, the step's retry loads from scratch and the alias moves forward."""
     proxy = TcpProxy(standin.arrow.port).start()
     try:
-        project = neo4j_project(tmp_path, monkeypatch, standin, arrow_port=proxy.port)
+        project = project_on_standin(tmp_path, monkeypatch, standin, arrow_port=proxy.port)
         write_snapshot(project.data, "acme", 100, people=40)
         write_snapshot(project.data, "acme", 200, people=400)
         with dg.instance_for_test() as instance:
@@ -114,7 +103,7 @@ def test_arrow_stream_dropped_on_every_attempt(tmp_path: Path, monkeypatch: pyte
                                                fault) -> None:
     """The stand-in drops every DoPut stream after two batches (gRPC UNAVAILABLE): retried, then failed; the alias
     stays and the half-loaded import leaves nothing behind."""
-    project = neo4j_project(tmp_path, monkeypatch, standin)
+    project = project_on_standin(tmp_path, monkeypatch, standin)
     write_snapshot(project.data, "acme", 100, people=40)
     write_snapshot(project.data, "acme", 200, people=400)
     with dg.instance_for_test() as instance:
@@ -133,7 +122,7 @@ def test_target_refuses_to_create_the_database(tmp_path: Path, monkeypatch: pyte
                                                fault) -> None:
     """The server's database limit is reached (dbms.max_databases, lower than our orchestrator.max_databases):
     Neo4j refuses the new database with Neo.DatabaseError.Database.DatabaseLimitReached."""
-    project = neo4j_project(tmp_path, monkeypatch, standin, loader="cypher")
+    project = project_on_standin(tmp_path, monkeypatch, standin, loader="cypher")
     write_snapshot(project.data, "acme", 100, people=40)
     write_snapshot(project.data, "acme", 200, people=40)
     with dg.instance_for_test() as instance:
@@ -155,7 +144,7 @@ def test_a_file_added_during_the_load_is_refused_on_neo4j(tmp_path: Path, monkey
 
     from bluegreen_dagster.targets.neo4j import arrow
 
-    project = neo4j_project(tmp_path, monkeypatch, standin)
+    project = project_on_standin(tmp_path, monkeypatch, standin)
     write_snapshot(project.data, "acme", 100, people=40)
     write_snapshot(project.data, "acme", 200, people=40)
     nodes = project.data / "acme" / "200" / "nodes"
