@@ -64,6 +64,14 @@ class Neo4jSettings(_Section):
     # GDS Arrow: nulls in properties are refused (the Cypher loader stores no property, GDS would store NaN);
     # `nan` sends null floats as NaN instead.
     arrow_nulls: Literal["refuse", "nan"] = "refuse"
+    # Readers (targets/neo4j/access.py, docs/neo4j-readers.md). Before the alias moves, the new database gets the
+    # read privileges every role has on the current target, plus ACCESS and MATCH for these roles (per customer
+    # too: customers.<name>.reader_roles); off only when grants are made on `*` or by the operator's own tooling.
+    reader_access_follows_alias: bool = True
+    reader_roles: list[str] = []
+    # Users whose read of the new database is proven (a count through `impersonated_user`, which needs IMPERSONATE
+    # for neo4j.user) before the alias moves; a user who cannot read blocks the switch. Per customer too.
+    reader_users: list[str] = []
 
 
 class DatasetSettings(_Section):
@@ -185,6 +193,9 @@ class CustomerSettings(_Section):
 
     max_shrink_percent: float | None = Field(None, ge=0, le=100)
     smoke: SmokeSettings | None = None
+    # Neo4j readers of this customer, on top of neo4j.reader_roles / neo4j.reader_users.
+    reader_roles: list[str] = []
+    reader_users: list[str] = []
 
 
 class EmbeddedSettings(_Section):

@@ -156,6 +156,11 @@ class GraphTarget(abc.ABC):
         Raise QueryTimedOut when it ran longer (stopped by the store where it can, else measured), QueryRefused
         when the store refused it (including any write), TransientTargetError when the store cannot be reached."""
 
+    def prepare_readers(self, database: str, customer: str) -> None:  # noqa: B027 - optional hook
+        """Before the alias moves to `database`: give the customer's readers access to it and prove they can
+        read it, or raise PermanentTargetError (the alias must not move). `point_alias` calls it. Nothing to do
+        where readers open the alias as a file (the embedded target)."""
+
     def reader_location(self, customer: str) -> str | None:
         """What a reader opens to query the customer's current graph (a path or a URI and alias name)."""
         return None

@@ -43,6 +43,7 @@ EXISTING_DATABASE = "Neo.ClientError.Database.ExistingDatabaseFound"
 EXISTING_ALIAS = "Neo.ClientError.Database.ExistingAliasFound"
 DATABASE_LIMIT = "Neo.DatabaseError.Database.DatabaseLimitReached"
 DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
+FORBIDDEN = "Neo.ClientError.Security.Forbidden"
 # A transaction stopped by its timeout (5.x names it ...ClientConfiguration when the client set the timeout).
 TIMED_OUT = ("Neo.ClientError.Transaction.TransactionTimedOut",
              "Neo.ClientError.Transaction.TransactionTimedOutClientConfiguration")
@@ -76,6 +77,10 @@ def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
                                           else neo4j.TrustSystemCAs())
     return neo4j.GraphDatabase.driver(bolt_uri(settings), auth=(settings.user, settings.password.get_secret_value()),
                                       **config)
+
+
+class ReadRefused(PermanentTargetError):
+    """The server refused a read made as another user (`Admin.read_as`)."""
 
 
 class Admin:
@@ -185,6 +190,22 @@ class Admin:
 
         return self._with_retry(what, call)
 
+    def read_as(self, user: str, database: str, query: str, what: str) -> list[dict[str, Any]]:
+        """`read` as another user (`impersonated_user`; neo4j.user needs IMPERSONATE). A refusal of that user
+        (no ACCESS, no such user, no IMPERSONATE) raises ReadRefused with the server's code and message."""
+
+        def call() -> list[dict[str, Any]]:
+            records, _, _ = self.driver.execute_query(query, {}, database_=database, impersonated_user_=user,
+                                                      routing_=neo4j.RoutingControl.READ)
+            return [record.data() for record in records]
+
+        try:
+            return self._with_retry(what, call)
+        except PermanentTargetError as exc:
+            if FORBIDDEN in str(exc) or DATABASE_NOT_FOUND in str(exc):
+                raise ReadRefused(str(exc)) from None
+            raise
+
     def read_only_query(self, database: str, query: str, *, timeout: float, keep_rows: int) -> QueryResult:
         """Run a query from config.yaml (a smoke query) to its end in a READ transaction on `database` with the
         server-side transaction timeout `timeout`: the server refuses writes and stops it at the limit. One
@@ -264,6 +285,24 @@ class Admin:
     def drop_database(self, name: str) -> None:
         validate_database(name)
         self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}")
+
+    def grant(self, statement: str, database: str, role: str) -> None:
+        """queries.GRANT_ACCESS or GRANT_MATCH for `role` on `database` (a database, never an alias)."""
+        validate_database(database)
+        self.run(statement, {"database": database, "role": role},
+                 what=f"granting {statement.split()[1]} on {database} to role {role!r}")
+
+    def privilege_commands(self) -> list[str]:
+        rows = self.run(queries.PRIVILEGE_COMMANDS, what="listing privileges (SHOW PRIVILEGES AS COMMANDS)")
+        return [r["command"] for r in rows if isinstance(r.get("command"), str)]
+
+    def replay(self, command: str, what: str) -> None:
+        """A privilege command from `privilege_commands`, rewritten by access.py for a new, validated name."""
+        self.run(command, what=what)
+
+    def user_roles(self, user: str) -> list[str] | None:
+        rows = self.run(queries.USER_ROLES, {"user": user}, what=f"reading the roles of user {user!r}")
+        return sorted(rows[0]["roles"] or []) if rows else None
 
     def heap_percent(self) -> float | None:
         rows = self.run(queries.HEAP, what="reading heap usage")

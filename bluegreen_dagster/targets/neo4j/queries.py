@@ -34,6 +34,16 @@ CREATE_DATABASE = "CREATE DATABASE $name WAIT"
 # RESTRICT is the default: Neo4j itself refuses to drop a database an alias points at. Never CASCADE ALIASES.
 DROP_DATABASE = "DROP DATABASE $name IF EXISTS DESTROY DATA WAIT"
 
+# --- readers (access.py): privileges follow the alias ----------------------------------------------------------------
+# Privileges are stored against the database an alias resolved to when granted, never against the alias: a new
+# database has none until they are granted on it by name. Both grants name a database, never an alias.
+GRANT_ACCESS = "GRANT ACCESS ON DATABASE $database TO $role"
+GRANT_MATCH = "GRANT MATCH {*} ON GRAPH $database TO $role"
+# Every role's privileges as replayable commands; access.py keeps the read ones naming the current target and sends
+# them again with the new database's (validated, backtick-quoted) name in its place.
+PRIVILEGE_COMMANDS = "SHOW PRIVILEGES AS COMMANDS"
+USER_ROLES = "SHOW USERS YIELD user, roles WHERE user = $user RETURN roles"
+
 HEAP = (
     "CALL dbms.queryJmx('java.lang:type=Memory') YIELD attributes "
     "RETURN attributes.HeapMemoryUsage.value.properties.used AS used, "
@@ -90,4 +100,6 @@ ADMIN_QUERIES = {
     "ALTER_ALIAS": ALTER_ALIAS,
     "CREATE_DATABASE": CREATE_DATABASE,
     "DROP_DATABASE": DROP_DATABASE,
+    "GRANT_ACCESS": GRANT_ACCESS,
+    "GRANT_MATCH": GRANT_MATCH,
 }

@@ -29,6 +29,7 @@ from bluegreen_dagster.targets.base import (
     validate_database,
 )
 from bluegreen_dagster.targets.neo4j import queries
+from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
 
 log = logging.getLogger(__name__)
@@ -221,9 +222,16 @@ class Neo4jTarget(GraphTarget):
     def alias_target(self, customer: str) -> str | None:
         return self.admin.alias_target(customer)
 
+    def prepare_readers(self, database: str, customer: str) -> None:
+        """Readers' access follows the alias (access.py): grants on `database`, then proof, before any move."""
+        if self.neo4j.reader_access_follows_alias:
+            ReaderAccess(self.settings, self.admin).prepare(database, customer, self.admin.alias_target(customer))
+
     def point_alias(self, customer: str, database: str) -> None:
         validate_alias(customer)
         validate_database(database)
+        # Every move of the alias comes here (switch, rollback, unpin, reconcile): readers first.
+        self.prepare_readers(database, customer)
         self.admin.create_alias(customer, database)
         current = self.admin.alias_target(customer)
         if current != database:
