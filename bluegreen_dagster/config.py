@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from bluegreen_dagster.names import validate_customer
+from bluegreen_dagster.names import IDENTIFIER_RE, validate_customer
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -72,6 +72,22 @@ class Neo4jSettings(_Section):
     # Users whose read of the new database is proven (a count through `impersonated_user`, which needs IMPERSONATE
     # for neo4j.user) before the alias moves; a user who cannot read blocks the switch. Per customer too.
     reader_users: list[str] = []
+    # Ready before live (targets/neo4j/readiness.py): after the load, before verification, an index on the node key
+    # of every label plus these (label -> property names), waited for until ONLINE within index_timeout seconds;
+    # then the database is marked read-only (ALTER DATABASE ... SET ACCESS READ ONLY) unless read_only is false.
+    indexes: dict[str, list[str]] = {}
+    index_timeout: float = Field(600, gt=0)
+    read_only: bool = True
+
+    @field_validator("indexes")
+    @classmethod
+    def _index_names(cls, indexes: dict[str, list[str]]) -> dict[str, list[str]]:
+        for label, properties in indexes.items():
+            for name in (label, *properties):
+                if not IDENTIFIER_RE.match(name):
+                    raise ValueError(f"{name!r} is not a label or property name: use letters, digits and '_', "
+                                     "starting with a letter")
+        return indexes
 
 
 class DatasetSettings(_Section):

@@ -28,6 +28,7 @@ import socketserver
 import string
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -175,7 +176,7 @@ class Executor:
         "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
-        "DROP_DATABASE": ADMIN,
+        "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
@@ -396,14 +397,47 @@ class Executor:
         return Result([], kind="s")
 
     def _q_CREATE_ID_INDEX(self, p, db, label):
-        return self._schema(db)
+        self.dbms.writable(db)
+        return Result([], kind="s", apply=lambda: self.dbms.create_index(db, self._names(label)[0], "nodeId"))
+
+    def _q_CREATE_PROPERTY_INDEX(self, p, db, label, property):  # noqa: A002 - the template's field name
+        self.dbms.writable(db)
+        return Result([], kind="s", apply=lambda: self.dbms.create_index(db, self._names(label)[0],
+                                                                          self._names(property)[0]))
+
+    def _q_SHOW_INDEXES(self, p, db):
+        fields = ["name", "type", "labelsOrTypes", "properties", "state", "populationPercent"]
+        return Result(fields, [[row[f] for f in fields] for row in self.dbms.show_indexes(db)])
 
     def _q_AWAIT_INDEXES(self, p, db):
+        """Blocks until every index is ONLINE, at most $seconds; then fails as the procedure does."""
         self.dbms.counts(db)
+        seconds = p["seconds"]
+        if not isinstance(seconds, int) or seconds < 0:
+            raise DbmsError("Neo.ClientError.Statement.TypeError", "db.awaitIndexes needs an integer timeout")
+        remaining = self.dbms.indexes_online_in(db)
+        time.sleep(min(remaining, seconds))
+        if remaining > seconds:
+            raise DbmsError("Neo.ClientError.Procedure.ProcedureCallFailed",
+                            f"Failed to invoke procedure `db.awaitIndexes`: Caused by: "
+                            f"org.neo4j.kernel.api.exceptions.schema.IndexPopulationFailedKernelException: "
+                            f"Index population has not completed in {seconds}s")
         return Result([], kind="r")
 
+    def _q_DATABASE_ACCESS(self, p, db):
+        modes = sorted({r["access"] for r in self.dbms.show_databases(count_poll=False) if r["name"] == p["name"]})
+        return Result(["access"], [[m] for m in modes])
+
+    def _q_SET_READ_ONLY(self, p, db):
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.set_access(p["name"], "read-only"))
+
+    def _q_SET_READ_WRITE(self, p, db):
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.set_access(p["name"], "read-write"))
+
     def _q_CREATE_LOAD_MARKER(self, p, db):
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
 
         def apply() -> None:
             with self.dbms.lock:
@@ -412,7 +446,7 @@ class Executor:
         return Result(["created"], [[1]], kind="w", apply=apply, stats={"nodes-created": 1, "labels-added": 1})
 
     def _q_DELETE_LOAD_MARKER(self, p, db):
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
         with self.dbms.lock:
             markers = [key for key, labels in graph.nodes.items() if queries.LOAD_LABEL in labels]
             attached = {key for a, _, b in graph.relationships for key in (a, b)} & set(markers)
@@ -430,7 +464,7 @@ class Executor:
         return Result(["removed"], [[len(markers)]], kind="w", apply=apply, stats={"nodes-deleted": len(markers)})
 
     def _q_CREATE_NODES(self, p, db, labels, properties):
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
         count, columns = self._columns(p, ("ids",), properties)
         static_labels = self._names(labels)
         planned = []
@@ -450,7 +484,7 @@ class Executor:
                       stats={"nodes-created": count})
 
     def _q_CREATE_RELATIONSHIPS(self, p, db, type, properties):  # noqa: A002 - the template's field name
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
         count, columns = self._columns(p, ("s", "t"), properties)
         rel_type = self._names(type)[0]
         planned = []

@@ -101,6 +101,9 @@ class Database:
     polls_until_online: int = 0  # while > 0 the database reports "starting"
     polls_until_visible: int = 0  # while > 0 SHOW DATABASES does not list it yet
     created_at: float = field(default_factory=time.time)
+    access: str = "read-write"  # ALTER DATABASE ... SET ACCESS READ ONLY / READ WRITE
+    # (label, property) -> when its population finishes (time.time()); LOOKUP indexes are implicit.
+    indexes: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class Dbms:
         self.heap_max = 1024 * 1024 * 1024
         self.pagecache_ratio: float | None = 0.25  # None: the metric is absent (as on Community)
         self.faults = Faults()
+        self.index_population_seconds = 0.0  # how long a new property index stays POPULATING
         self.databases: dict[str, Database] = {
             SYSTEM: Database(SYSTEM, type="system"),
             DEFAULT_DB: Database(DEFAULT_DB),
@@ -439,6 +443,7 @@ class Dbms:
                     "currentStatus": self._status(db, count_poll),
                     "requestedStatus": "online",
                     "statusMessage": db.status_message,
+                    "access": db.access,
                     "default": db.name == DEFAULT_DB,
                     "home": db.name == DEFAULT_DB,
                 })
@@ -564,6 +569,58 @@ class Dbms:
                                 "exist.")
             del self.aliases[alias]
             return True
+
+    def set_access(self, name: Any, access: str) -> None:
+        """ALTER DATABASE $name SET ACCESS READ ONLY | READ WRITE."""
+        with self.lock:
+            self._require_enterprise("ALTER DATABASE")
+            db = self.databases.get(str(name).lower())
+            if db is None or db.type == "system":
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Failed to alter the specified database '{name}': Database does not exist.")
+            db.access = access
+
+    # ----------------------------------------------------------------------------------------------------------
+    # indexes (on a data database)
+
+    def create_index(self, name: str | None, label: str, prop: str) -> None:
+        with self.lock:
+            db = self.writable(name)
+            db.indexes.setdefault((label, prop), time.time() + self.index_population_seconds)
+
+    def show_indexes(self, name: str | None) -> list[dict[str, Any]]:
+        with self.lock:
+            db = self.resolve(name)
+            now = time.time()
+            rows = [{"name": "index_lookup_nodes", "type": "LOOKUP", "labelsOrTypes": None, "properties": None,
+                     "state": "ONLINE", "populationPercent": 100.0},
+                    {"name": "index_lookup_rels", "type": "LOOKUP", "labelsOrTypes": None, "properties": None,
+                     "state": "ONLINE", "populationPercent": 100.0}]
+            for (label, prop), ready_at in sorted(db.indexes.items()):
+                done = ready_at <= now
+                share = 100.0 if done else max(0.0, 100.0 * (1 - (ready_at - now) /
+                                                             max(self.index_population_seconds, 1e-9)))
+                rows.append({"name": f"index_{label}_{prop}", "type": "RANGE", "labelsOrTypes": [label],
+                             "properties": [prop], "state": "ONLINE" if done else "POPULATING",
+                             "populationPercent": round(share, 1)})
+            return rows
+
+    def indexes_online_in(self, name: str | None) -> float:
+        """Seconds until every index of the database is ONLINE (0: all are)."""
+        with self.lock:
+            db = self.resolve(name)
+            return max([0.0, *(ready_at - time.time() for ready_at in db.indexes.values())])
+
+    def writable(self, name: str | None) -> Database:
+        """The online database behind `name`, refusing writes when it is read-only."""
+        with self.lock:
+            db = self.resolve(name)
+            self.counts(name)
+            if db.access == "read-only":
+                raise DbmsError("Neo.ClientError.General.ForbiddenOnReadOnlyDatabase",
+                                f"Writing in read access mode not allowed. Attempted write to read-only database "
+                                f"'{db.name}'.")
+            return db
 
     # ----------------------------------------------------------------------------------------------------------
     # data

@@ -168,9 +168,11 @@ class Admin:
         raise AssertionError("unreachable")
 
     def run(self, query: str, params: dict[str, Any] | None = None, *, database: str | None = "system",
-            what: str | None = None) -> list[dict[str, Any]]:
+            what: str | None = None, wait: bool = False) -> list[dict[str, Any]]:
         """Auto-commit run (our own retry loop); `database=None` means the user's home database. Query parameters
-        go in `params` (a `$database` parameter must not collide with the session's database)."""
+        go in `params` (a `$database` parameter must not collide with the session's database). `wait`: a WAIT
+        command, whose rows say per server whether it finished in time (`success`); one that did not is a
+        TransientTargetError (the next attempt finds the state it left)."""
         params = params or {}
         label = what or " ".join(query.split()[:3])
 
@@ -178,7 +180,14 @@ class Admin:
             with self.driver.session(database=database) as session:
                 return [record.data() for record in session.run(query, params)]
 
-        return self._with_retry(label, call)
+        rows = self._with_retry(label, call)
+        unfinished = [r for r in rows if wait and r.get("success") is False]
+        if unfinished:
+            where = "; ".join(f"{r.get('address', '?')}: {r.get('state', '?')} {r.get('message', '')}".strip()
+                              for r in unfinished)
+            raise TransientTargetError(f"{label}: not finished when WAIT gave up ({where}); it may still complete, "
+                                       "the next attempt checks")
+        return rows
 
     def read(self, database: str, query: str, what: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """A managed read transaction on a data database (the driver retries transient errors itself)."""
@@ -280,11 +289,11 @@ class Admin:
 
     def create_database(self, name: str) -> None:
         validate_database(name)
-        self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}")
+        self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}", wait=True)
 
     def drop_database(self, name: str) -> None:
         validate_database(name)
-        self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}")
+        self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}", wait=True)
 
     def grant(self, statement: str, database: str, role: str) -> None:
         """queries.GRANT_ACCESS or GRANT_MATCH for `role` on `database` (a database, never an alias)."""

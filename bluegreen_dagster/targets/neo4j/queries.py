@@ -44,6 +44,17 @@ GRANT_MATCH = "GRANT MATCH {*} ON GRAPH $database TO $role"
 PRIVILEGE_COMMANDS = "SHOW PRIVILEGES AS COMMANDS"
 USER_ROLES = "SHOW USERS YIELD user, roles WHERE user = $user RETURN roles"
 
+# --- ready before live (readiness.py): on the snapshot's own database, then the system database ---------------------
+# `{label}` and `{property}` are names that passed names.IDENTIFIER_RE, backtick-quoted.
+CREATE_PROPERTY_INDEX = "CREATE INDEX IF NOT EXISTS FOR (n:{label}) ON (n.{property})"
+SHOW_INDEXES = (
+    "SHOW INDEXES YIELD name, type, labelsOrTypes, properties, state, populationPercent "
+    "RETURN name, type, labelsOrTypes, properties, state, populationPercent"
+)
+DATABASE_ACCESS = "SHOW DATABASES YIELD name, access WHERE name = $name RETURN DISTINCT access"
+SET_READ_ONLY = "ALTER DATABASE $name SET ACCESS READ ONLY WAIT"
+SET_READ_WRITE = "ALTER DATABASE $name SET ACCESS READ WRITE WAIT"
+
 HEAP = (
     "CALL dbms.queryJmx('java.lang:type=Memory') YIELD attributes "
     "RETURN attributes.HeapMemoryUsage.value.properties.used AS used, "
@@ -102,4 +113,7 @@ ADMIN_QUERIES = {
     "DROP_DATABASE": DROP_DATABASE,
     "GRANT_ACCESS": GRANT_ACCESS,
     "GRANT_MATCH": GRANT_MATCH,
+    "PRIVILEGE_COMMANDS": PRIVILEGE_COMMANDS,
+    "SET_READ_ONLY": SET_READ_ONLY,
+    "SET_READ_WRITE": SET_READ_WRITE,
 }

@@ -28,7 +28,7 @@ from bluegreen_dagster.targets.base import (
     validate_alias,
     validate_database,
 )
-from bluegreen_dagster.targets.neo4j import queries
+from bluegreen_dagster.targets.neo4j import queries, readiness
 from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
 
@@ -110,6 +110,7 @@ class Neo4jTarget(GraphTarget):
                 counts = self.count(name)
                 if counts.nodes and queries.LOAD_LABEL not in counts.labels:
                     log.info("%s already exists and is online: reusing it", name)
+                    readiness.make_ready(self.admin, self.neo4j, name, counts.labels, poll_seconds=self.poll_interval)
                     return LoadReport(name, counts.nodes, counts.relationships, 0, 0.0, reused=True)
                 # Empty, or still carrying the Cypher loader's helper label: an interrupted load. Start again.
                 log.warning("%s is online but its load never finished: dropping it and loading again", name)
@@ -148,7 +149,16 @@ class Neo4jTarget(GraphTarget):
             except BaseException:
                 self._drop_quietly(name)
                 raise
-        return dataclasses.replace(result, seconds=time.monotonic() - start)
+        # Ready before live: the same indexes and read-only mode whichever loader built it.
+        ready = time.monotonic()
+        try:
+            readiness.make_ready(self.admin, self.neo4j, name, self.count(name).labels,
+                                 poll_seconds=self.poll_interval)
+        except PermanentTargetError:
+            self._drop_quietly(name)
+            raise
+        phases = {**result.phases, "indexes_online": time.monotonic() - ready}
+        return dataclasses.replace(result, seconds=time.monotonic() - start, phases=phases)
 
     def _drop_quietly(self, name: str) -> None:
         try:
