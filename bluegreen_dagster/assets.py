@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import fingerprints, plausibility, smoke
+from bluegreen_dagster import drain, fingerprints, plausibility, smoke
 from bluegreen_dagster.concurrency import (
     LOADS_POOL,
     customer_lock,
@@ -283,7 +283,8 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
         pin = get_pin(context.instance, customer)
         result = rules.cleanup(graph, customer, pipeline.keep_databases,
                                in_flight=lambda: in_flight_partitions(context.instance, customer),
-                               own=snapshot.key, pinned=pin.database if pin else None)
+                               own=snapshot.key, pinned=pin.database if pin else None,
+                               **drain.for_cleanup(context.instance, customer, graph))
     # The partitions of dropped databases go too (their run history stays): the partition list stays as long as
     # the databases kept, not one per snapshot ever seen. The sensor's cursor, not the partitions, says what it saw.
     pruned = [key for key in result.dropped

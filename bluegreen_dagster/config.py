@@ -117,6 +117,9 @@ class OrchestratorSettings(_Section):
     health_audit_cron: str = "*/15 * * * *"
     # How many times the reconcile schedule relaunches one snapshot whose runs failed for a transient cause.
     max_relaunch_attempts: int = Field(3, ge=0, le=100)
+    # A database the alias left is kept at least this long after that switch (drain.py, bluegreen.cleanup), whatever
+    # keep_databases says: readers' transactions that began on it finish there.
+    drain_seconds: float = Field(300, ge=0)
 
     @field_validator("reconcile_cron", "health_audit_cron")
     @classmethod

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import plausibility, records
+from bluegreen_dagster import drain, plausibility, records
 from bluegreen_dagster.concurrency import customer_lock, in_flight_partitions
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.partitions import snapshot_partitions
@@ -124,7 +124,8 @@ def reconcile_customer(graph: GraphTarget, instance: dg.DagsterInstance, pipelin
             break
 
     cleaned = rules.cleanup(graph, customer, pipeline.keep_databases,
-                            in_flight=lambda: in_flight_partitions(instance, customer))
+                            in_flight=lambda: in_flight_partitions(instance, customer),
+                            **drain.for_cleanup(instance, customer, graph))
     out.dropped = cleaned.dropped
     # Like the cleanup step: the partitions of databases dropped for retention go too. A crashed load's leftover
     # keeps its partition, so relaunch.py can still load that snapshot again.

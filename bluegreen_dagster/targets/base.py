@@ -161,6 +161,11 @@ class GraphTarget(abc.ABC):
         read it, or raise PermanentTargetError (the alias must not move). `point_alias` calls it. Nothing to do
         where readers open the alias as a file (the embedded target)."""
 
+    def drain_seconds(self) -> float:
+        """How long cleanup keeps a database the alias left (bluegreen.cleanup, drain.py): 0 where readers hold
+        no transaction on the target's databases (the embedded target: readers open the files themselves)."""
+        return 0.0
+
     def reader_location(self, customer: str) -> str | None:
         """What a reader opens to query the customer's current graph (a path or a URI and alias name)."""
         return None

@@ -237,6 +237,9 @@ class Neo4jTarget(GraphTarget):
         if self.neo4j.reader_access_follows_alias:
             ReaderAccess(self.settings, self.admin).prepare(database, customer, self.admin.alias_target(customer))
 
+    def drain_seconds(self) -> float:
+        return self.settings.orchestrator.drain_seconds
+
     def point_alias(self, customer: str, database: str) -> None:
         validate_alias(customer)
         validate_database(database)
