@@ -8,7 +8,8 @@
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target, the database the
    customer is pinned to (pins.py) or a database still loading. "Still loading" has one source, the caller's
    `in_flight` (Dagster's run records, see `concurrency.in_flight_partitions`); any other database that is not
-   online is a crashed load's leftover and is removed whatever its age.
+   online is a crashed load's leftover and is removed whatever its age, except one in a state the store has not
+   decided yet (`UNDECIDED_STATUSES`: a cluster member not answering, a database moving or starting).
 3. A database the alias left is kept for `drain_seconds` after that switch (the drain), whatever `keep` says:
    readers' transactions that began on it before the switch finish there. The switch times come from the
    caller (`drain.left_alias_at`, what Dagster recorded).
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from bluegreen_dagster import plausibility
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.reading import GraphCounts
-from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError
+from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, GraphTarget, PermanentTargetError
 
 
 class VerificationFailed(PermanentTargetError):
@@ -149,6 +150,8 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
                 result.kept.append(info.name)
             else:
                 result.protected[info.name] = "pinned"
+        elif info.status in UNDECIDED_STATUSES and info.name != alias:
+            result.protected[info.name] = f"{info.status}: the store has not decided about it yet"
         elif info.status != "online" and info.name != alias:
             if draining(info.name):  # once the alias target: not a crashed load's leftover
                 result.protected[info.name] = draining(info.name)

@@ -78,6 +78,9 @@ class Neo4jSettings(_Section):
     indexes: dict[str, list[str]] = {}
     index_timeout: float = Field(600, gt=0)
     read_only: bool = True
+    # A GDS Arrow import builds the store on the one server GDS runs on; on a cluster (SHOW SERVERS lists more than
+    # one) the Arrow loader is refused unless this says the operator knows what GDS does there.
+    arrow_on_cluster: bool = False
 
     @field_validator("indexes")
     @classmethod

@@ -104,6 +104,11 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
+# States in which a store has not decided about a database yet (a cluster member not answering, a database
+# moving or starting, members that disagree): cleanup and loads wait for them, never drop for them.
+UNDECIDED_STATUSES = frozenset({"unknown", "deallocating", "starting", "store copying", "stopping", "mixed"})
+
+
 @dataclass(frozen=True)
 class DatabaseInfo:
     name: str

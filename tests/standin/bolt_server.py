@@ -176,7 +176,7 @@ class Executor:
         "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
-        "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
+        "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
@@ -250,14 +250,12 @@ class Executor:
 
     def _q_LIST_DATABASES(self, p, db):
         prefix = p["prefix"]
-        rows = self.dbms.show_databases()
-        seen, out = set(), []
-        for row in rows:
-            if row["type"] == "standard" and isinstance(prefix, str) and row["name"].startswith(prefix):
-                if row["name"] not in seen:
-                    seen.add(row["name"])
-                    out.append([row["name"], row["currentStatus"]])
+        out = [[row["name"], row["currentStatus"]] for row in self.dbms.show_databases()
+               if row["type"] == "standard" and isinstance(prefix, str) and row["name"].startswith(prefix)]
         return Result(["name", "currentStatus"], out)
+
+    def _q_SERVER_COUNT(self, p, db):
+        return Result(["servers"], [[len(self.dbms.show_servers())]])
 
     def _q_DATABASE_STATUS(self, p, db):
         rows = [[r["currentStatus"], r["statusMessage"]] for r in self.dbms.show_databases() if r["name"] == p["name"]]

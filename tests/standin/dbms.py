@@ -200,6 +200,10 @@ class Dbms:
         self.pagecache_ratio: float | None = 0.25  # None: the metric is absent (as on Community)
         self.faults = Faults()
         self.index_population_seconds = 0.0  # how long a new property index stays POPULATING
+        # Cluster members (SHOW SERVERS); every member hosts every database, one SHOW DATABASES row each.
+        # `member_status[(database, server)]` overrides what one member reports (e.g. "unknown", "deallocating").
+        self.servers: list[str] = ["server-1"]
+        self.member_status: dict[tuple[str, str], str] = {}
         self.databases: dict[str, Database] = {
             SYSTEM: Database(SYSTEM, type="system"),
             DEFAULT_DB: Database(DEFAULT_DB),
@@ -436,18 +440,27 @@ class Dbms:
             for db in sorted(self.databases.values(), key=lambda d: d.name):
                 if not self._visible(db, count_poll):
                     continue
-                rows.append({
-                    "name": db.name,
-                    "type": db.type,
-                    "aliases": sorted(a for a, t in self.aliases.items() if t == db.name),
-                    "currentStatus": self._status(db, count_poll),
-                    "requestedStatus": "online",
-                    "statusMessage": db.status_message,
-                    "access": db.access,
-                    "default": db.name == DEFAULT_DB,
-                    "home": db.name == DEFAULT_DB,
-                })
+                status = self._status(db, count_poll)
+                for server in self.servers:
+                    rows.append({
+                        "name": db.name,
+                        "type": db.type,
+                        "aliases": sorted(a for a, t in self.aliases.items() if t == db.name),
+                        "serverID": server,
+                        "currentStatus": self.member_status.get((db.name, server), status),
+                        "requestedStatus": "online",
+                        "statusMessage": db.status_message,
+                        "access": db.access,
+                        "default": db.name == DEFAULT_DB,
+                        "home": db.name == DEFAULT_DB,
+                    })
             return rows
+
+    def show_servers(self) -> list[dict[str, Any]]:
+        with self.lock:
+            self._require_enterprise("SHOW SERVERS")
+            return [{"name": s, "address": f"{s}:7687", "state": "Enabled", "health": "Available"}
+                    for s in self.servers]
 
     def show_aliases(self) -> list[dict[str, Any]]:
         with self.lock:

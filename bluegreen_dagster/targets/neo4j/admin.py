@@ -29,6 +29,7 @@ from bluegreen_dagster.targets.base import (
     validate_database,
 )
 from bluegreen_dagster.targets.neo4j import queries
+from bluegreen_dagster.targets.neo4j.cluster import merge_rows, merged_status
 
 log = logging.getLogger(__name__)
 
@@ -259,14 +260,23 @@ class Admin:
         rows = self.run(queries.DATABASE_STATUS, {"name": name}, what=f"reading the status of database {name}")
         if not rows:
             return None
-        statuses = {r["currentStatus"] for r in rows}
-        status = statuses.pop() if len(statuses) == 1 else "mixed"
+        status = merged_status(r["currentStatus"] for r in rows) or "unknown"
         return status, "; ".join(sorted({r.get("statusMessage") or "" for r in rows} - {""}))
 
     def list_databases(self, customer: str) -> list[tuple[str, str]]:
         validate_alias(customer)
         rows = self.run(queries.LIST_DATABASES, {"prefix": f"{customer}-"}, what=f"listing databases of {customer}")
-        return [(r["name"], r["currentStatus"]) for r in rows]
+        return merge_rows((r["name"], r["currentStatus"]) for r in rows)
+
+    def server_count(self) -> int:
+        """Members of the DBMS (SHOW SERVERS); 1 where the server does not list them (Community)."""
+        try:
+            rows = self.run(queries.SERVER_COUNT, what="listing servers")
+        except PermanentTargetError as exc:
+            if ENTERPRISE_ONLY not in str(exc):
+                raise
+            return 1
+        return int(rows[0]["servers"]) if rows else 1
 
     def count_databases(self) -> int:
         rows = self.run(queries.COUNT_DATABASES, what="counting databases")

@@ -9,12 +9,14 @@ tier checks that each administration statement here is accepted by Neo4j's parse
 
 COMPONENTS = "CALL dbms.components() YIELD name, versions, edition RETURN name, versions, edition"
 
-# One row per database name (a cluster reports one row per hosting server, hence DISTINCT).
+# One row per database and hosting server (a cluster): admin.py merges them into one state per database.
 LIST_DATABASES = (
     "SHOW DATABASES YIELD name, type, currentStatus "
     "WHERE type = 'standard' AND name STARTS WITH $prefix "
-    "RETURN DISTINCT name, currentStatus"
+    "RETURN name, currentStatus"
 )
+
+SERVER_COUNT = "SHOW SERVERS YIELD name RETURN count(name) AS servers"
 
 DATABASE_STATUS = (
     "SHOW DATABASES YIELD name, currentStatus, statusMessage "

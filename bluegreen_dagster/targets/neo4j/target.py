@@ -24,6 +24,7 @@ from bluegreen_dagster.targets.base import (
     PermanentTargetError,
     QueryResult,
     TargetError,
+    UNDECIDED_STATUSES,
     TransientTargetError,
     validate_alias,
     validate_database,
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 # The session names the database (never query text); still, only plain database names are accepted.
 _DATABASE_NAME_RE = re.compile(r"^[a-z][a-z0-9.-]{1,62}$")
-# Statuses in which a database is still coming up: wait, do not drop.
-_COMING_UP = {"starting", "store copying"}
 # How long an Arrow-made database may stay invisible before `CREATE DATABASE $name WAIT` mounts its store.
 _MOUNT_AFTER_SECONDS = 15.0
 
@@ -74,7 +73,7 @@ class Neo4jTarget(GraphTarget):
                                        f"{orch.heap_threshold_percent:g}%")
         try:
             pagecache = self.admin.pagecache_percent()
-        except PermanentTargetError as exc:
+        except TargetError as exc:  # not published, or the home database it is read on is stopped
             log.info("page cache usage not readable: %s", exc)
             pagecache = None
         if pagecache is None:
@@ -115,7 +114,7 @@ class Neo4jTarget(GraphTarget):
                 # Empty, or still carrying the Cypher loader's helper label: an interrupted load. Start again.
                 log.warning("%s is online but its load never finished: dropping it and loading again", name)
                 self.admin.drop_database(name)
-            elif current in _COMING_UP:
+            elif current in UNDECIDED_STATUSES:  # coming up, or a cluster member not answering: never drop
                 raise TransientTargetError(f"database {name} exists and is {current}; try again when it is online")
             else:
                 # A leftover of a failed attempt at this same snapshot (offline, dirty, initial...): start again.
@@ -125,6 +124,13 @@ class Neo4jTarget(GraphTarget):
         planned = snapshot.file_state()
         if self.neo4j.loader == "arrow":
             from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
+
+            servers = self.admin.server_count()
+            if servers > 1 and not self.neo4j.arrow_on_cluster:
+                raise PermanentTargetError(
+                    f"neo4j.loader is arrow but the DBMS is a cluster of {servers} servers: a GDS Arrow import builds "
+                    "the store on the one server GDS runs on, which the cluster does not replicate. Use "
+                    "neo4j.loader: cypher, or set neo4j.arrow_on_cluster: true if you know what GDS does there")
 
             loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
                                  is_unregistered=lambda n: self._status(n) is None)
