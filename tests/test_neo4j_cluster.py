@@ -110,3 +110,18 @@ def test_health_reports_a_measure_it_cannot_read_as_unknown(standin, tmp_path):
     with make_target(standin, tmp_path) as target:
         health = target.health()
     assert health.ok and health.measurements["pagecache_percent"] == "unknown"
+
+
+@pytest.mark.neo4j_community
+def test_a_server_that_does_not_list_servers_counts_as_one_on_real_community(neo4j_community, tmp_path):
+    from bluegreen_dagster.targets.neo4j.admin import Admin
+
+    uri, user, password = neo4j_community
+    host, port = uri.removeprefix("bolt://").rstrip("/").rsplit(":", 1)
+    settings = parse_settings({"target": "neo4j", "neo4j": {"host": host, "bolt_port": int(port), "user": user,
+                                                            "password": password}}, root=tmp_path)
+    admin = Admin(settings.neo4j)
+    try:
+        assert admin.server_count() == 1
+    finally:
+        admin.close()
