@@ -35,7 +35,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import fingerprints, plausibility, records, smoke
+from bluegreen_dagster import drain, fingerprints, plausibility, records, smoke
 from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.live_graph import SWITCH, record_live
@@ -263,7 +263,8 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
         pin = get_pin(context.instance, customer)
         result = rules.cleanup(graph, customer, pipeline.keep_databases,
                                in_flight=lambda: in_flight_partitions(context.instance, customer),
-                               own=snapshot.key, pinned=pin.database if pin else None)
+                               own=snapshot.key, pinned=pin.database if pin else None,
+                               **drain.for_cleanup(context.instance, customer, graph))
     # The partitions of dropped databases go too (their run history stays): the partition list stays as long as
     # the databases kept, not one per snapshot ever seen. The sensor's cursor, not the partitions, says what it saw.
     pruned = [key for key in result.dropped

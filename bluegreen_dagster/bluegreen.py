@@ -8,7 +8,11 @@
 2. Cleanup keeps the newest `keep` databases of a customer and never drops the alias target, the database the
    customer is pinned to (pins.py) or a database still loading. "Still loading" has one source, the caller's
    `in_flight` (Dagster's run records, see `records.in_flight_partitions`); any other database that is not
-   online is a crashed load's leftover and is removed whatever its age.
+   online is a crashed load's leftover and is removed whatever its age, except one in a state the store has not
+   decided yet (`UNDECIDED_STATUSES`: a cluster member not answering, a database moving or starting).
+3. A database the alias left is kept for `drain_seconds` after that switch (the drain), whatever `keep` says:
+   readers' transactions that began on it before the switch finish there. The switch times come from the
+   caller (`records.left_alias_at`, what Dagster recorded).
 
 The caller holds the customer's lock (`concurrency.customer_lock`) around `switch_if_newest` and `cleanup`, which
 makes each one check-then-act step per customer, whichever host runs it.
@@ -16,13 +20,14 @@ makes each one check-then-act step per customer, whichever host runs it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from bluegreen_dagster import plausibility, value_stats
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.reading import GraphCounts
-from bluegreen_dagster.targets.base import GraphTarget, PermanentTargetError
+from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, GraphTarget, PermanentTargetError
 
 
 class VerificationFailed(PermanentTargetError):
@@ -104,15 +109,28 @@ class CleanupResult:
 
 def cleanup(target: GraphTarget, customer: str, keep: int,
             in_flight: Callable[[], Collection[str]], own: str | None = None,
-            pinned: str | None = None) -> CleanupResult:
+            pinned: str | None = None, *, left_at: Mapping[str, float] | None = None,
+            drain_seconds: float = 300.0, now: float | None = None) -> CleanupResult:
     """Drop this customer's databases beyond the newest `keep`, except the alias target, the `pinned` database
     (the one the customer's pin names) and loads in progress.
 
     `in_flight()` names the databases whose runs are queued or running. It is called after the databases are
     listed: a run creates its database only after its run record exists, so every database in the listing that
     belongs to a live run is named by it. `own` is the calling run's own (verified) database: it counts as a kept
-    one, and is never dropped by its own run (the next cleanup decides if it falls beyond `keep`)."""
+    one, and is never dropped by its own run (the next cleanup decides if it falls beyond `keep`).
+
+    `left_at` maps a database to the time (epoch seconds) it stopped being the alias target; one that left less
+    than `drain_seconds` ago is kept ("draining")."""
     result = CleanupResult()
+    now = time.time() if now is None else now
+
+    def draining(name: str) -> str | None:
+        left = (left_at or {}).get(name)
+        if left is None or name == alias or now - left >= drain_seconds:
+            return None
+        return (f"draining: the alias left it {now - left:.0f}s ago, kept for drain_seconds {drain_seconds:g}s "
+                "so readers' transactions finish")
+
     alias = target.alias_target(customer)
     databases = []
     for info in target.list_databases(customer):
@@ -137,13 +155,20 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
                 result.kept.append(info.name)
             else:
                 result.protected[info.name] = "pinned"
+        elif info.status in UNDECIDED_STATUSES and info.name != alias:
+            result.protected[info.name] = f"{info.status}: the store has not decided about it yet"
         elif info.status != "online" and info.name != alias:
-            target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
-            result.dropped.append(info.name)
+            if draining(info.name):  # once the alias target: not a crashed load's leftover
+                result.protected[info.name] = draining(info.name)
+            else:
+                target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
+                result.dropped.append(info.name)
         elif len(result.kept) < keep:
             result.kept.append(info.name)
         elif info.name == alias:
             result.protected[info.name] = "alias target"
+        elif draining(info.name):
+            result.protected[info.name] = draining(info.name)
         else:
             target.drop_database(info.name)
             result.dropped.append(info.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from bluegreen_dagster.names import validate_customer
+from bluegreen_dagster.names import IDENTIFIER_RE, validate_customer
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -66,6 +66,33 @@ class Neo4jSettings(_Section):
     # GDS Arrow: nulls in properties are refused (the Cypher loader stores no property, GDS would store NaN);
     # `nan` sends null floats as NaN instead.
     arrow_nulls: Literal["refuse", "nan"] = "refuse"
+    # Readers (targets/neo4j/access.py, docs/neo4j-readers.md). Before the alias moves, the new database gets the
+    # read privileges every role has on the current target, plus ACCESS and MATCH for these roles (per customer
+    # too: customers.<name>.reader_roles); off only when grants are made on `*` or by the operator's own tooling.
+    reader_access_follows_alias: bool = True
+    reader_roles: list[str] = []
+    # Users whose read of the new database is proven (a count through `impersonated_user`, which needs IMPERSONATE
+    # for neo4j.user) before the alias moves; a user who cannot read blocks the switch. Per customer too.
+    reader_users: list[str] = []
+    # Ready before live (targets/neo4j/readiness.py): after the load, before verification, an index on the node key
+    # of every label plus these (label -> property names), waited for until ONLINE within index_timeout seconds;
+    # then the database is marked read-only (ALTER DATABASE ... SET ACCESS READ ONLY) unless read_only is false.
+    indexes: dict[str, list[str]] = {}
+    index_timeout: float = Field(600, gt=0)
+    read_only: bool = True
+    # A GDS Arrow import builds the store on the one server GDS runs on; on a cluster (SHOW SERVERS lists more than
+    # one) the Arrow loader is refused unless this says the operator knows what GDS does there.
+    arrow_on_cluster: bool = False
+
+    @field_validator("indexes")
+    @classmethod
+    def _index_names(cls, indexes: dict[str, list[str]]) -> dict[str, list[str]]:
+        for label, properties in indexes.items():
+            for name in (label, *properties):
+                if not IDENTIFIER_RE.match(name):
+                    raise ValueError(f"{name!r} is not a label or property name: use letters, digits and '_', "
+                                     "starting with a letter")
+        return indexes
 
 
 class DatasetSettings(_Section):
@@ -101,6 +128,9 @@ class OrchestratorSettings(_Section):
     max_age: timedelta | None = Field(None, gt=timedelta(0))
     # A load reports its rows loaded (of the snapshot's total) in the run's log at most this often (progress.py).
     progress_seconds: float = Field(2, gt=0, le=3600)
+    # A database the alias left is kept at least this long after that switch (drain.py, bluegreen.cleanup), whatever
+    # keep_databases says: readers' transactions that began on it finish there.
+    drain_seconds: float = Field(300, ge=0)
 
     @field_validator("reconcile_cron", "health_audit_cron")
     @classmethod
@@ -196,6 +226,9 @@ class CustomerSettings(_Section):
     max_shrink_percent: float | None = Field(None, ge=0, le=100)
     max_age: timedelta | None = Field(None, gt=timedelta(0))
     smoke: SmokeSettings | None = None
+    # Neo4j readers of this customer, on top of neo4j.reader_roles / neo4j.reader_users.
+    reader_roles: list[str] = []
+    reader_users: list[str] = []
 
 
 class EmbeddedSettings(_Section):

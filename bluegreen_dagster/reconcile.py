@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import plausibility, records
+from bluegreen_dagster import drain, plausibility, records
 from bluegreen_dagster.concurrency import customer_lock
 from bluegreen_dagster.live_graph import RECONCILE, record_live
 from bluegreen_dagster.names import InvalidName, parse_partition_key
@@ -130,7 +130,8 @@ def reconcile_customer(graph: GraphTarget, instance: dg.DagsterInstance, pipelin
             break
 
     cleaned = rules.cleanup(graph, customer, pipeline.keep_databases,
-                            in_flight=lambda: in_flight_partitions(instance, customer))
+                            in_flight=lambda: in_flight_partitions(instance, customer),
+                            **drain.for_cleanup(instance, customer, graph))
     out.dropped = cleaned.dropped
     # Like the cleanup step: the partitions of databases dropped for retention go too. A crashed load's leftover
     # keeps its partition, so relaunch.py can still load that snapshot again.

@@ -180,6 +180,25 @@ def was_live(instance: dg.DagsterInstance, database: str) -> bool:
                for r in steps.records)
 
 
+# Moves read per customer: far more switches than any drain window can hold.
+RECENT_MOVES = 100
+
+
+def left_alias_at(instance: dg.DagsterInstance, customer: str) -> dict[str, float]:
+    """database -> when (epoch seconds) it last stopped being `customer`'s alias target, from the `live_graph`
+    materializations every move of the alias records (live_graph.py)."""
+    left: dict[str, float] = {}
+    moves = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=LIVE_GRAPH_ASSET, asset_partitions=[customer]), limit=RECENT_MOVES)
+    for record in moves.records:  # newest first
+        event = record.asset_materialization
+        metadata = {key: getattr(value, "value", value) for key, value in (event.metadata if event else {}).items()}
+        previous, serves = metadata.get("previous"), metadata.get("serves")
+        if isinstance(previous, str) and previous and previous != serves:
+            left.setdefault(previous, record.timestamp)
+    return left
+
+
 def recorded_fingerprint(instance: dg.DagsterInstance, key: str) -> str | None:
     """The fingerprint recorded by the partition's latest `snapshot_database` materialization (None: never
     recorded, e.g. loaded before fingerprints were recorded, or the run died between the load and the record)."""

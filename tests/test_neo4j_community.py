@@ -132,7 +132,8 @@ def test_admin_statement_parses_and_is_refused_as_enterprise_only(neo4j_communit
     uri, user, password = neo4j_community
     with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:
         error = _error_of(driver, queries.ADMIN_QUERIES[name],
-                          {"name": "acme-1767741527", "alias": "acme", "database": "acme-1767741527"})
+                          {"name": "acme-1767741527", "alias": "acme", "database": "acme-1767741527",
+                           "role": "acme-reader"})
     assert error is not None
     assert error.code == UNSUPPORTED_ADMIN, f"{name}: {error.code} {error.message}"
 
@@ -164,6 +165,9 @@ def test_alias_listing_parses_and_is_refused_as_enterprise_only(neo4j_community)
     ("COUNT_NODES", "neo4j", {}),
     ("COUNT_BY_LABEL", "neo4j", {}),
     ("COUNT_BY_TYPE", "neo4j", {}),
+    ("USER_ROLES", "system", {"user": "neo4j"}),
+    ("SHOW_INDEXES", "neo4j", {}),
+    ("AWAIT_INDEXES", "neo4j", {"seconds": 5}),
 ])
 def test_other_statements_run_on_community(neo4j_community, name, database, params):
     uri, user, password = neo4j_community

@@ -78,16 +78,20 @@ def test_load_verify_switch_cleanup(target, tmp_path):
 def test_readers_through_the_alias_see_zero_downtime_during_20_switches(target, tmp_path):
     """The zero-downtime loop of tests/test_zero_downtime.py against real Enterprise: three processes read through
     the alias with the driver while 20 snapshots of different sizes are loaded, verified, switched and cleaned up
-    (keep 2), one after another as fast as the server takes them."""
+    (keep 2), one after another as fast as the server takes them. The readers are a non-admin user of a reader
+    role (neo4j.reader_roles), proved before each switch (neo4j.reader_users)."""
     import json
     import time
 
     from tests.zero_downtime_readers import first_reads_done, neo4j_reader, reader_processes, summarize
 
     customer = f"bgtest{secrets.token_hex(3)}"
-    reader_args = (os.environ["NEO4J_URI"], os.environ.get("NEO4J_USER", "neo4j"), os.environ.get("NEO4J_PASSWORD", ""),
-                   customer)
+    role, user, password = f"{customer}-reader", f"{customer}reader", secrets.token_hex(12)
+    reader_args = (os.environ["NEO4J_URI"], user, password, customer)
     valid, switch_times = {}, []
+    admin_target = target
+    target = Neo4jTarget(target.settings.model_copy(update={"neo4j": target.settings.neo4j.model_copy(
+        update={"reader_roles": [role], "reader_users": [user]})}))
 
     def load_and_switch(i: int) -> None:
         write_snapshot(tmp_path / "data", customer, 1767741527 + i, people=100 + 20 * i)
@@ -103,6 +107,7 @@ def test_readers_through_the_alias_see_zero_downtime_during_20_switches(target, 
         bluegreen.cleanup(target, customer, keep=2, in_flight=set)
 
     try:
+        _create_reader(admin_target, role, user, password)
         load_and_switch(0)
         with reader_processes(neo4j_reader, reader_args, tmp_path) as readers:
             deadline = time.monotonic() + 60
@@ -115,9 +120,29 @@ def test_readers_through_the_alias_see_zero_downtime_during_20_switches(target, 
         print("zero_downtime " + json.dumps({**result, "target": "neo4j", "loader": target.settings.neo4j.loader}))
         assert not problems, "\n".join(problems)
     finally:
-        problems = _remove_everything(target, customer)
+        target.close()
+        problems = _remove_everything(admin_target, customer) + _remove_reader(admin_target, role, user)
     if problems:
         pytest.fail(f"could not clean up on the server: {'; '.join(problems)}")
+
+
+def _create_reader(target: Neo4jTarget, role: str, user: str, password: str) -> None:
+    """A role and a non-admin user of it (test-only statements; the stand-in knows them too)."""
+    target.admin.run("CREATE ROLE $role IF NOT EXISTS", {"role": role})
+    target.admin.run("CREATE USER $user IF NOT EXISTS SET PASSWORD $password CHANGE NOT REQUIRED",
+                     {"user": user, "password": password})
+    target.admin.run("GRANT ROLE $role TO $user", {"role": role, "user": user})
+
+
+def _remove_reader(target: Neo4jTarget, role: str, user: str) -> list[str]:
+    problems = []
+    for statement, params in (("DROP USER $user IF EXISTS", {"user": user}),
+                              ("DROP ROLE $role IF EXISTS", {"role": role})):
+        try:
+            target.admin.run(statement, params)
+        except TargetError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _remove_everything(target: Neo4jTarget, customer: str) -> list[str]:
@@ -132,3 +157,66 @@ def _remove_everything(target: Neo4jTarget, customer: str) -> list[str]:
     except TargetError as exc:
         problems.append(str(exc))
     return problems
+
+
+def test_a_reader_role_keeps_reading_through_the_alias_across_switches(target, tmp_path):
+    """A non-admin user of a reader role, granted ACCESS and MATCH on the alias once (which Neo4j stores against
+    the database the alias points at then), counts nodes through the alias while 5 snapshots switch, the alias
+    rolls back one and moves forward again: no refused read, no empty count. Access follows the alias
+    (targets/neo4j/access.py); the reader's read of each new database is proved before the switch."""
+    import threading
+    import time
+
+    import neo4j
+
+    from bluegreen_dagster.targets.neo4j import queries
+
+    customer = f"bgtest{secrets.token_hex(3)}"
+    role, user, password = f"{customer}-reader", f"{customer}reader", secrets.token_hex(12)
+    proving_settings = target.settings.model_copy(update={"neo4j": target.settings.neo4j.model_copy(
+        update={"reader_users": [user]})})
+    reads: list = []
+    stop = threading.Event()
+
+    def reader_loop() -> None:
+        with neo4j.GraphDatabase.driver(os.environ["NEO4J_URI"], auth=(user, password)) as driver:
+            while not stop.is_set():
+                try:
+                    with driver.session(database=customer, default_access_mode=neo4j.READ_ACCESS) as session, \
+                            session.begin_transaction() as tx:
+                        reads.append(tx.run(queries.COUNT_NODES).single()["count"])
+                except neo4j.exceptions.Neo4jError as exc:
+                    reads.append(f"{exc.code}: {exc.message}")
+                time.sleep(0.01)
+
+    def load_and_switch(graph: Neo4jTarget, ts: int) -> None:
+        write_snapshot(tmp_path / "data", customer, ts, people=200 + ts % 100)
+        snapshot = snapshot_at(tmp_path / "data", customer, ts)
+        expected = expected_counts(snapshot)
+        graph.load(snapshot)
+        assert bluegreen.switch_if_newest(graph, snapshot.key, expected).switched
+
+    timestamps = [1767741527 + i for i in range(6)]
+    try:
+        _create_reader(target, role, user, password)
+        load_and_switch(target, timestamps[0])
+        target.admin.run(queries.GRANT_ACCESS, {"database": customer, "role": role})  # on the alias, by hand
+        target.admin.run(queries.GRANT_MATCH, {"database": customer, "role": role})
+        thread = threading.Thread(target=reader_loop, daemon=True)
+        thread.start()
+        with Neo4jTarget(proving_settings) as proving:
+            for ts in timestamps[1:]:
+                load_and_switch(proving, ts)
+                bluegreen.cleanup(proving, customer, keep=2, in_flight=set)
+            proving.point_alias(customer, f"{customer}-{timestamps[-2]}")  # a rollback's move
+            proving.point_alias(customer, f"{customer}-{timestamps[-1]}")
+        time.sleep(0.5)
+        stop.set()
+        thread.join(timeout=30)
+        failed = [r for r in reads if isinstance(r, str)]
+        assert len(reads) > 10 and not failed and 0 not in reads, (len(reads), failed[:3])
+    finally:
+        stop.set()
+        problems = _remove_everything(target, customer) + _remove_reader(target, role, user)
+    if problems:
+        pytest.fail(f"could not clean up on the server: {'; '.join(problems)}")

@@ -105,6 +105,11 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
+# States in which a store has not decided about a database yet (a cluster member not answering, a database
+# moving or starting, members that disagree): cleanup and loads wait for them, never drop for them.
+UNDECIDED_STATUSES = frozenset({"unknown", "deallocating", "starting", "store copying", "stopping", "mixed"})
+
+
 @dataclass(frozen=True)
 class DatabaseInfo:
     name: str
@@ -164,6 +169,16 @@ class GraphTarget(abc.ABC):
 
         Raise QueryTimedOut when it ran longer (stopped by the store where it can, else measured), QueryRefused
         when the store refused it (including any write), TransientTargetError when the store cannot be reached."""
+
+    def prepare_readers(self, database: str, customer: str) -> None:  # noqa: B027 - optional hook
+        """Before the alias moves to `database`: give the customer's readers access to it and prove they can
+        read it, or raise PermanentTargetError (the alias must not move). `point_alias` calls it. Nothing to do
+        where readers open the alias as a file (the embedded target)."""
+
+    def drain_seconds(self) -> float:
+        """How long cleanup keeps a database the alias left (bluegreen.cleanup, drain.py): 0 where readers hold
+        no transaction on the target's databases (the embedded target: readers open the files themselves)."""
+        return 0.0
 
     def reader_location(self, customer: str) -> str | None:
         """What a reader opens to query the customer's current graph (a path or a URI and alias name)."""

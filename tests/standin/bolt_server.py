@@ -28,6 +28,7 @@ import socketserver
 import string
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -83,7 +84,22 @@ def _is_template(text: str) -> bool:
 
 # Statements the product never sends but its tests do (the opt-in Enterprise suite's teardown), as Neo4j 5's Cypher
 # manual writes them (DROP ALIAS name [IF EXISTS] FOR DATABASE).
-TEST_STATEMENTS = {"DROP_ALIAS": "DROP ALIAS $alias IF EXISTS FOR DATABASE"}
+TEST_STATEMENTS = {
+    "DROP_ALIAS": "DROP ALIAS $alias IF EXISTS FOR DATABASE",
+    # users and roles of the reader tests (tests/test_neo4j_enterprise_optin.py)
+    "CREATE_ROLE": "CREATE ROLE $role IF NOT EXISTS",
+    "DROP_ROLE": "DROP ROLE $role IF EXISTS",
+    "CREATE_USER": "CREATE USER $user IF NOT EXISTS SET PASSWORD $password CHANGE NOT REQUIRED",
+    "DROP_USER": "DROP USER $user IF EXISTS",
+    "GRANT_ROLE": "GRANT ROLE $role TO $user",
+}
+
+# A privilege command as SHOW PRIVILEGES AS COMMANDS writes it (and as access.py replays it for a new name): the
+# only statements accepted that are not constants, because their text comes from the server itself.
+_PRIVILEGE_COMMAND = re.compile(
+    r"^(?P<verb>GRANT|DENY) (?P<action>ACCESS|TRAVERSE|MATCH|READ)(?: (?P<props>\{[^}]*\}))? "
+    r"ON (?:DATABASE|GRAPH) (?P<graph>`(?:[^`]|``)+`|\*)(?: (?P<segment>(?:NODE|RELATIONSHIP)S?) \*)? "
+    r"TO `(?P<role>(?:[^`]|``)+)`$")
 
 
 def _statement_constants() -> dict[str, str]:
@@ -160,21 +176,41 @@ class Executor:
     def __init__(self, dbms: Dbms, catalogue: Catalogue) -> None:
         self.dbms = dbms
         self.catalogue = catalogue
+        self._local = threading.local()
+
+    @property
+    def user(self) -> str | None:
+        """Who runs the statement this thread is executing (set by `run`; one connection per thread)."""
+        return getattr(self._local, "user", None)
+
+    @user.setter
+    def user(self, value: str | None) -> None:
+        self._local.user = value
 
     scopes: dict[str, str] = {
+        "GRANT_ACCESS": ADMIN, "GRANT_MATCH": ADMIN, "PRIVILEGE_COMMANDS": ADMIN, "USER_ROLES": ADMIN,
+        "CREATE_ROLE": ADMIN, "DROP_ROLE": ADMIN, "CREATE_USER": ADMIN, "DROP_USER": ADMIN, "GRANT_ROLE": ADMIN,
         "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
-        "DROP_DATABASE": ADMIN,
+        "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
     def handled(self) -> set[str]:
         return {name[3:] for name in dir(self) if name.startswith("_q_")}
 
-    def run(self, statement: str, parameters: dict[str, Any], db: str | None) -> Result:
+    def run(self, statement: str, parameters: dict[str, Any], db: str | None, user: str | None = None) -> Result:
+        """`user` is who runs it (after impersonation); None: the admin user of tests that drive the executor."""
         if not isinstance(statement, str):
             raise DbmsError("Neo.ClientError.Request.Invalid", "RUN needs a string statement")
+        self.user = user
+        privilege = _PRIVILEGE_COMMAND.match(normalise(statement))
+        if privilege:
+            self._check_scope("GRANT_ACCESS", db)
+            self.dbms.log("bolt", "PRIVILEGE_COMMAND", db=db, command=normalise(statement))
+            return self._privilege(privilege.group("verb"), privilege.group("action"), privilege.group("props"),
+                                   privilege.group("graph"), privilege.group("segment"), privilege.group("role"))
         literal = _RETURN_LITERAL.match(statement.strip())
         if literal:
             self.dbms.resolve(db)
@@ -212,6 +248,10 @@ class Executor:
             raise DbmsError("Neo.ClientError.Statement.NotSystemDatabaseError",
                             f"queries.{name} cannot run on the system database: it supports a restricted set of "
                             "Cypher clauses")
+        if scope == self.ADMIN:
+            self.dbms.require_admin(self.user, name)
+        else:
+            self.dbms.check_access(self.user, target)
 
     # --- administration ---------------------------------------------------------------------------------------
 
@@ -227,14 +267,12 @@ class Executor:
 
     def _q_LIST_DATABASES(self, p, db):
         prefix = p["prefix"]
-        rows = self.dbms.show_databases()
-        seen, out = set(), []
-        for row in rows:
-            if row["type"] == "standard" and isinstance(prefix, str) and row["name"].startswith(prefix):
-                if row["name"] not in seen:
-                    seen.add(row["name"])
-                    out.append([row["name"], row["currentStatus"]])
+        out = [[row["name"], row["currentStatus"]] for row in self.dbms.show_databases()
+               if row["type"] == "standard" and isinstance(prefix, str) and row["name"].startswith(prefix)]
         return Result(["name", "currentStatus"], out)
+
+    def _q_SERVER_COUNT(self, p, db):
+        return Result(["servers"], [[len(self.dbms.show_servers())]])
 
     def _q_DATABASE_STATUS(self, p, db):
         rows = [[r["currentStatus"], r["statusMessage"]] for r in self.dbms.show_databases() if r["name"] == p["name"]]
@@ -260,6 +298,56 @@ class Executor:
         self.dbms._require_enterprise("DROP ALIAS")
         return Result([], kind="s", apply=lambda: self.dbms.drop_alias(p["alias"], if_exists=True))
 
+    # --- security ---------------------------------------------------------------------------------------------
+
+    def _privilege(self, verb, action, props, graph, segment, role):
+        graph = "*" if graph == "*" else graph[1:-1].replace("``", "`")
+        if action == "ACCESS":
+            segments: tuple[str, ...] = ("",)
+        elif segment:
+            segments = (f"{segment.rstrip('S')} *",)
+        else:  # ON GRAPH g with no segment: nodes and relationships
+            segments = ("NODE *", "RELATIONSHIP *")
+        properties = props or ("{*}" if action in ("MATCH", "READ") else "")
+        return Result([], kind="s", apply=lambda: self.dbms.grant(verb, action, properties, graph, segments,
+                                                                  role.replace("``", "`")))
+
+    def _q_GRANT_ACCESS(self, p, db):
+        return self._privilege("GRANT", "ACCESS", None, self._graph_param(p["database"]), None,
+                               f"`{p['role']}`"[1:-1])
+
+    def _q_GRANT_MATCH(self, p, db):
+        return self._privilege("GRANT", "MATCH", "{*}", self._graph_param(p["database"]), None,
+                               f"`{p['role']}`"[1:-1])
+
+    @staticmethod
+    def _graph_param(name: Any) -> str:
+        if not isinstance(name, str):
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError", "Expected a string database name")
+        return f"`{name}`"
+
+    def _q_PRIVILEGE_COMMANDS(self, p, db):
+        return Result(["command", "immutable"], [[c, False] for c in self.dbms.privilege_commands()])
+
+    def _q_USER_ROLES(self, p, db):
+        roles = self.dbms.roles_of(p["user"]) if isinstance(p["user"], str) else []
+        return Result(["roles"], [[roles]] if roles else [])
+
+    def _q_CREATE_ROLE(self, p, db):
+        return Result([], kind="s", apply=lambda: self.dbms.create_role(p["role"]))
+
+    def _q_DROP_ROLE(self, p, db):
+        return Result([], kind="s", apply=lambda: self.dbms.drop_role(p["role"]))
+
+    def _q_CREATE_USER(self, p, db):
+        return Result([], kind="s", apply=lambda: self.dbms.create_user(p["user"], p["password"]))
+
+    def _q_DROP_USER(self, p, db):
+        return Result([], kind="s", apply=lambda: self.dbms.drop_user(p["user"]))
+
+    def _q_GRANT_ROLE(self, p, db):
+        return Result([], kind="s", apply=lambda: self.dbms.grant_role(p["role"], p["user"]))
+
     def _wait_rows(self) -> list[list[Any]]:
         return [["127.0.0.1:7687", "CaughtUp", "caught up", True]]
 
@@ -275,18 +363,26 @@ class Executor:
 
     # --- data -------------------------------------------------------------------------------------------------
 
+    def _sees(self, db, *segments: str) -> bool:
+        target = self.dbms.resolve(db)
+        return all(self.dbms.sees(self.user, target, segment) for segment in segments)
+
     def _q_COUNT_BY_LABEL(self, p, db):
         graph = self.dbms.counts(db)
+        if not self._sees(db, "NODE *"):
+            return Result(["label", "count"], [])
         with self.dbms.lock:
             return Result(["label", "count"], [[k, v] for k, v in sorted(graph.label_counts().items())])
 
     def _q_COUNT_NODES(self, p, db):
         graph = self.dbms.counts(db)
         with self.dbms.lock:
-            return Result(["count"], [[len(graph.nodes)]])
+            return Result(["count"], [[len(graph.nodes) if self._sees(db, "NODE *") else 0]])
 
     def _q_COUNT_BY_TYPE(self, p, db):
         graph = self.dbms.counts(db)
+        if not self._sees(db, "NODE *", "RELATIONSHIP *"):
+            return Result(["type", "count"], [])
         with self.dbms.lock:
             return Result(["type", "count"], [[k, v] for k, v in sorted(graph.type_counts().items())])
 
@@ -331,14 +427,47 @@ class Executor:
         return Result([], kind="s")
 
     def _q_CREATE_ID_INDEX(self, p, db, label):
-        return self._schema(db)
+        self.dbms.writable(db)
+        return Result([], kind="s", apply=lambda: self.dbms.create_index(db, self._names(label)[0], "nodeId"))
+
+    def _q_CREATE_PROPERTY_INDEX(self, p, db, label, property):  # noqa: A002 - the template's field name
+        self.dbms.writable(db)
+        return Result([], kind="s", apply=lambda: self.dbms.create_index(db, self._names(label)[0],
+                                                                          self._names(property)[0]))
+
+    def _q_SHOW_INDEXES(self, p, db):
+        fields = ["name", "type", "labelsOrTypes", "properties", "state", "populationPercent"]
+        return Result(fields, [[row[f] for f in fields] for row in self.dbms.show_indexes(db)])
 
     def _q_AWAIT_INDEXES(self, p, db):
+        """Blocks until every index is ONLINE, at most $seconds; then fails as the procedure does."""
         self.dbms.counts(db)
+        seconds = p["seconds"]
+        if not isinstance(seconds, int) or seconds < 0:
+            raise DbmsError("Neo.ClientError.Statement.TypeError", "db.awaitIndexes needs an integer timeout")
+        remaining = self.dbms.indexes_online_in(db)
+        time.sleep(min(remaining, seconds))
+        if remaining > seconds:
+            raise DbmsError("Neo.ClientError.Procedure.ProcedureCallFailed",
+                            f"Failed to invoke procedure `db.awaitIndexes`: Caused by: "
+                            f"org.neo4j.kernel.api.exceptions.schema.IndexPopulationFailedKernelException: "
+                            f"Index population has not completed in {seconds}s")
         return Result([], kind="r")
 
+    def _q_DATABASE_ACCESS(self, p, db):
+        modes = sorted({r["access"] for r in self.dbms.show_databases(count_poll=False) if r["name"] == p["name"]})
+        return Result(["access"], [[m] for m in modes])
+
+    def _q_SET_READ_ONLY(self, p, db):
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.set_access(p["name"], "read-only"))
+
+    def _q_SET_READ_WRITE(self, p, db):
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.set_access(p["name"], "read-write"))
+
     def _q_CREATE_LOAD_MARKER(self, p, db):
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
 
         def apply() -> None:
             with self.dbms.lock:
@@ -347,7 +476,7 @@ class Executor:
         return Result(["created"], [[1]], kind="w", apply=apply, stats={"nodes-created": 1, "labels-added": 1})
 
     def _q_DELETE_LOAD_MARKER(self, p, db):
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
         with self.dbms.lock:
             markers = [key for key, labels in graph.nodes.items() if queries.LOAD_LABEL in labels]
             attached = {key for a, _, b in graph.relationships for key in (a, b)} & set(markers)
@@ -365,7 +494,7 @@ class Executor:
         return Result(["removed"], [[len(markers)]], kind="w", apply=apply, stats={"nodes-deleted": len(markers)})
 
     def _q_CREATE_NODES(self, p, db, labels, properties):
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
         count, columns = self._columns(p, ("ids",), properties)
         static_labels = self._names(labels)
         planned = []
@@ -385,7 +514,7 @@ class Executor:
                       stats={"nodes-created": count})
 
     def _q_CREATE_RELATIONSHIPS(self, p, db, type, properties):  # noqa: A002 - the template's field name
-        graph = self.dbms.counts(db)
+        graph = self.dbms.writable(db).graph
         count, columns = self._columns(p, ("s", "t"), properties)
         rel_type = self._names(type)[0]
         planned = []
@@ -422,6 +551,8 @@ class BoltConnection:
         self.connection_id = connection_id
         self.state = "CONNECTED"
         self.tx_db: str | None = None
+        self.user: str | None = None  # after LOGON
+        self.tx_user: str | None = None  # who the open transaction runs as (impersonation)
         self.tx_writes: list[Callable[[], None]] = []
         self.results: dict[int, tuple[Result, int]] = {}  # qid -> (result, next row index)
         self.last_qid = -1
@@ -510,6 +641,7 @@ class BoltConnection:
 
     def _reset_work(self) -> None:
         self.tx_db = None
+        self.tx_user = None
         self.tx_writes = []
         self.results.clear()
         self.last_qid = -1
@@ -570,6 +702,7 @@ class BoltConnection:
                          "The client is unauthorized due to authentication failure.")
             self.state = "DEFUNCT"
             return
+        self.user = auth.get("principal")
         self.success()
         self.state = "READY"
 
@@ -596,7 +729,10 @@ class BoltConnection:
         try:
             # A transaction is bound to one database when it begins: an alias that moves mid-transaction does
             # not split its reads across two databases (what readers through an alias rely on).
-            self.tx_db = self.dbms.resolve(extra.get("db")).name
+            self.tx_user = self._effective_user(extra)
+            target = self.dbms.resolve(extra.get("db"))
+            self.dbms.check_access(self.tx_user, target)  # ACCESS is checked when a transaction starts
+            self.tx_db = target.name
         except DbmsError as exc:
             return self._fail(exc)
         self.tx_writes = []
@@ -611,7 +747,8 @@ class BoltConnection:
             return self._illegal(RUN)
         db = self.tx_db if in_tx else (extra or {}).get("db")
         try:
-            result = self.executor.run(statement, parameters or {}, db)
+            user = self.tx_user if in_tx else self._effective_user(extra or {})
+            result = self.executor.run(statement, parameters or {}, db, user)
             result.db = self.dbms.resolve(db).name
             if result.apply is not None:
                 if in_tx:
@@ -631,6 +768,12 @@ class BoltConnection:
         self.results[qid] = (result, 0)
         self.last_qid = qid
         self.success(metadata)
+
+    def _effective_user(self, extra: dict[str, Any]) -> str | None:
+        """The logged-on user, or the one named by `imp_user` (impersonation needs IMPERSONATE: admin here)."""
+        if extra.get("imp_user") is None or self.user is None:
+            return self.user
+        return self.dbms.check_impersonation(self.user, extra["imp_user"])
 
     def _stream(self, tag: int, extra: dict[str, Any] | None) -> None:
         in_tx = self.state == "TX_STREAMING"

@@ -101,6 +101,40 @@ class Database:
     polls_until_online: int = 0  # while > 0 the database reports "starting"
     polls_until_visible: int = 0  # while > 0 SHOW DATABASES does not list it yet
     created_at: float = field(default_factory=time.time)
+    access: str = "read-write"  # ALTER DATABASE ... SET ACCESS READ ONLY / READ WRITE
+    # (label, property) -> when its population finishes (time.time()); LOOKUP indexes are implicit.
+    indexes: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Privilege:
+    """One graph privilege of a role, stored against a DATABASE name (an alias is resolved when granting: "a GRANT
+    on an alias is executed on the resolved graph", reference neo4j.md §2.10) or `*`."""
+
+    verb: str  # GRANT | DENY
+    action: str  # ACCESS | TRAVERSE | READ | MATCH
+    properties: str  # "{*}" for READ/MATCH, "" otherwise
+    database: str  # a database name, or "*"
+    segment: str  # "" (ACCESS), "NODE *", "RELATIONSHIP *"
+    role: str
+
+    def command(self) -> str:
+        """As SHOW PRIVILEGES AS COMMANDS writes it."""
+        graph = "*" if self.database == "*" else f"`{self.database}`"
+        if self.action == "ACCESS":
+            return f"{self.verb} ACCESS ON DATABASE {graph} TO `{self.role}`"
+        action = f"{self.action} {self.properties}" if self.properties else self.action
+        return f"{self.verb} {action} ON GRAPH {graph} {self.segment} TO `{self.role}`"
+
+
+@dataclass
+class User:
+    password: str
+    roles: set[str] = field(default_factory=set)
+
+
+ADMIN_ROLE = "admin"
+PUBLIC_ROLE = "PUBLIC"
 
 
 @dataclass
@@ -165,6 +199,11 @@ class Dbms:
         self.heap_max = 1024 * 1024 * 1024
         self.pagecache_ratio: float | None = 0.25  # None: the metric is absent (as on Community)
         self.faults = Faults()
+        self.index_population_seconds = 0.0  # how long a new property index stays POPULATING
+        # Cluster members (SHOW SERVERS); every member hosts every database, one SHOW DATABASES row each.
+        # `member_status[(database, server)]` overrides what one member reports (e.g. "unknown", "deallocating").
+        self.servers: list[str] = ["server-1"]
+        self.member_status: dict[tuple[str, str], str] = {}
         self.databases: dict[str, Database] = {
             SYSTEM: Database(SYSTEM, type="system"),
             DEFAULT_DB: Database(DEFAULT_DB),
@@ -173,6 +212,11 @@ class Dbms:
         self.imports: dict[str, ArrowImport] = {}
         self.stores: dict[str, Graph] = {}  # store files on disk that no database has mounted (yet)
         self.events: list[tuple[str, str, dict[str, Any]]] = []  # (server, what, details)
+        # Security (Enterprise): the admin user, roles, graph privileges. `admin` may do everything (IMPERSONATE
+        # included); PUBLIC, which every user has, gives ACCESS on the default database only (as Neo4j does).
+        self.users: dict[str, User] = {user: User(password, {ADMIN_ROLE})}
+        self.roles: set[str] = {ADMIN_ROLE, PUBLIC_ROLE}
+        self.privileges: set[Privilege] = {Privilege("GRANT", "ACCESS", "", DEFAULT_DB, "", PUBLIC_ROLE)}
 
     # ----------------------------------------------------------------------------------------------------------
     # helpers for tests
@@ -214,7 +258,117 @@ class Dbms:
 
     def check_credentials(self, principal: Any, credentials: Any) -> bool:
         with self.lock:
-            return principal == self.user and credentials == self.password
+            if principal == self.user:  # tests change `dbms.password` directly
+                return credentials == self.password
+            user = self.users.get(principal) if isinstance(principal, str) else None
+            return user is not None and credentials == user.password
+
+    # ----------------------------------------------------------------------------------------------------------
+    # users, roles, privileges (Enterprise)
+
+    def create_role(self, role: Any) -> None:
+        with self.lock:
+            self._require_enterprise("CREATE ROLE")
+            self.roles.add(str(role))
+
+    def drop_role(self, role: Any) -> None:
+        with self.lock:
+            self._require_enterprise("DROP ROLE")
+            self.roles.discard(str(role))
+            self.privileges = {p for p in self.privileges if p.role != role}
+            for user in self.users.values():
+                user.roles.discard(str(role))
+
+    def create_user(self, name: Any, password: Any, roles: tuple[str, ...] = ()) -> None:
+        with self.lock:
+            self._require_enterprise("CREATE USER")
+            self.users.setdefault(str(name), User(str(password)))
+            for role in roles:
+                self.grant_role(role, name)
+
+    def drop_user(self, name: Any) -> None:
+        with self.lock:
+            if name != self.user:
+                self.users.pop(str(name), None)
+
+    def grant_role(self, role: Any, user: Any) -> None:
+        with self.lock:
+            self._require_enterprise("GRANT ROLE")
+            if role not in self.roles:
+                raise DbmsError("Neo.ClientError.General.InvalidArguments",
+                                f"Failed to grant role '{role}' to user '{user}': Role does not exist.")
+            if user not in self.users:
+                raise DbmsError("Neo.ClientError.General.InvalidArguments",
+                                f"Failed to grant role '{role}' to user '{user}': User does not exist.")
+            self.users[user].roles.add(role)
+
+    def roles_of(self, user: str) -> list[str]:
+        with self.lock:
+            return sorted(self.users[user].roles | {PUBLIC_ROLE}) if user in self.users else []
+
+    def grant(self, verb: str, action: str, properties: str, graph: Any, segments: tuple[str, ...],
+              role: Any) -> None:
+        """GRANT/DENY on `graph` (a database, an alias resolved NOW, or `*`) to `role`."""
+        with self.lock:
+            self._require_enterprise(f"{verb} {action}")
+            if not isinstance(graph, str) or not isinstance(role, str):
+                raise DbmsError("Neo.ClientError.Statement.ArgumentError", "Expected string graph and role names")
+            if role not in self.roles:
+                raise DbmsError("Neo.ClientError.General.InvalidArguments",
+                                f"Failed to {verb.lower()} {action} privilege to role '{role}': Role does not "
+                                "exist.")
+            database = "*" if graph == "*" else self.resolve(graph).name
+            for segment in segments:
+                self.privileges.add(Privilege(verb, action, properties, database, segment, role))
+
+    def privilege_commands(self) -> list[str]:
+        """SHOW PRIVILEGES AS COMMANDS: every role's privileges, the admin role's on `*` included."""
+        with self.lock:
+            self._require_enterprise("SHOW PRIVILEGES")
+            admin = [Privilege("GRANT", "ACCESS", "", "*", "", ADMIN_ROLE),
+                     Privilege("GRANT", "MATCH", "{*}", "*", "NODE *", ADMIN_ROLE),
+                     Privilege("GRANT", "MATCH", "{*}", "*", "RELATIONSHIP *", ADMIN_ROLE)]
+            return [p.command() for p in sorted(self.privileges | set(admin), key=lambda p: p.command())]
+
+    def _allowed(self, user: str, database: str, actions: tuple[str, ...], segment: str) -> bool:
+        roles = set(self.roles_of(user))
+        if ADMIN_ROLE in roles:
+            return True
+        relevant = [p for p in self.privileges if p.role in roles and p.action in actions
+                    and p.database in (database, "*") and p.segment == segment]
+        return any(p.verb == "GRANT" for p in relevant) and not any(p.verb == "DENY" for p in relevant)
+
+    def check_access(self, user: str | None, db: Database) -> None:
+        """A transaction of `user` on `db` may start (ACCESS), else Neo.ClientError.Security.Forbidden."""
+        with self.lock:
+            if user is None or db.type == "system" or self._allowed(user, db.name, ("ACCESS",), ""):
+                return
+            raise DbmsError("Neo.ClientError.Security.Forbidden",
+                            f"Database access is not allowed for user '{user}' with roles "
+                            f"[{', '.join(self.roles_of(user))}].")
+
+    def sees(self, user: str | None, db: Database, segment: str) -> bool:
+        """Whether `user` sees the elements of `segment` ("NODE *" / "RELATIONSHIP *") of `db`: without
+        TRAVERSE (MATCH includes it) a query does not fail, it finds nothing (Neo4j's behaviour)."""
+        with self.lock:
+            return user is None or self._allowed(user, db.name, ("MATCH", "TRAVERSE"), segment)
+
+    def check_impersonation(self, user: str, imp_user: Any) -> str:
+        with self.lock:
+            if ADMIN_ROLE not in self.roles_of(user):
+                raise DbmsError("Neo.ClientError.Security.Forbidden",
+                                f"Impersonation of user '{imp_user}' is not allowed for user '{user}' "
+                                "(IMPERSONATE missing).")
+            if not isinstance(imp_user, str) or imp_user not in self.users:
+                raise DbmsError("Neo.ClientError.Security.Forbidden",
+                                f"Impersonation of user '{imp_user}' failed: the user does not exist.")
+            return imp_user
+
+    def require_admin(self, user: str | None, command: str) -> None:
+        with self.lock:
+            if user is not None and ADMIN_ROLE not in self.roles_of(user):
+                raise DbmsError("Neo.ClientError.Security.Forbidden",
+                                f"Permission denied for {command} (user '{user}').")
 
     # ----------------------------------------------------------------------------------------------------------
     # name resolution
@@ -286,17 +440,27 @@ class Dbms:
             for db in sorted(self.databases.values(), key=lambda d: d.name):
                 if not self._visible(db, count_poll):
                     continue
-                rows.append({
-                    "name": db.name,
-                    "type": db.type,
-                    "aliases": sorted(a for a, t in self.aliases.items() if t == db.name),
-                    "currentStatus": self._status(db, count_poll),
-                    "requestedStatus": "online",
-                    "statusMessage": db.status_message,
-                    "default": db.name == DEFAULT_DB,
-                    "home": db.name == DEFAULT_DB,
-                })
+                status = self._status(db, count_poll)
+                for server in self.servers:
+                    rows.append({
+                        "name": db.name,
+                        "type": db.type,
+                        "aliases": sorted(a for a, t in self.aliases.items() if t == db.name),
+                        "serverID": server,
+                        "currentStatus": self.member_status.get((db.name, server), status),
+                        "requestedStatus": "online",
+                        "statusMessage": db.status_message,
+                        "access": db.access,
+                        "default": db.name == DEFAULT_DB,
+                        "home": db.name == DEFAULT_DB,
+                    })
             return rows
+
+    def show_servers(self) -> list[dict[str, Any]]:
+        with self.lock:
+            self._require_enterprise("SHOW SERVERS")
+            return [{"name": s, "address": f"{s}:7687", "state": "Enabled", "health": "Available"}
+                    for s in self.servers]
 
     def show_aliases(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -351,6 +515,8 @@ class Dbms:
                 raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
                                 f"Failed to delete the specified database '{name}': Database does not exist.")
             del self.databases[name]
+            # The grants on a dropped database go with it.
+            self.privileges = {p for p in self.privileges if p.database != name}
             return True
 
     def alias_target(self, alias: Any) -> str | None:
@@ -416,6 +582,58 @@ class Dbms:
                                 "exist.")
             del self.aliases[alias]
             return True
+
+    def set_access(self, name: Any, access: str) -> None:
+        """ALTER DATABASE $name SET ACCESS READ ONLY | READ WRITE."""
+        with self.lock:
+            self._require_enterprise("ALTER DATABASE")
+            db = self.databases.get(str(name).lower())
+            if db is None or db.type == "system":
+                raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
+                                f"Failed to alter the specified database '{name}': Database does not exist.")
+            db.access = access
+
+    # ----------------------------------------------------------------------------------------------------------
+    # indexes (on a data database)
+
+    def create_index(self, name: str | None, label: str, prop: str) -> None:
+        with self.lock:
+            db = self.writable(name)
+            db.indexes.setdefault((label, prop), time.time() + self.index_population_seconds)
+
+    def show_indexes(self, name: str | None) -> list[dict[str, Any]]:
+        with self.lock:
+            db = self.resolve(name)
+            now = time.time()
+            rows = [{"name": "index_lookup_nodes", "type": "LOOKUP", "labelsOrTypes": None, "properties": None,
+                     "state": "ONLINE", "populationPercent": 100.0},
+                    {"name": "index_lookup_rels", "type": "LOOKUP", "labelsOrTypes": None, "properties": None,
+                     "state": "ONLINE", "populationPercent": 100.0}]
+            for (label, prop), ready_at in sorted(db.indexes.items()):
+                done = ready_at <= now
+                share = 100.0 if done else max(0.0, 100.0 * (1 - (ready_at - now) /
+                                                             max(self.index_population_seconds, 1e-9)))
+                rows.append({"name": f"index_{label}_{prop}", "type": "RANGE", "labelsOrTypes": [label],
+                             "properties": [prop], "state": "ONLINE" if done else "POPULATING",
+                             "populationPercent": round(share, 1)})
+            return rows
+
+    def indexes_online_in(self, name: str | None) -> float:
+        """Seconds until every index of the database is ONLINE (0: all are)."""
+        with self.lock:
+            db = self.resolve(name)
+            return max([0.0, *(ready_at - time.time() for ready_at in db.indexes.values())])
+
+    def writable(self, name: str | None) -> Database:
+        """The online database behind `name`, refusing writes when it is read-only."""
+        with self.lock:
+            db = self.resolve(name)
+            self.counts(name)
+            if db.access == "read-only":
+                raise DbmsError("Neo.ClientError.General.ForbiddenOnReadOnlyDatabase",
+                                f"Writing in read access mode not allowed. Attempted write to read-only database "
+                                f"'{db.name}'.")
+            return db
 
     # ----------------------------------------------------------------------------------------------------------
     # data

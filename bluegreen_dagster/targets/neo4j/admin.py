@@ -29,6 +29,7 @@ from bluegreen_dagster.targets.base import (
     validate_database,
 )
 from bluegreen_dagster.targets.neo4j import queries
+from bluegreen_dagster.targets.neo4j.cluster import merge_rows, merged_status
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ EXISTING_DATABASE = "Neo.ClientError.Database.ExistingDatabaseFound"
 EXISTING_ALIAS = "Neo.ClientError.Database.ExistingAliasFound"
 DATABASE_LIMIT = "Neo.DatabaseError.Database.DatabaseLimitReached"
 DATABASE_NOT_FOUND = "Neo.ClientError.Database.DatabaseNotFound"
+FORBIDDEN = "Neo.ClientError.Security.Forbidden"
 # A transaction stopped by its timeout (5.x names it ...ClientConfiguration when the client set the timeout).
 TIMED_OUT = ("Neo.ClientError.Transaction.TransactionTimedOut",
              "Neo.ClientError.Transaction.TransactionTimedOutClientConfiguration")
@@ -76,6 +78,10 @@ def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
                                           else neo4j.TrustSystemCAs())
     return neo4j.GraphDatabase.driver(bolt_uri(settings), auth=(settings.user, settings.password.get_secret_value()),
                                       **config)
+
+
+class ReadRefused(PermanentTargetError):
+    """The server refused a read made as another user (`Admin.read_as`)."""
 
 
 class Admin:
@@ -163,9 +169,11 @@ class Admin:
         raise AssertionError("unreachable")
 
     def run(self, query: str, params: dict[str, Any] | None = None, *, database: str | None = "system",
-            what: str | None = None) -> list[dict[str, Any]]:
+            what: str | None = None, wait: bool = False) -> list[dict[str, Any]]:
         """Auto-commit run (our own retry loop); `database=None` means the user's home database. Query parameters
-        go in `params` (a `$database` parameter must not collide with the session's database)."""
+        go in `params` (a `$database` parameter must not collide with the session's database). `wait`: a WAIT
+        command, whose rows say per server whether it finished in time (`success`); one that did not is a
+        TransientTargetError (the next attempt finds the state it left)."""
         params = params or {}
         label = what or " ".join(query.split()[:3])
 
@@ -173,7 +181,14 @@ class Admin:
             with self.driver.session(database=database) as session:
                 return [record.data() for record in session.run(query, params)]
 
-        return self._with_retry(label, call)
+        rows = self._with_retry(label, call)
+        unfinished = [r for r in rows if wait and r.get("success") is False]
+        if unfinished:
+            where = "; ".join(f"{r.get('address', '?')}: {r.get('state', '?')} {r.get('message', '')}".strip()
+                              for r in unfinished)
+            raise TransientTargetError(f"{label}: not finished when WAIT gave up ({where}); it may still complete, "
+                                       "the next attempt checks")
+        return rows
 
     def read(self, database: str, query: str, what: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """A managed read transaction on a data database (the driver retries transient errors itself)."""
@@ -184,6 +199,22 @@ class Admin:
             return [record.data() for record in records]
 
         return self._with_retry(what, call)
+
+    def read_as(self, user: str, database: str, query: str, what: str) -> list[dict[str, Any]]:
+        """`read` as another user (`impersonated_user`; neo4j.user needs IMPERSONATE). A refusal of that user
+        (no ACCESS, no such user, no IMPERSONATE) raises ReadRefused with the server's code and message."""
+
+        def call() -> list[dict[str, Any]]:
+            records, _, _ = self.driver.execute_query(query, {}, database_=database, impersonated_user_=user,
+                                                      routing_=neo4j.RoutingControl.READ)
+            return [record.data() for record in records]
+
+        try:
+            return self._with_retry(what, call)
+        except PermanentTargetError as exc:
+            if FORBIDDEN in str(exc) or DATABASE_NOT_FOUND in str(exc):
+                raise ReadRefused(str(exc)) from None
+            raise
 
     def read_only_query(self, database: str, query: str, *, timeout: float, keep_rows: int) -> QueryResult:
         """Run a query from config.yaml (a smoke query) to its end in a READ transaction on `database` with the
@@ -229,14 +260,23 @@ class Admin:
         rows = self.run(queries.DATABASE_STATUS, {"name": name}, what=f"reading the status of database {name}")
         if not rows:
             return None
-        statuses = {r["currentStatus"] for r in rows}
-        status = statuses.pop() if len(statuses) == 1 else "mixed"
+        status = merged_status(r["currentStatus"] for r in rows) or "unknown"
         return status, "; ".join(sorted({r.get("statusMessage") or "" for r in rows} - {""}))
 
     def list_databases(self, customer: str) -> list[tuple[str, str]]:
         validate_alias(customer)
         rows = self.run(queries.LIST_DATABASES, {"prefix": f"{customer}-"}, what=f"listing databases of {customer}")
-        return [(r["name"], r["currentStatus"]) for r in rows]
+        return merge_rows((r["name"], r["currentStatus"]) for r in rows)
+
+    def server_count(self) -> int:
+        """Members of the DBMS (SHOW SERVERS); 1 where the server does not list them (Community)."""
+        try:
+            rows = self.run(queries.SERVER_COUNT, what="listing servers")
+        except PermanentTargetError as exc:
+            if ENTERPRISE_ONLY not in str(exc):
+                raise
+            return 1
+        return int(rows[0]["servers"]) if rows else 1
 
     def count_databases(self) -> int:
         rows = self.run(queries.COUNT_DATABASES, what="counting databases")
@@ -259,11 +299,29 @@ class Admin:
 
     def create_database(self, name: str) -> None:
         validate_database(name)
-        self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}")
+        self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}", wait=True)
 
     def drop_database(self, name: str) -> None:
         validate_database(name)
-        self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}")
+        self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}", wait=True)
+
+    def grant(self, statement: str, database: str, role: str) -> None:
+        """queries.GRANT_ACCESS or GRANT_MATCH for `role` on `database` (a database, never an alias)."""
+        validate_database(database)
+        self.run(statement, {"database": database, "role": role},
+                 what=f"granting {statement.split()[1]} on {database} to role {role!r}")
+
+    def privilege_commands(self) -> list[str]:
+        rows = self.run(queries.PRIVILEGE_COMMANDS, what="listing privileges (SHOW PRIVILEGES AS COMMANDS)")
+        return [r["command"] for r in rows if isinstance(r.get("command"), str)]
+
+    def replay(self, command: str, what: str) -> None:
+        """A privilege command from `privilege_commands`, rewritten by access.py for a new, validated name."""
+        self.run(command, what=what)
+
+    def user_roles(self, user: str) -> list[str] | None:
+        rows = self.run(queries.USER_ROLES, {"user": user}, what=f"reading the roles of user {user!r}")
+        return sorted(rows[0]["roles"] or []) if rows else None
 
     def heap_percent(self) -> float | None:
         rows = self.run(queries.HEAP, what="reading heap usage")

@@ -9,12 +9,14 @@ tier checks that each administration statement here is accepted by Neo4j's parse
 
 COMPONENTS = "CALL dbms.components() YIELD name, versions, edition RETURN name, versions, edition"
 
-# One row per database name (a cluster reports one row per hosting server, hence DISTINCT).
+# One row per database and hosting server (a cluster): admin.py merges them into one state per database.
 LIST_DATABASES = (
     "SHOW DATABASES YIELD name, type, currentStatus "
     "WHERE type = 'standard' AND name STARTS WITH $prefix "
-    "RETURN DISTINCT name, currentStatus"
+    "RETURN name, currentStatus"
 )
+
+SERVER_COUNT = "SHOW SERVERS YIELD name RETURN count(name) AS servers"
 
 DATABASE_STATUS = (
     "SHOW DATABASES YIELD name, currentStatus, statusMessage "
@@ -33,6 +35,27 @@ CREATE_DATABASE = "CREATE DATABASE $name WAIT"
 
 # RESTRICT is the default: Neo4j itself refuses to drop a database an alias points at. Never CASCADE ALIASES.
 DROP_DATABASE = "DROP DATABASE $name IF EXISTS DESTROY DATA WAIT"
+
+# --- readers (access.py): privileges follow the alias ----------------------------------------------------------------
+# Privileges are stored against the database an alias resolved to when granted, never against the alias: a new
+# database has none until they are granted on it by name. Both grants name a database, never an alias.
+GRANT_ACCESS = "GRANT ACCESS ON DATABASE $database TO $role"
+GRANT_MATCH = "GRANT MATCH {*} ON GRAPH $database TO $role"
+# Every role's privileges as replayable commands; access.py keeps the read ones naming the current target and sends
+# them again with the new database's (validated, backtick-quoted) name in its place.
+PRIVILEGE_COMMANDS = "SHOW PRIVILEGES AS COMMANDS"
+USER_ROLES = "SHOW USERS YIELD user, roles WHERE user = $user RETURN roles"
+
+# --- ready before live (readiness.py): on the snapshot's own database, then the system database ---------------------
+# `{label}` and `{property}` are names that passed names.IDENTIFIER_RE, backtick-quoted.
+CREATE_PROPERTY_INDEX = "CREATE INDEX IF NOT EXISTS FOR (n:{label}) ON (n.{property})"
+SHOW_INDEXES = (
+    "SHOW INDEXES YIELD name, type, labelsOrTypes, properties, state, populationPercent "
+    "RETURN name, type, labelsOrTypes, properties, state, populationPercent"
+)
+DATABASE_ACCESS = "SHOW DATABASES YIELD name, access WHERE name = $name RETURN DISTINCT access"
+SET_READ_ONLY = "ALTER DATABASE $name SET ACCESS READ ONLY WAIT"
+SET_READ_WRITE = "ALTER DATABASE $name SET ACCESS READ WRITE WAIT"
 
 HEAP = (
     "CALL dbms.queryJmx('java.lang:type=Memory') YIELD attributes "
@@ -95,4 +118,9 @@ ADMIN_QUERIES = {
     "ALTER_ALIAS": ALTER_ALIAS,
     "CREATE_DATABASE": CREATE_DATABASE,
     "DROP_DATABASE": DROP_DATABASE,
+    "GRANT_ACCESS": GRANT_ACCESS,
+    "GRANT_MATCH": GRANT_MATCH,
+    "PRIVILEGE_COMMANDS": PRIVILEGE_COMMANDS,
+    "SET_READ_ONLY": SET_READ_ONLY,
+    "SET_READ_WRITE": SET_READ_WRITE,
 }

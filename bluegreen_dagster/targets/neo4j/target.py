@@ -25,19 +25,19 @@ from bluegreen_dagster.targets.base import (
     PermanentTargetError,
     QueryResult,
     TargetError,
+    UNDECIDED_STATUSES,
     TransientTargetError,
     validate_alias,
     validate_database,
 )
-from bluegreen_dagster.targets.neo4j import queries
+from bluegreen_dagster.targets.neo4j import queries, readiness
+from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
 
 log = logging.getLogger(__name__)
 
 # The session names the database (never query text); still, only plain database names are accepted.
 _DATABASE_NAME_RE = re.compile(r"^[a-z][a-z0-9.-]{1,62}$")
-# Statuses in which a database is still coming up: wait, do not drop.
-_COMING_UP = {"starting", "store copying"}
 # How long an Arrow-made database may stay invisible before `CREATE DATABASE $name WAIT` mounts its store.
 _MOUNT_AFTER_SECONDS = 15.0
 
@@ -74,7 +74,7 @@ class Neo4jTarget(GraphTarget):
                                        f"{orch.heap_threshold_percent:g}%")
         try:
             pagecache = self.admin.pagecache_percent()
-        except PermanentTargetError as exc:
+        except TargetError as exc:  # not published, or the home database it is read on is stopped
             log.info("page cache usage not readable: %s", exc)
             pagecache = None
         if pagecache is None:
@@ -110,11 +110,12 @@ class Neo4jTarget(GraphTarget):
                 counts = self.count(name)
                 if counts.nodes and queries.LOAD_LABEL not in counts.labels:
                     log.info("%s already exists and is online: reusing it", name)
+                    readiness.make_ready(self.admin, self.neo4j, name, counts.labels, poll_seconds=self.poll_interval)
                     return LoadReport(name, counts.nodes, counts.relationships, 0, 0.0, reused=True)
                 # Empty, or still carrying the Cypher loader's helper label: an interrupted load. Start again.
                 log.warning("%s is online but its load never finished: dropping it and loading again", name)
                 self.admin.drop_database(name)
-            elif current in _COMING_UP:
+            elif current in UNDECIDED_STATUSES:  # coming up, or a cluster member not answering: never drop
                 raise TransientTargetError(f"database {name} exists and is {current}; try again when it is online")
             else:
                 # A leftover of a failed attempt at this same snapshot (offline, dirty, initial...): start again.
@@ -124,6 +125,13 @@ class Neo4jTarget(GraphTarget):
         planned = snapshot.file_state()
         if self.neo4j.loader == "arrow":
             from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
+
+            servers = self.admin.server_count()
+            if servers > 1 and not self.neo4j.arrow_on_cluster:
+                raise PermanentTargetError(
+                    f"neo4j.loader is arrow but the DBMS is a cluster of {servers} servers: a GDS Arrow import builds "
+                    "the store on the one server GDS runs on, which the cluster does not replicate. Use "
+                    "neo4j.loader: cypher, or set neo4j.arrow_on_cluster: true if you know what GDS does there")
 
             loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
                                  is_unregistered=lambda n: self._status(n) is None, progress=self.progress)
@@ -149,7 +157,16 @@ class Neo4jTarget(GraphTarget):
             except BaseException:
                 self._drop_quietly(name)
                 raise
-        return dataclasses.replace(result, seconds=time.monotonic() - start)
+        # Ready before live: the same indexes and read-only mode whichever loader built it.
+        ready = time.monotonic()
+        try:
+            readiness.make_ready(self.admin, self.neo4j, name, self.count(name).labels,
+                                 poll_seconds=self.poll_interval)
+        except PermanentTargetError:
+            self._drop_quietly(name)
+            raise
+        phases = {**result.phases, "indexes_online": time.monotonic() - ready}
+        return dataclasses.replace(result, seconds=time.monotonic() - start, phases=phases)
 
     def _drop_quietly(self, name: str) -> None:
         try:
@@ -242,9 +259,19 @@ class Neo4jTarget(GraphTarget):
     def alias_target(self, customer: str) -> str | None:
         return self.admin.alias_target(customer)
 
+    def prepare_readers(self, database: str, customer: str) -> None:
+        """Readers' access follows the alias (access.py): grants on `database`, then proof, before any move."""
+        if self.neo4j.reader_access_follows_alias:
+            ReaderAccess(self.settings, self.admin).prepare(database, customer, self.admin.alias_target(customer))
+
+    def drain_seconds(self) -> float:
+        return self.settings.orchestrator.drain_seconds
+
     def point_alias(self, customer: str, database: str) -> None:
         validate_alias(customer)
         validate_database(database)
+        # Every move of the alias comes here (switch, rollback, unpin, reconcile): readers first.
+        self.prepare_readers(database, customer)
         self.admin.create_alias(customer, database)
         current = self.admin.alias_target(customer)
         if current != database:
