@@ -37,11 +37,17 @@ def fill(path: Path, plan: LoadPlan, nodes: Staged, relationships: Staged, *, bu
     try:
         conn = lb.Connection(db)
         try:
+            # One checkpoint for the whole load instead of one per COPY: each checkpoint writes and syncs every
+            # table (pair) filled so far, so with one COPY per (type, FROM, TO) pair, 40 labels (~1,600 pairs)
+            # made the load quadratic in the pairs (benchmarks/bench_labels.py). The file is not online before
+            # `fill` returns, so nothing is lost by not checkpointing in between.
+            conn.execute("CALL auto_checkpoint=false")
             create_tables(conn, plan)
             for name, (file, _) in nodes.items():
                 copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)}", name)
             for (name, a, b), (file, _) in relationships.items():
                 copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)} (from='{a}', to='{b}')", name)
+            copy_rows(conn, "CHECKPOINT", "the database file")
         finally:
             conn.close()
     finally:
