@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,9 @@ from bluegreen_dagster import fingerprints, plausibility
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.plausibility import Implausible
 from bluegreen_dagster.reading import GraphCounts
+from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.snapshots import expected_counts, scan, snapshot_at
+from bluegreen_dagster.targets.base import DatabaseInfo, GraphTarget
 from tests.embedded_helpers import custom, knows, make_target, people, query
 
 # --------------------------------------------------------------------------------------------------------------
@@ -124,6 +127,7 @@ def test_relationships_rewritten_with_the_same_counts_are_reloaded_not_reused(tm
     assert now != loaded_from
     said = fingerprints.prepare_load(target, snapshot, now, loaded_from, in_flight=list)
     assert said and "dropped it and loading it again" in said
+    assert "dropped again under the same timestamp with other files" in said
     target.load(snapshot)
     after = query(db, "MATCH (a)-[r:KNOWS]->(b) RETURN a.nodeId, b.nodeId, r.since ORDER BY a.nodeId")
     assert after == [[1, 4, 2011], [2, 3, 2012]]
@@ -141,3 +145,106 @@ def test_fingerprint_sees_each_relationship_file_and_node_file(tmp_path: Path) -
     prints.add(snapshot.fingerprint())
     assert len(prints) == 4
     assert snapshot_at(tmp_path / "data", "acme", 2000).fingerprint() in prints
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Found by mutation testing (docs/mutation.md): rules whose every branch a test now pins down
+
+
+class ListedTarget(GraphTarget):
+    """A target that only lists, counts, points and drops: the blue/green rules' view of a store."""
+
+    def __init__(self, databases: dict[str, str], alias: str | None = None) -> None:
+        self.databases = dict(databases)  # name -> status
+        self.alias = alias
+        self.dropped: list[str] = []
+
+    def health(self, snapshot=None):
+        raise NotImplementedError
+
+    def load(self, snapshot):
+        raise NotImplementedError
+
+    def count(self, database: str) -> GraphCounts:
+        return counts(10, 20)
+
+    def list_databases(self, customer: str) -> list[DatabaseInfo]:
+        return [DatabaseInfo(name, status) for name, status in self.databases.items()]
+
+    def alias_target(self, customer: str) -> str | None:
+        return self.alias
+
+    def point_alias(self, customer: str, database: str) -> None:
+        self.alias = database
+
+    def drop_database(self, database: str) -> None:
+        del self.databases[database]
+        self.dropped.append(database)
+
+    def read_query(self, database, query, *, timeout_seconds, keep_rows=1):
+        raise NotImplementedError
+
+
+def test_cleanup_skips_foreign_databases_and_goes_on() -> None:
+    target = ListedTarget({"acme-manual-copy": "online", "acme-100": "online", "acme-200": "online",
+                           "acme-300": "online"})
+    result = rules.cleanup(target, "acme", keep=1, in_flight=set)
+    assert sorted(result.dropped) == ["acme-100", "acme-200"] and result.kept == ["acme-300"]
+    assert "acme-manual-copy" in target.databases
+
+
+def test_cleanup_counts_own_and_pinned_databases_as_kept_ones() -> None:
+    target = ListedTarget({f"acme-{ts}": "online" for ts in (100, 200, 300, 400)}, alias="acme-400")
+    result = rules.cleanup(target, "acme", keep=2, in_flight=set, own="acme-300", pinned="acme-100")
+    assert result.kept == ["acme-400", "acme-300"]
+    assert result.protected == {"acme-100": "pinned"} and result.dropped == ["acme-200"]
+    target = ListedTarget({f"acme-{ts}": "online" for ts in (100, 200)})
+    result = rules.cleanup(target, "acme", keep=1, in_flight=set, own="acme-100")
+    assert result.kept == ["acme-200"] and result.protected == {"acme-100": "this run's database"}
+
+
+def test_is_newer_and_live_counts() -> None:
+    assert rules.is_newer("acme-200", "acme-100") and not rules.is_newer("acme-100", "acme-100")
+    assert rules.is_newer("acme-100", "hand-made")  # not a snapshot of ours: may be taken over
+    assert rules.live_counts(ListedTarget({}), "acme") == (None, None)
+    assert rules.live_counts(ListedTarget({}, alias="acme-100"), "acme") == ("acme-100", counts(10, 20))
+
+
+def test_gate_messages_say_what_shrank_and_what_to_do() -> None:
+    with pytest.raises(Implausible) as empty:
+        gate(counts(0, 0), counts(10, 10), 50)
+    assert "Fix the producer and drop a new snapshot" in str(empty.value)
+    with pytest.raises(Implausible) as both:
+        gate(counts(100, 100), counts(1000, 1000), 50)
+    message = str(both.value)
+    assert "nodes 1,000 -> 100 (-90%); relationships 1,000 -> 100 (-90%), more than max_shrink_percent=50" in message
+    assert "bluegreen/allow_shrink=true (or `bluegreen load --allow-shrink`)" in message
+
+
+def test_scrub_blanks_the_longest_secret_first_and_secrets_of_three_characters() -> None:
+    assert scrub("token abzzzzcd here", "zzzz", "abzzzzcd") == "token *** here"  # no "ab***cd" left
+    assert scrub("pin abc", "abc") == "pin ***" and scrub("pin ab", "ab") == "pin ab"
+
+
+def test_recorded_fingerprint_is_the_partitions_latest() -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert fingerprints.recorded(instance, "acme-100") is None
+        for fp in ("sha256:old", "sha256:new"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                fingerprints.LOADED_ASSET, partition="acme-100", metadata={fingerprints.FINGERPRINT: fp}))
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            fingerprints.LOADED_ASSET, partition="acme-200", metadata={fingerprints.FINGERPRINT: "sha256:other"}))
+        assert fingerprints.recorded(instance, "acme-100") == "sha256:new"
+        instance.report_runless_asset_event(dg.AssetMaterialization(fingerprints.LOADED_ASSET, partition="acme-100"))
+        assert fingerprints.recorded(instance, "acme-100") is None  # the latest one holds none: unknown
+
+
+def test_prepare_load_says_why_it_reuses_or_reloads_without_a_record(tmp_path: Path) -> None:
+    snapshot = snapshot_at(tmp_path, "acme", 100)
+    live = ListedTarget({"acme-100": "online"}, alias="acme-100")
+    said = fingerprints.prepare_load(live, snapshot, "sha256:abc", None, in_flight=set)
+    assert "verify_counts still compares its counts with the files" in said and not live.dropped
+    other = ListedTarget({"acme-100": "online"})
+    said = fingerprints.prepare_load(other, snapshot, "sha256:abc", None, in_flight=set)
+    assert "no fingerprint was recorded for it, so which files it holds is unknown" in said
+    assert other.dropped == ["acme-100"]
