@@ -154,9 +154,11 @@ def test_fingerprint_sees_each_relationship_file_and_node_file(tmp_path: Path) -
 class ListedTarget(GraphTarget):
     """A target that only lists, counts, points and drops: the blue/green rules' view of a store."""
 
-    def __init__(self, databases: dict[str, str], alias: str | None = None) -> None:
+    def __init__(self, databases: dict[str, str], alias: str | None = None,
+                 sizes: dict[str, GraphCounts] | None = None) -> None:
         self.databases = dict(databases)  # name -> status
         self.alias = alias
+        self.sizes = sizes or {}  # name -> counts; counts(10, 20) for the others
         self.dropped: list[str] = []
 
     def health(self, snapshot=None):
@@ -166,7 +168,7 @@ class ListedTarget(GraphTarget):
         raise NotImplementedError
 
     def count(self, database: str) -> GraphCounts:
-        return counts(10, 20)
+        return self.sizes.get(database, counts(10, 20))
 
     def list_databases(self, customer: str) -> list[DatabaseInfo]:
         return [DatabaseInfo(name, status) for name, status in self.databases.items()]
@@ -248,3 +250,33 @@ def test_prepare_load_says_why_it_reuses_or_reloads_without_a_record(tmp_path: P
     said = fingerprints.prepare_load(other, snapshot, "sha256:abc", None, in_flight=set)
     assert "no fingerprint was recorded for it, so which files it holds is unknown" in said
     assert other.dropped == ["acme-100"]
+
+
+def test_switch_moves_forward_again_and_again_and_says_why_it_stays() -> None:
+    target = ListedTarget({f"acme-{ts}": "online" for ts in (100, 200, 300)})
+    same = counts(10, 20)
+    assert rules.switch_if_newest(target, "acme-100", same) == rules.SwitchResult(
+        True, None, "acme-100", "alias acme moved (new alias) -> acme-100")
+    assert rules.switch_if_newest(target, "acme-200", same).switched and target.alias == "acme-200"
+    assert rules.switch_if_newest(target, "acme-200", same) == rules.SwitchResult(
+        False, "acme-200", "acme-200", "alias acme already points at acme-200")
+    assert rules.switch_if_newest(target, "acme-100", same) == rules.SwitchResult(
+        False, "acme-200", "acme-200", "alias acme stays on acme-200: it is newer than acme-100")
+    assert rules.switch_if_newest(target, "acme-300", same, pinned="pinned to acme-200 by ops") == rules.SwitchResult(
+        False, "acme-200", "acme-200",
+        "alias acme stays on acme-200: pinned to acme-200 by ops; `bluegreen unpin acme` to resume switching")
+    assert target.alias == "acme-200"
+
+
+def test_switch_passes_the_verified_counts_through_the_gate() -> None:
+    small = counts(1, 1)
+    target = ListedTarget({"acme-100": "online", "acme-200": "online"}, alias="acme-100",
+                          sizes={"acme-100": counts(1000, 1000), "acme-200": small})
+    with pytest.raises(Implausible, match="nodes 1,000 -> 1 "):
+        rules.switch_if_newest(target, "acme-200", small, max_shrink_percent=50)
+    assert target.alias == "acme-100"
+    assert rules.switch_if_newest(target, "acme-200", small, max_shrink_percent=50, allow_shrink=True).switched
+    empty = ListedTarget({"acme-100": "online"}, sizes={"acme-100": counts(0, 0)})
+    with pytest.raises(Implausible, match="empty graph"):
+        rules.switch_if_newest(empty, "acme-100", counts(0, 0), max_shrink_percent=50)
+    assert empty.alias is None
