@@ -41,8 +41,8 @@ def test_same_totals_with_other_labels_fail_verification_and_keep_the_alias(tmp_
                                                                   expected.types)
     with pytest.raises(rules.VerificationFailed) as failed:
         rules.verify(target, loaded.key, expected)
-    assert "label Company: expected 2, found 0" in str(failed.value)
-    assert "label Person: expected 2, found 4" in str(failed.value)
+    assert str(failed.value) == (f"{loaded.key} does not match its snapshot: label Company: expected 2, found 0; "
+                                 "label Person: expected 2, found 4")
     with pytest.raises(rules.VerificationFailed):
         rules.switch_if_newest(target, loaded.key, expected)
     assert target.alias_target("acme") is None
@@ -174,7 +174,7 @@ class ListedTarget(GraphTarget):
         return [DatabaseInfo(name, status) for name, status in self.databases.items()]
 
     def alias_target(self, customer: str) -> str | None:
-        return self.alias
+        return self.alias if customer == "acme" else None
 
     def point_alias(self, customer: str, database: str) -> None:
         self.alias = database
@@ -200,6 +200,9 @@ def test_cleanup_counts_own_and_pinned_databases_as_kept_ones() -> None:
     result = rules.cleanup(target, "acme", keep=2, in_flight=set, own="acme-300", pinned="acme-100")
     assert result.kept == ["acme-400", "acme-300"]
     assert result.protected == {"acme-100": "pinned"} and result.dropped == ["acme-200"]
+    target = ListedTarget({f"acme-{ts}": "online" for ts in (100, 200, 300)})
+    result = rules.cleanup(target, "acme", keep=3, in_flight=set, pinned="acme-100")
+    assert result.kept == ["acme-300", "acme-200", "acme-100"] and not result.protected
     target = ListedTarget({f"acme-{ts}": "online" for ts in (100, 200)})
     result = rules.cleanup(target, "acme", keep=1, in_flight=set, own="acme-100")
     assert result.kept == ["acme-200"] and result.protected == {"acme-100": "this run's database"}
@@ -209,13 +212,17 @@ def test_is_newer_and_live_counts() -> None:
     assert rules.is_newer("acme-200", "acme-100") and not rules.is_newer("acme-100", "acme-100")
     assert rules.is_newer("acme-100", "hand-made")  # not a snapshot of ours: may be taken over
     assert rules.live_counts(ListedTarget({}), "acme") == (None, None)
-    assert rules.live_counts(ListedTarget({}, alias="acme-100"), "acme") == ("acme-100", counts(10, 20))
+    live = ListedTarget({}, alias="acme-100", sizes={"acme-100": counts(3, 4)})
+    assert rules.live_counts(live, "acme") == ("acme-100", counts(3, 4))
 
 
 def test_gate_messages_say_what_shrank_and_what_to_do() -> None:
     with pytest.raises(Implausible) as empty:
         gate(counts(0, 0), counts(10, 10), 50)
-    assert "Fix the producer and drop a new snapshot" in str(empty.value)
+    assert str(empty.value).endswith("is an empty graph (0 nodes, 0 relationships): refusing to switch to it. Fix "
+                                     "the producer and drop a new snapshot")
+    with pytest.raises(Implausible, match="relationships 1 -> 0 "):
+        gate(counts(10, 0), counts(10, 1), 50)  # the last relationship gone is a 100 % shrink
     with pytest.raises(Implausible) as both:
         gate(counts(100, 100), counts(1000, 1000), 50)
     message = str(both.value)
@@ -248,7 +255,8 @@ def test_prepare_load_says_why_it_reuses_or_reloads_without_a_record(tmp_path: P
     assert "verify_counts still compares its counts with the files" in said and not live.dropped
     other = ListedTarget({"acme-100": "online"})
     said = fingerprints.prepare_load(other, snapshot, "sha256:abc", None, in_flight=set)
-    assert "no fingerprint was recorded for it, so which files it holds is unknown" in said
+    assert said == ("acme-100: no fingerprint was recorded for it, so which files it holds is unknown; dropped it "
+                    "and loading it again into a fresh database")
     assert other.dropped == ["acme-100"]
 
 
@@ -257,7 +265,8 @@ def test_switch_moves_forward_again_and_again_and_says_why_it_stays() -> None:
     same = counts(10, 20)
     assert rules.switch_if_newest(target, "acme-100", same) == rules.SwitchResult(
         True, None, "acme-100", "alias acme moved (new alias) -> acme-100")
-    assert rules.switch_if_newest(target, "acme-200", same).switched and target.alias == "acme-200"
+    assert rules.switch_if_newest(target, "acme-200", same) == rules.SwitchResult(
+        True, "acme-100", "acme-200", "alias acme moved acme-100 -> acme-200")
     assert rules.switch_if_newest(target, "acme-200", same) == rules.SwitchResult(
         False, "acme-200", "acme-200", "alias acme already points at acme-200")
     assert rules.switch_if_newest(target, "acme-100", same) == rules.SwitchResult(
@@ -272,10 +281,12 @@ def test_switch_passes_the_verified_counts_through_the_gate() -> None:
     small = counts(1, 1)
     target = ListedTarget({"acme-100": "online", "acme-200": "online"}, alias="acme-100",
                           sizes={"acme-100": counts(1000, 1000), "acme-200": small})
-    with pytest.raises(Implausible, match="nodes 1,000 -> 1 "):
+    with pytest.raises(Implausible, match="^acme-200 shrinks against the live acme-100: nodes 1,000 -> 1 "):
         rules.switch_if_newest(target, "acme-200", small, max_shrink_percent=50)
     assert target.alias == "acme-100"
     assert rules.switch_if_newest(target, "acme-200", small, max_shrink_percent=50, allow_shrink=True).switched
+    first = ListedTarget({"acme-100": "online"}, sizes={"acme-100": small})
+    assert rules.switch_if_newest(first, "acme-100", small, max_shrink_percent=50).switched  # nothing live to shrink
     empty = ListedTarget({"acme-100": "online"}, sizes={"acme-100": counts(0, 0)})
     with pytest.raises(Implausible, match="empty graph"):
         rules.switch_if_newest(empty, "acme-100", counts(0, 0), max_shrink_percent=50)
