@@ -37,6 +37,11 @@ def fill(path: Path, plan: LoadPlan, nodes: Staged, relationships: Staged, *, bu
     try:
         conn = lb.Connection(db)
         try:
+            # One checkpoint for the whole load instead of one per COPY: each checkpoint writes and syncs every
+            # table (pair) filled so far, so with one COPY per (type, FROM, TO) pair, 40 labels (~1,600 pairs)
+            # made the load quadratic in the pairs (benchmarks/bench_labels.py). The file is not online before
+            # `fill` returns, so nothing is lost by not checkpointing in between.
+            conn.execute("CALL auto_checkpoint=false")
             create_tables(conn, plan)
             for name, (file, rows) in nodes.items():
                 copy_rows(conn, f"COPY `{name}` FROM {_path_literal(file)}", name)
@@ -44,6 +49,7 @@ def fill(path: Path, plan: LoadPlan, nodes: Staged, relationships: Staged, *, bu
             for (name, a, b), (file, rows) in relationships.items():
                 copy_rows(conn, _rel_copy(plan.rel_tables[name], a, b, _path_literal(file)), name)
                 on_rows(rows)
+            copy_rows(conn, "CHECKPOINT", "the database file")
         finally:
             conn.close()
     finally:
