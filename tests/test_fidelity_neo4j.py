@@ -158,7 +158,6 @@ from tests.test_neo4j_standin import (  # noqa: E402
     knows_table,
     make_settings,
     people_table,
-    standin,  # noqa: F401 - fixture
     stored_graph,
     write_parquet_snapshot,
 )

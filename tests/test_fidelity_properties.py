@@ -28,7 +28,6 @@ from tests.fidelity_snapshots import (
     values_of,
 )
 from tests.test_neo4j_community import empty_neo4j, target  # noqa: F401 - fixtures
-from tests.test_neo4j_standin import standin  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.fidelity
 
