@@ -177,7 +177,7 @@ def test_config_keys_named_anywhere_exist() -> None:
             if "unknown key" in span:
                 continue  # an error message shows a wrong key on purpose
             span = span.replace("<name>.", "")
-            for key in re.findall(rf"(?<![\w./-])(?:{'|'.join(SECTIONS)})\.[a-z_]+(?![\w.]*\.(?:py|md|yaml)\b)", span):
+            for key in re.findall(rf"(?<![\w./-])(?:{'|'.join(SECTIONS)})\.[a-z_]+(?![a-z_])(?![\w.]*\.(?:py|md|yaml)\b)(?!\.[A-Z])", span):
                 if key not in known and key != "orchestrator.state_path":  # the one removed key the docs name
                     unknown.add((page.name, key))
     assert known and not unknown, f"keys named in the docs that config.py lacks: {sorted(unknown)}"
