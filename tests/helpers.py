@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pytest
 
+from bluegreen_dagster.config import Settings, parse_settings
 from bluegreen_dagster.names import parse_partition_key
 from bluegreen_dagster.records import CUSTOMER_TAG, SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.targets import make_target
@@ -75,3 +76,12 @@ def make_neo4j_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, standin,
     monkeypatch.setenv("BLUEGREEN_CONFIG", str(project.config_file))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     return project
+
+
+def standin_settings(standin, tmp_path: Path, **neo4j) -> Settings:
+    """Settings whose `neo4j:` section points at a running stand-in (small batches, short waits), plus `neo4j`."""
+    section = {"host": "127.0.0.1", "bolt_port": standin.bolt_port,
+               "arrow_port": standin.arrow.port if standin.arrow else 1, "password": standin.dbms.password,
+               "batch_size": 50, "concurrency": 2, "online_timeout": 2, "arrow_string_properties": True, **neo4j}
+    return parse_settings({"target": "neo4j", "neo4j": section, "dataset": {"base_path": str(tmp_path / "data")}},
+                          root=tmp_path)

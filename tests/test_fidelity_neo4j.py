@@ -154,9 +154,9 @@ def test_neo4j_target_checks_before_create_database(tmp_path, monkeypatch):
 # The GDS Arrow path, against the stand-in (tests/standin, which follows the GDS docs)
 
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget  # noqa: E402
+from tests.helpers import standin_settings as make_settings  # noqa: E402
 from tests.test_neo4j_standin import (  # noqa: E402
     knows_table,
-    make_settings,
     people_table,
     stored_graph,
     write_parquet_snapshot,

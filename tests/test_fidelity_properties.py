@@ -186,7 +186,7 @@ def arrow_refuses(gen: GeneratedSnapshot) -> bool:
 def check_arrow(gen: GeneratedSnapshot, server) -> None:
     """`server`: the running stand-in."""
     from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
-    from tests.test_neo4j_standin import make_settings
+    from tests.helpers import standin_settings as make_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = make_settings(server, Path(tmp))

@@ -16,27 +16,21 @@ from bluegreen_dagster.snapshots import snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j.cluster import merged_status
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
-from tests.standin.server import start_standin
+from tests.helpers import standin_settings
 
-PASSWORD = "bg-cluster-pw-5"
 T0 = 1767741527
 
 
 @pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        s.arrow.accept_string_properties = True
-        s.dbms.servers = ["server-1", "server-2", "server-3"]
-        yield s
+def standin(standin):
+    """The stand-in of tests/conftest.py, with three cluster members."""
+    standin.dbms.servers = ["server-1", "server-2", "server-3"]
+    return standin
 
 
 def make_target(standin, tmp_path: Path, **neo4j_settings) -> Neo4jTarget:
-    section = {"host": "127.0.0.1", "bolt_port": standin.bolt_port, "arrow_port": standin.arrow.port,
-               "password": PASSWORD, "batch_size": 50, "online_timeout": 3, "arrow_string_properties": True,
-               "loader": "cypher", **neo4j_settings}
-    settings = parse_settings({"target": "neo4j", "neo4j": section,
-                               "dataset": {"base_path": str(tmp_path / "data")}}, root=tmp_path)
-    return Neo4jTarget(settings, poll_interval=0.05)
+    return Neo4jTarget(standin_settings(standin, tmp_path, **{"online_timeout": 3, "loader": "cypher", **neo4j_settings}),
+                       poll_interval=0.05)
 
 
 def snapshot(tmp_path: Path, ts: int):

@@ -15,36 +15,30 @@ import neo4j
 import pytest
 
 from bluegreen_dagster.bluegreen import cleanup, switch_if_newest, verify
-from bluegreen_dagster.config import parse_settings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.access import ReadersCannotRead, carried_commands
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
-from tests.standin.server import start_standin
+from tests.helpers import STANDIN_PASSWORD as PASSWORD
+from tests.helpers import standin_settings
 
-PASSWORD = "bg-readers-pw-7"
 READER, READER_PASSWORD, ROLE = "alice", "alice-pw-1", "acme-reader"
 CUSTOMER = "acme"
 T0 = 1767741527
 
 
 @pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        s.arrow.accept_string_properties = True
-        s.dbms.create_role(ROLE)
-        s.dbms.create_user(READER, READER_PASSWORD, (ROLE,))
-        yield s
+def standin(standin):
+    """The stand-in of tests/conftest.py, with a reader role and user."""
+    standin.dbms.create_role(ROLE)
+    standin.dbms.create_user(READER, READER_PASSWORD, (ROLE,))
+    return standin
 
 
 def make_target(standin, tmp_path: Path, **neo4j_settings) -> Neo4jTarget:
-    section = {"host": "127.0.0.1", "bolt_port": standin.bolt_port, "arrow_port": standin.arrow.port,
-               "password": PASSWORD, "batch_size": 50, "online_timeout": 2, "arrow_string_properties": True,
-               **neo4j_settings}
-    settings = parse_settings({"target": "neo4j", "neo4j": section,
-                               "dataset": {"base_path": str(tmp_path / "data")}}, root=tmp_path)
-    return Neo4jTarget(settings, poll_interval=0.01)
+    return Neo4jTarget(standin_settings(standin, tmp_path, online_timeout=2, **neo4j_settings),
+                       poll_interval=0.01)
 
 
 def load_and_switch(target: Neo4jTarget, ts: int, people: int = 40):

@@ -13,26 +13,20 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import TransientTargetError
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
-from tests.standin.server import start_standin
+from tests.helpers import standin_settings
 
-PASSWORD = "bg-ready-pw-3"
 T0 = 1767741527
 
 
 @pytest.fixture
-def standin():
-    with start_standin(password=PASSWORD) as s:
-        s.arrow.accept_string_properties = True
-        yield s
+def standin(standin):
+    """The stand-in of tests/conftest.py."""
+    return standin
 
 
 def make_target(standin, tmp_path: Path, **neo4j_settings) -> Neo4jTarget:
-    section = {"host": "127.0.0.1", "bolt_port": standin.bolt_port, "arrow_port": standin.arrow.port,
-               "password": PASSWORD, "batch_size": 50, "online_timeout": 2, "arrow_string_properties": True,
-               **neo4j_settings}
-    settings = parse_settings({"target": "neo4j", "neo4j": section,
-                               "dataset": {"base_path": str(tmp_path / "data")}}, root=tmp_path)
-    return Neo4jTarget(settings, poll_interval=0.05)
+    return Neo4jTarget(standin_settings(standin, tmp_path, online_timeout=2, **neo4j_settings),
+                       poll_interval=0.05)
 
 
 def snapshot(tmp_path: Path, customer: str, ts: int = T0):

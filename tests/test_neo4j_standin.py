@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from bluegreen_dagster.bluegreen import cleanup, switch_if_newest, verify
-from bluegreen_dagster.config import parse_settings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
@@ -29,19 +28,12 @@ from bluegreen_dagster.targets.neo4j import queries as q
 from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.helpers import STANDIN_PASSWORD
+from tests.helpers import standin_settings as make_settings
 from tests.standin.server import start_standin
 from tests.standin.tcp_proxy import TcpProxy
 
 PASSWORD = STANDIN_PASSWORD  # the `standin` fixture's (tests/conftest.py)
 PEOPLE = 120  # 120 people + 2 companies; 360 KNOWS + 120 WORKS_AT
-
-
-def make_settings(standin, tmp_path: Path, **neo4j):
-    section = {"host": "127.0.0.1", "bolt_port": standin.bolt_port,
-               "arrow_port": standin.arrow.port if standin.arrow else 1, "password": PASSWORD,
-               "batch_size": 50, "concurrency": 2, "online_timeout": 2, "arrow_string_properties": True, **neo4j}
-    return parse_settings({"target": "neo4j", "neo4j": section, "dataset": {"base_path": str(tmp_path / "data")},
-                           }, root=tmp_path)
 
 
 @pytest.fixture

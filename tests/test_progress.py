@@ -14,7 +14,7 @@ from bluegreen_dagster.progress import LoadProgress, ProgressEvent, RunDisplay, 
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.conftest import Project
-from tests.test_neo4j_standin import make_settings
+from tests.helpers import standin_settings as make_settings
 
 
 class Clock:
