@@ -29,7 +29,8 @@ def standin(standin):
 
 
 def make_target(standin, tmp_path: Path, **neo4j_settings) -> Neo4jTarget:
-    return Neo4jTarget(standin_settings(standin, tmp_path, **{"online_timeout": 3, "loader": "cypher", **neo4j_settings}),
+    settings = {"online_timeout": 3, "loader": "cypher", **neo4j_settings}
+    return Neo4jTarget(standin_settings(standin, tmp_path, **settings),
                        poll_interval=0.05)
 
 
