@@ -18,6 +18,7 @@ from bluegreen_dagster.names import InvalidName, parse_partition_key, validate_c
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import (
+    UNDECIDED_STATUSES,
     DatabaseInfo,
     GraphTarget,
     Health,
@@ -25,7 +26,6 @@ from bluegreen_dagster.targets.base import (
     PermanentTargetError,
     QueryResult,
     TargetError,
-    UNDECIDED_STATUSES,
     TransientTargetError,
     validate_alias,
     validate_database,
