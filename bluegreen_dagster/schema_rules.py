@@ -22,18 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bluegreen_dagster.columns import (
-    LABELS,
-    NODE_COLUMNS,
-    NODE_ID,
-    REL_TYPE,
-    RELATIONSHIP_COLUMNS,
-    SOURCE_ID,
-    TARGET_ID,
-    decoded,
-    is_list,
-    plain,
-)
+from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
+from bluegreen_dagster.columns import TARGET_ID, decoded, is_list, plain
 from bluegreen_dagster.names import SnapshotError, check_identifier, printable
 from bluegreen_dagster.reading import open_parquet, require_columns
 

@@ -19,17 +19,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bluegreen_dagster.columns import (
-    LABELS,
-    NODE_COLUMNS,
-    NODE_ID,
-    REL_TYPE,
-    RELATIONSHIP_COLUMNS,
-    SOURCE_ID,
-    TARGET_ID,
-    decoded,
-    labels_as_list_array,
-)
+from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
+from bluegreen_dagster.columns import TARGET_ID, decoded, labels_as_list_array
 from bluegreen_dagster.names import printable
 
 # (kind, name, property): kind is "label" or "type"

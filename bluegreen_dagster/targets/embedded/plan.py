@@ -14,16 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bluegreen_dagster.columns import (
-    LABELS,
-    NODE_COLUMNS,
-    NODE_ID,
-    REL_TYPE,
-    RELATIONSHIP_COLUMNS,
-    SOURCE_ID,
-    TARGET_ID,
-    labels_as_list_array,
-)
+from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
+from bluegreen_dagster.columns import TARGET_ID, labels_as_list_array
 from bluegreen_dagster.names import SnapshotError, check_identifier
 from bluegreen_dagster.reading import iter_batches, open_parquet
 from bluegreen_dagster.schema_rules import check_snapshot

@@ -14,16 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.parquet import ParquetWriter
 
-from bluegreen_dagster.columns import (
-    LABELS,
-    NODE_COLUMNS,
-    NODE_ID,
-    REL_TYPE,
-    RELATIONSHIP_COLUMNS,
-    SOURCE_ID,
-    TARGET_ID,
-    labels_as_list_array,
-)
+from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
+from bluegreen_dagster.columns import TARGET_ID, labels_as_list_array
 from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.reading import iter_batches
 from bluegreen_dagster.targets.embedded.plan import LoadPlan

@@ -20,24 +20,12 @@ from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_
 from bluegreen_dagster.progress import rows_in
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
-from bluegreen_dagster.targets.base import (
-    DatabaseInfo,
-    GraphTarget,
-    Health,
-    LoadReport,
-    PermanentTargetError,
-    QueryResult,
-    TransientTargetError,
-    validate_database,
-)
+from bluegreen_dagster.targets.base import DatabaseInfo, GraphTarget, Health, LoadReport, PermanentTargetError
+from bluegreen_dagster.targets.base import QueryResult, TransientTargetError, validate_database
 from bluegreen_dagster.targets.embedded.database import count_database, fill, read_query
 from bluegreen_dagster.targets.embedded.plan import plan_load
 from bluegreen_dagster.targets.embedded.staging import stage_nodes, stage_relationships
-from bluegreen_dagster.targets.embedded.store import (
-    Store,
-    fsync_dir,
-    remove_with_siblings,
-)
+from bluegreen_dagster.targets.embedded.store import Store, fsync_dir, remove_with_siblings
 from bluegreen_dagster.targets.embedded.values import database_value_stats
 
 MB = 1024 * 1024

@@ -32,18 +32,8 @@ import pyarrow.compute as pc
 import pytz
 
 from bluegreen_dagster import names
-from bluegreen_dagster.columns import (
-    LABELS,
-    NODE_COLUMNS,
-    NODE_ID,
-    REL_TYPE,
-    RELATIONSHIP_COLUMNS,
-    SOURCE_ID,
-    TARGET_ID,
-    decoded,
-    is_list,
-    labels_as_list_array,
-)
+from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
+from bluegreen_dagster.columns import TARGET_ID, decoded, is_list, labels_as_list_array
 from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
 from bluegreen_dagster.reading import iter_batches, open_parquet

@@ -17,19 +17,9 @@ from bluegreen_dagster.config import Settings
 from bluegreen_dagster.names import InvalidName, parse_partition_key, validate_customer
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
-from bluegreen_dagster.targets.base import (
-    UNDECIDED_STATUSES,
-    DatabaseInfo,
-    GraphTarget,
-    Health,
-    LoadReport,
-    PermanentTargetError,
-    QueryResult,
-    TargetError,
-    TransientTargetError,
-    validate_alias,
-    validate_database,
-)
+from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, DatabaseInfo, GraphTarget, Health, LoadReport
+from bluegreen_dagster.targets.base import PermanentTargetError, QueryResult, TargetError, TransientTargetError
+from bluegreen_dagster.targets.base import validate_alias, validate_database
 from bluegreen_dagster.targets.neo4j import queries, readiness
 from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
