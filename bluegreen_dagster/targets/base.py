@@ -64,7 +64,7 @@ class Health:
 
 
 def validate_database(name: str) -> str:
-    """A snapshot database name (`<customer>-<timestamp>`, see `snapshots.parse_partition_key`); anything else is
+    """A snapshot database name (`<customer>-<timestamp>`, see `names.parse_partition_key`); anything else is
     refused before it reaches a statement or a file path."""
     try:
         parse_partition_key(name)
@@ -74,7 +74,7 @@ def validate_database(name: str) -> str:
 
 
 def validate_alias(customer: str) -> str:
-    """An alias name, which is the customer name (see `snapshots.validate_customer`)."""
+    """An alias name, which is the customer name (see `names.validate_customer`)."""
     try:
         return validate_customer(customer)
     except InvalidName as exc:

@@ -84,7 +84,7 @@ VALUE_STATS_RELATIONSHIPS = ("MATCH ()-[r]->() WITH type(r) AS owner, r[$propert
 
 # --- Cypher fallback loader (neo4j.loader: cypher), sent to the snapshot's own database -------------------------
 # Labels, types and property names are not parameters in DDL or in static patterns: `{label}`, `{labels}`,
-# `{type}` and `{properties}` are filled only with names that passed snapshots.IDENTIFIER_RE, backtick-quoted.
+# `{type}` and `{properties}` are filled only with names that passed names.IDENTIFIER_RE, backtick-quoted.
 # `{properties}` is `` `name`: $p0[i], `age`: $p1[i] `` (for nodes preceded by ", ", after the nodeId).
 # Rows travel as parallel lists, one per column (`$ids`, `$p0`, `$p1`, ...), indexed by `i`: far less for the
 # driver to pack than one map per row. A null in a list leaves that property unset, as Neo4j does for null.
