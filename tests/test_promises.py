@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bluegreen_dagster import bluegreen as rules
-from bluegreen_dagster import fingerprints, plausibility
+from bluegreen_dagster import fingerprints, records, plausibility
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.plausibility import Implausible
 from bluegreen_dagster.reading import GraphCounts
@@ -237,15 +237,15 @@ def test_scrub_blanks_the_longest_secret_first_and_secrets_of_three_characters()
 
 def test_recorded_fingerprint_is_the_partitions_latest() -> None:
     with dg.DagsterInstance.ephemeral() as instance:
-        assert fingerprints.recorded(instance, "acme-100") is None
+        assert records.recorded_fingerprint(instance, "acme-100") is None
         for fp in ("sha256:old", "sha256:new"):
             instance.report_runless_asset_event(dg.AssetMaterialization(
-                fingerprints.LOADED_ASSET, partition="acme-100", metadata={fingerprints.FINGERPRINT: fp}))
+                records.LOADED_ASSET, partition="acme-100", metadata={records.FINGERPRINT: fp}))
         instance.report_runless_asset_event(dg.AssetMaterialization(
-            fingerprints.LOADED_ASSET, partition="acme-200", metadata={fingerprints.FINGERPRINT: "sha256:other"}))
-        assert fingerprints.recorded(instance, "acme-100") == "sha256:new"
-        instance.report_runless_asset_event(dg.AssetMaterialization(fingerprints.LOADED_ASSET, partition="acme-100"))
-        assert fingerprints.recorded(instance, "acme-100") is None  # the latest one holds none: unknown
+            records.LOADED_ASSET, partition="acme-200", metadata={records.FINGERPRINT: "sha256:other"}))
+        assert records.recorded_fingerprint(instance, "acme-100") == "sha256:new"
+        instance.report_runless_asset_event(dg.AssetMaterialization(records.LOADED_ASSET, partition="acme-100"))
+        assert records.recorded_fingerprint(instance, "acme-100") is None  # the latest one holds none: unknown
 
 
 def test_prepare_load_says_why_it_reuses_or_reloads_without_a_record(tmp_path: Path) -> None:
