@@ -104,7 +104,7 @@ def test_a_bad_max_age_fails_at_load_naming_the_key(project: Project, bad) -> No
 
 def test_materializing_live_graph_by_hand_records_what_the_target_serves(project: Project) -> None:
     from bluegreen_dagster.demo_data import write_snapshot
-    from tests.test_assets import run
+    from tests.helpers import run_partition as run
 
     write_snapshot(project.data, "acme", 100, people=20)
     defs = project.defs

@@ -190,7 +190,8 @@ def neo4j_instance(neo4j_project: Project):  # noqa: F811
 
 
 def test_neo4j_rollback_pin_unpin(neo4j_project: Project, standin, neo4j_instance, capsys) -> None:  # noqa: F811
-    neo4j_project.reconfigure(orchestrator={"keep_databases": 2})
+    # No drain here: this story is about retention after an unpin (the drain has its own tests, test_drain.py).
+    neo4j_project.reconfigure(orchestrator={"keep_databases": 2, "drain_seconds": 0})
     pin_story(neo4j_project, neo4j_instance, capsys, lambda: standin.dbms.alias_target("acme"))
     assert sorted(n for n in standin.dbms.database_names() if n.startswith("acme-")) == ["acme-300", "acme-400"]
 

@@ -89,10 +89,13 @@ def start_daemon(workdir: Path) -> tuple[Docker, subprocess.Popen | None]:
     docker = Docker(f"unix://{sock}")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process.poll() is not None:  # e.g. another dockerd holds the same --data-root
             raise DockerUnavailable(f"dockerd exited ({process.returncode}); see {workdir / 'dockerd.log'}")
-        if sock.exists() and docker.run("info", check=False, timeout=10).returncode == 0:
-            return docker, process
+        try:
+            if sock.exists() and docker.run("info", check=False, timeout=10).returncode == 0:
+                return docker, process
+        except subprocess.TimeoutExpired:
+            pass  # still starting
         time.sleep(0.5)
     stop_daemon(process)
     raise DockerUnavailable(f"dockerd did not answer within 60 s; see {workdir / 'dockerd.log'}")
