@@ -91,7 +91,7 @@ def cmd_status(args: argparse.Namespace, resources: Resources) -> int:
 def cmd_check(args: argparse.Namespace, resources: Resources) -> int:
     """Preflight for a new deployment: what the pipeline will see, and every problem in one place."""
     settings = resources.settings
-    out = Console()
+    out = Console(soft_wrap=True)  # no line breaks inside paths and problems: they stay whole to copy
     out.print(f"config {config_path().resolve()}: valid, target [bold]{settings.target}[/]")
     found = scan(settings.dataset.base_path, settings.orchestrator.settle_seconds)
     out.print(f"snapshots under {settings.dataset.base_path}: {len(found.complete)} complete, "
