@@ -41,7 +41,7 @@ from bluegreen_dagster.snapshots import Snapshot, scan, snapshot_at
 from bluegreen_dagster.status import collect_status, print_status
 from bluegreen_dagster.targets import TargetError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages hold paths and keys: never broken inside them
 DEMO_CUSTOMERS = ("acme-corp", "globex", "initech")
 ASSET_SELECTION = "health_check,snapshot_database,alias_switch,cleanup"
 
