@@ -18,7 +18,8 @@ shows them apart, in an order their dependencies enforce (docs/steps.md):
   materialization of the customer's partition of `live_graph` (live_graph.py). Its own materialization says
   whether it moved and why (metadata `switched`, `reason`). A pinned customer (pins.py, `bluegreen rollback --pin`)
   is never switched: the reason says pinned to what, since when, by whom and why.
-- `cleanup` runs after `alias_switch` (it depends on it) and keeps the newest `keep_databases`, the alias target and every database whose run is in flight, and
+- `cleanup` runs after `alias_switch` (it depends on it) and keeps the newest `keep_databases`, the alias target,
+  every database whose run is in flight and, on Neo4j, those the alias left within `drain_seconds` (drain.py); it
   deletes the dynamic partitions of the databases it dropped.
 
 Bad input (a corrupt file, a bad name, wrong credentials) fails at once with a message that says what to fix;
