@@ -157,8 +157,8 @@ from bluegreen_dagster.targets.neo4j.target import Neo4jTarget  # noqa: E402
 from tests.helpers import standin_settings as make_settings  # noqa: E402
 from tests.test_neo4j_standin import (  # noqa: E402
     knows_table,
+    load_with_both_loaders,
     people_table,
-    stored_graph,
     write_parquet_snapshot,
 )
 
@@ -167,13 +167,8 @@ def test_an_all_null_column_is_no_property_on_both_neo4j_loaders(standin, tmp_pa
     arrow_settings = make_settings(standin, tmp_path)
     nodes = people_table(age=pa.array([1, 2, 3, 4]), nothing=pa.nulls(4))
     snap = write_parquet_snapshot(arrow_settings, 100, [nodes], [knows_table()])
-    with Neo4jTarget(arrow_settings, poll_interval=0.01) as t:
-        t.load(snap)
-    arrow = stored_graph(standin.dbms.databases["acme-100"].graph, cypher=False)
-    standin.dbms.databases.pop("acme-100")
-    with Neo4jTarget(make_settings(standin, tmp_path, loader="cypher"), poll_interval=0.01) as t:
-        t.load(snap)
-    assert stored_graph(standin.dbms.databases["acme-100"].graph, cypher=True) == arrow
+    arrow, cypher = load_with_both_loaders(standin, tmp_path, arrow_settings, snap)
+    assert cypher == arrow
     assert arrow[0][1] == (("Person",), {"age": 1})
 
 

@@ -500,13 +500,19 @@ def test_arrow_and_cypher_loaders_store_the_same_graph_for_nulls(standin, settin
     # and without nulls, both loaders store exactly the same graph with the default settings
     filled = write_parquet_snapshot(settings, 200, [NULLY_NODES.set_column(2, "score", pa.array([0.5, 1.0, 1.5, 2.0]))],
                                     [knows_table(weight=pa.array([1.0, 2.0]))])
+    arrow, cypher = load_with_both_loaders(standin, tmp_path, settings, filled)
+    assert cypher == arrow
+
+
+def load_with_both_loaders(standin, tmp_path: Path, settings, snapshot) -> tuple:
+    """The graph the Arrow loader stores for `snapshot` (with `settings`), and the one the Cypher loader stores."""
     with Neo4jTarget(settings, poll_interval=0.01) as target:
-        target.load(filled)
-    arrow = stored_graph(standin.dbms.databases["acme-200"].graph, cypher=False)
-    standin.dbms.databases.pop("acme-200")
+        target.load(snapshot)
+    arrow = stored_graph(standin.dbms.databases[snapshot.key].graph, cypher=False)
+    standin.dbms.databases.pop(snapshot.key)
     with Neo4jTarget(make_settings(standin, tmp_path, loader="cypher"), poll_interval=0.01) as target:
-        target.load(filled)
-    assert stored_graph(standin.dbms.databases["acme-200"].graph, cypher=True) == arrow
+        target.load(snapshot)
+    return arrow, stored_graph(standin.dbms.databases[snapshot.key].graph, cypher=True)
 
 
 def test_null_integers_are_refused_even_with_nan(standin, tmp_path):
