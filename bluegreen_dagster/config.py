@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from bluegreen_dagster.names import IDENTIFIER_RE, validate_customer
@@ -30,6 +31,8 @@ from pydantic import (
 
 CONFIG_ENV_VAR = "BLUEGREEN_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
+# neo4j.uri schemes: direct (bolt) or routed (neo4j), plain or TLS with the system store / neo4j.tls_ca_file.
+URI_SCHEMES = ("bolt", "bolt+s", "neo4j", "neo4j+s")
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -41,6 +44,14 @@ class ConfigError(ValueError):
 class _Section(BaseModel):
     # A typo in a key is an error, not a silently ignored setting.
     model_config = ConfigDict(extra="forbid")
+
+
+class TopologySettings(_Section):
+    """`CREATE DATABASE ... TOPOLOGY p PRIMARIES s SECONDARIES` on a Neo4j cluster (neo4j.topology, or per customer
+    customers.<name>.topology). Neo4j 5 allows 1-11 primaries and 0-20 secondaries per database."""
+
+    primaries: int = Field(1, ge=1, le=11)
+    secondaries: int = Field(0, ge=0, le=20)
 
 
 class Neo4jSettings(_Section):
@@ -83,6 +94,38 @@ class Neo4jSettings(_Section):
     # A GDS Arrow import builds the store on the one server GDS runs on; on a cluster (SHOW SERVERS lists more than
     # one) the Arrow loader is refused unless this says the operator knows what GDS does there.
     arrow_on_cluster: bool = False
+    # One Bolt URI instead of host/bolt_port/tls: bolt:// and bolt+s:// reach one server; neo4j:// and neo4j+s://
+    # route (a cluster: admin work to the system database's writer, verification reads to a reader). It sets host,
+    # bolt_port and tls; setting one of those as well, to another value, is an error.
+    uri: str = ""
+    # The topology of every new database (CREATE DATABASE ... TOPOLOGY); unset: the cluster's default allocation.
+    # Per customer: customers.<name>.topology.
+    topology: TopologySettings | None = None
+
+    @model_validator(mode="after")
+    def _uri_sets_host_port_tls(self) -> Neo4jSettings:
+        if not self.uri:
+            return self
+        parsed = urlsplit(self.uri)
+        if parsed.scheme not in URI_SCHEMES or not parsed.hostname or parsed.path not in ("", "/") or parsed.query:
+            raise ValueError(f"neo4j.uri {self.uri!r} is not a Bolt URI: write scheme://host[:port] with scheme "
+                             f"{', '.join(URI_SCHEMES)}")
+        try:
+            port = parsed.port or 7687
+        except ValueError:
+            raise ValueError(f"neo4j.uri {self.uri!r} has an invalid port") from None
+        found = {"host": parsed.hostname, "bolt_port": port, "tls": parsed.scheme.endswith("+s")}
+        clash = [k for k, v in found.items() if k in self.model_fields_set and getattr(self, k) != v]
+        if clash:
+            raise ValueError(f"neo4j.uri {self.uri!r} disagrees with neo4j.{', neo4j.'.join(clash)}: set one of them")
+        for key, value in found.items():
+            object.__setattr__(self, key, value)
+        return self
+
+    @property
+    def routing(self) -> bool:
+        """True for neo4j:// and neo4j+s:// (routed, e.g. a cluster), False for a direct bolt:// connection."""
+        return self.uri.startswith("neo4j")
 
     @field_validator("indexes")
     @classmethod
@@ -229,6 +272,8 @@ class CustomerSettings(_Section):
     # Neo4j readers of this customer, on top of neo4j.reader_roles / neo4j.reader_users.
     reader_roles: list[str] = []
     reader_users: list[str] = []
+    # neo4j.topology for this customer's databases.
+    topology: TopologySettings | None = None
 
 
 class EmbeddedSettings(_Section):
@@ -318,6 +363,11 @@ class Settings(_Section):
         """The smoke plan of one customer: `smoke:` with `customers.<name>.smoke:` merged over it."""
         own = self.customers.get(customer)
         return self.smoke.merged(own.smoke if own else None)
+
+    def topology_for(self, customer: str) -> TopologySettings | None:
+        """The topology of a customer's new databases: customers.<name>.topology, else neo4j.topology."""
+        own = self.customers.get(customer)
+        return own.topology if own and own.topology else self.neo4j.topology
 
     @model_validator(mode="after")
     def _neo4j_needs_password(self) -> Settings:

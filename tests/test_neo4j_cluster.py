@@ -1,6 +1,7 @@
-"""A cluster read as one answer (targets/neo4j/cluster.py) on the Enterprise stand-in with three members: per-server
-SHOW DATABASES rows merged, transient member states never a reason to drop, the Arrow loader refused, health
-measures that cannot be read reported unknown."""
+"""A cluster read as one answer (targets/neo4j/cluster.py) on the Enterprise stand-in with three members, each with
+a Bolt listener of its own: per-server SHOW DATABASES rows merged, transient member states never a reason to drop,
+neo4j.topology reaching CREATE DATABASE and the load waiting until every allocated member runs the database,
+neo4j:// routing, the Arrow loader refused, health measured on every server (unknown when unreadable)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,25 @@ from bluegreen_dagster.targets.base import PermanentTargetError, TransientTarget
 from bluegreen_dagster.targets.neo4j.cluster import merged_status
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.helpers import standin_settings
+from tests.standin.bolt_server import BoltServer
 
 T0 = 1767741527
 
 
 @pytest.fixture
 def standin(standin):
-    """The stand-in of tests/conftest.py, with three cluster members."""
-    standin.dbms.servers = ["server-1", "server-2", "server-3"]
-    return standin
+    """The stand-in of tests/conftest.py, with three cluster members, each listening on a port of its own (its
+    address in SHOW SERVERS and in the routing table), all sharing the one Dbms. The stand-in's own listener plays
+    the address an operator configures (a load balancer, or any member)."""
+    dbms = standin.dbms
+    dbms.servers = ["server-1", "server-2", "server-3"]
+    members = [BoltServer(dbms, member=name).start() for name in dbms.servers]
+    dbms.server_addresses = {m.executor.member: f"127.0.0.1:{m.port}" for m in members}
+    try:
+        yield standin
+    finally:
+        for member in members:
+            member.stop()
 
 
 def make_target(standin, tmp_path: Path, **neo4j_settings) -> Neo4jTarget:

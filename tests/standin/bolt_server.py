@@ -6,8 +6,8 @@ Written from the public Bolt and PackStream specifications (neo4j.com/docs/bolt)
   (the driver accepts a plain 4-byte reply as well as the manifest form), otherwise 0 and the connection closes.
 - Framing: chunks of at most 65535 bytes with a 2-byte big-endian length, a zero chunk ends a message; zero chunks
   between messages are NOOPs.
-- Messages: HELLO, LOGON, LOGOFF, GOODBYE, RESET, RUN, BEGIN, COMMIT, ROLLBACK, PULL, DISCARD, TELEMETRY. ROUTE is
-  refused (use bolt:// URIs). Replies: SUCCESS, RECORD, FAILURE, IGNORED.
+- Messages: HELLO, LOGON, LOGOFF, GOODBYE, RESET, RUN, BEGIN, COMMIT, ROLLBACK, PULL, DISCARD, TELEMETRY, ROUTE
+  (a neo4j:// driver: the routing table of `routing_table`). Replies: SUCCESS, RECORD, FAILURE, IGNORED.
 - States: CONNECTED -> HELLO -> AUTHENTICATION -> LOGON -> READY; READY -RUN-> STREAMING -PULL/DISCARD-> READY;
   READY -BEGIN-> TX_READY -RUN-> TX_STREAMING -COMMIT/ROLLBACK-> READY. Any FAILURE moves to FAILED, where every
   message except RESET and GOODBYE is IGNORED; RESET returns to READY (and rolls back an open transaction). A failed
@@ -173,9 +173,10 @@ class Executor:
     ANY = "any"  # any database (procedures)
     DATA = "data"  # a user database or alias, online
 
-    def __init__(self, dbms: Dbms, catalogue: Catalogue) -> None:
+    def __init__(self, dbms: Dbms, catalogue: Catalogue, member: str | None = None) -> None:
         self.dbms = dbms
         self.catalogue = catalogue
+        self.member = member  # the cluster member (Dbms.servers) this listener is; None: the DBMS as a whole
         self._local = threading.local()
 
     @property
@@ -193,7 +194,8 @@ class Executor:
         "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
-        "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
+        "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SERVERS": ADMIN,
+        "CREATE_DATABASE_TOPOLOGY": ADMIN, "DATABASE_ALLOCATION": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
@@ -233,7 +235,8 @@ class Executor:
         fault = self.dbms.take_statement_fault(name)
         if fault:
             raise DbmsError(*fault)
-        self.dbms.log("bolt", name, db=db, parameters=dict(parameters or {}), **captures)
+        where = {"member": self.member} if self.member else {}
+        self.dbms.log("bolt", name, db=db, parameters=dict(parameters or {}), **where, **captures)
         return handler(parameters or {}, db, **captures)
 
     def _check_scope(self, name: str, db: str | None) -> None:
@@ -259,10 +262,10 @@ class Executor:
         return Result(["name", "versions", "edition"], [["Neo4j Kernel", [self.dbms.version], self.dbms.edition]])
 
     def _q_HEAP(self, p, db):
-        return Result(["used", "max"], [[self.dbms.heap_used, self.dbms.heap_max]])
+        return Result(["used", "max"], [list(self.dbms.heap_of(self.member))])
 
     def _q_PAGECACHE(self, p, db):
-        ratio = self.dbms.pagecache_ratio if self.dbms.edition == "enterprise" else None
+        ratio = self.dbms.pagecache_of(self.member) if self.dbms.edition == "enterprise" else None
         return Result(["ratio"], [] if ratio is None else [[ratio]])
 
     def _q_LIST_DATABASES(self, p, db):
@@ -273,6 +276,16 @@ class Executor:
 
     def _q_SERVER_COUNT(self, p, db):
         return Result(["servers"], [[len(self.dbms.show_servers())]])
+
+    def _q_SERVERS(self, p, db):
+        columns = ["name", "address", "state", "health"]
+        return Result(columns, [[row[c] for c in columns] for row in self.dbms.show_servers()])
+
+    def _q_DATABASE_ALLOCATION(self, p, db):
+        columns = ["serverID", "address", "role", "currentStatus", "statusMessage", "currentPrimariesCount",
+                   "currentSecondariesCount", "requestedPrimariesCount", "requestedSecondariesCount"]
+        return Result(columns, [[row[c] for c in columns] for row in self.dbms.show_databases()
+                                if row["name"] == p["name"]])
 
     def _q_DATABASE_STATUS(self, p, db):
         rows = [[r["currentStatus"], r["statusMessage"]] for r in self.dbms.show_databases() if r["name"] == p["name"]]
@@ -355,6 +368,12 @@ class Executor:
         self.dbms._require_enterprise("CREATE DATABASE")
         return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
                       apply=lambda: self.dbms.create_database(p["name"]))
+
+    def _q_CREATE_DATABASE_TOPOLOGY(self, p, db):
+        self.dbms._require_enterprise("CREATE DATABASE")
+        self.dbms.log("bolt", "TOPOLOGY", name=p["name"], primaries=p["primaries"], secondaries=p["secondaries"])
+        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
+                      apply=lambda: self.dbms.create_database(p["name"], (p["primaries"], p["secondaries"])))
 
     def _q_DROP_DATABASE(self, p, db):
         self.dbms._require_enterprise("DROP DATABASE")
@@ -718,9 +737,18 @@ class BoltConnection:
         self.dbms.log("bolt", "TELEMETRY", api=api)
         self.success()
 
-    def on_route(self, *_: Any) -> None:
-        self.failure("Neo.ClientError.Request.Invalid", "The Enterprise stand-in does not route: use a bolt:// URI")
-        self.state = "FAILED"
+    def on_route(self, routing: Any = None, bookmarks: Any = None, extra: Any = None, *_: Any) -> None:
+        """ROUTE (Bolt 4.4+ form: routing context, bookmarks, {db, imp_user}) -> SUCCESS {rt: {ttl, db, servers}}."""
+        if self.state != "READY":
+            return self._illegal(ROUTE)
+        name = (extra or {}).get("db") if isinstance(extra, dict) else None
+        try:
+            resolved = self.dbms.resolve(name)  # DatabaseNotFound for an unknown name
+        except DbmsError as exc:
+            return self._fail(exc)
+        self.dbms.log("bolt", "ROUTE", db=name, member=self.executor.member)
+        self.success({"rt": {"ttl": 300, "db": name or resolved.name,
+                             "servers": self.server.routing_table(resolved)}})
 
     def on_begin(self, extra: dict[str, Any] | None = None, *_: Any) -> None:
         if self.state != "READY":
@@ -864,10 +892,11 @@ class _TCPServer(socketserver.ThreadingTCPServer):
 class BoltServer:
     """`start()` binds a free loopback port and serves in a thread; `stop()` closes every connection and joins."""
 
-    def __init__(self, dbms: Dbms, host: str = "127.0.0.1", port: int = 0, telemetry_hint: bool = True) -> None:
+    def __init__(self, dbms: Dbms, host: str = "127.0.0.1", port: int = 0, telemetry_hint: bool = True,
+                 member: str | None = None) -> None:
         self.dbms = dbms
         self.catalogue = Catalogue()
-        self.executor = Executor(dbms, self.catalogue)
+        self.executor = Executor(dbms, self.catalogue, member)
         self.telemetry_hint = telemetry_hint
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -879,6 +908,18 @@ class BoltServer:
     @property
     def port(self) -> int:
         return self._tcp.server_address[1]
+
+    def routing_table(self, db) -> list[dict[str, Any]]:
+        """ROUTE's `servers`: the first member of `db`'s allocation writes, the others read (this listener alone when
+        the members have no addresses of their own, `Dbms.server_addresses`), every member routes."""
+        own = f"{self._tcp.server_address[0]}:{self.port}"
+        with self.dbms.lock:
+            addresses = [self.dbms.server_addresses[s] for s, _ in self.dbms.hosting(db)
+                         if s in self.dbms.server_addresses]
+            routers = list(self.dbms.server_addresses.values()) or [own]
+        writer, readers = (addresses[:1], addresses[1:] or addresses[:1]) if addresses else ([own], [own])
+        return [{"addresses": writer, "role": "WRITE"}, {"addresses": readers, "role": "READ"},
+                {"addresses": routers, "role": "ROUTE"}]
 
     def start(self) -> BoltServer:
         self._thread = threading.Thread(target=self._tcp.serve_forever, kwargs={"poll_interval": 0.05},

@@ -104,6 +104,8 @@ class Database:
     access: str = "read-write"  # ALTER DATABASE ... SET ACCESS READ ONLY / READ WRITE
     # (label, property) -> when its population finishes (time.time()); LOOKUP indexes are implicit.
     indexes: dict[tuple[str, str], float] = field(default_factory=dict)
+    # CREATE DATABASE ... TOPOLOGY p PRIMARIES s SECONDARIES; None: every member hosts it as a primary.
+    topology: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,12 @@ class Dbms:
         # `member_status[(database, server)]` overrides what one member reports (e.g. "unknown", "deallocating").
         self.servers: list[str] = ["server-1"]
         self.member_status: dict[tuple[str, str], str] = {}
+        # Per member (tests set them): its Bolt address in SHOW SERVERS (tests/standin/server.py's start_cluster
+        # gives each member a listener of its own), its SHOW SERVERS state, its heap (used, max) and page cache.
+        self.server_addresses: dict[str, str] = {}
+        self.server_state: dict[str, str] = {}
+        self.server_heap: dict[str, tuple[int, int]] = {}
+        self.server_pagecache: dict[str, float | None] = {}
         self.databases: dict[str, Database] = {
             SYSTEM: Database(SYSTEM, type="system"),
             DEFAULT_DB: Database(DEFAULT_DB),
@@ -433,21 +441,43 @@ class Dbms:
     # ----------------------------------------------------------------------------------------------------------
     # SHOW DATABASES / SHOW ALIASES
 
+    def hosting(self, db: Database) -> list[tuple[str, str]]:
+        """(server, role) of every member hosting `db`: with a TOPOLOGY, the first p Enabled members as primaries
+        and the next s as secondaries (a fixed allocation, so tests know where it lands); else every member."""
+        if db.topology is None or db.type == "system":
+            return [(server, "primary") for server in self.servers]
+        primaries, secondaries = db.topology
+        enabled = [s for s in self.servers if self.server_state.get(s, "Enabled") == "Enabled"]
+        return ([(s, "primary") for s in enabled[:primaries]]
+                + [(s, "secondary") for s in enabled[primaries:primaries + secondaries]])
+
     def show_databases(self, count_poll: bool = True) -> list[dict[str, Any]]:
-        """One row per visible database (a standalone server: one row each). Each call is one status poll."""
+        """One row per visible database and hosting member (OPS listing-databases: current*Count counts the rows of
+        that role that are online, requested*Count is the TOPOLOGY asked for). Each call is one status poll."""
         with self.lock:
             rows = []
             for db in sorted(self.databases.values(), key=lambda d: d.name):
                 if not self._visible(db, count_poll):
                     continue
                 status = self._status(db, count_poll)
-                for server in self.servers:
+                hosts = self.hosting(db)
+                states = {server: self.member_status.get((db.name, server), status) for server, _ in hosts}
+                requested = db.topology or (len(hosts), 0)
+                counts = {f"current{kind}Count": sum(1 for server, role in hosts
+                                                     if role == wanted and states[server] == "online")
+                          for kind, wanted in (("Primaries", "primary"), ("Secondaries", "secondary"))}
+                for server, role in hosts:
                     rows.append({
                         "name": db.name,
                         "type": db.type,
                         "aliases": sorted(a for a, t in self.aliases.items() if t == db.name),
                         "serverID": server,
-                        "currentStatus": self.member_status.get((db.name, server), status),
+                        "address": self.server_addresses.get(server, f"{server}:7687"),
+                        "role": role,
+                        **counts,
+                        "requestedPrimariesCount": requested[0],
+                        "requestedSecondariesCount": requested[1],
+                        "currentStatus": states[server],
                         "requestedStatus": "online",
                         "statusMessage": db.status_message,
                         "access": db.access,
@@ -459,8 +489,8 @@ class Dbms:
     def show_servers(self) -> list[dict[str, Any]]:
         with self.lock:
             self._require_enterprise("SHOW SERVERS")
-            return [{"name": s, "address": f"{s}:7687", "state": "Enabled", "health": "Available"}
-                    for s in self.servers]
+            return [{"name": s, "address": self.server_addresses.get(s, f"{s}:7687"),
+                     "state": self.server_state.get(s, "Enabled"), "health": "Available"} for s in self.servers]
 
     def show_aliases(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -471,20 +501,43 @@ class Dbms:
     # ----------------------------------------------------------------------------------------------------------
     # administration (Cypher against `system`)
 
-    def create_database(self, name: Any) -> Database:
-        """CREATE DATABASE $name WAIT: mounts existing store files of that name if there are any."""
+    def create_database(self, name: Any, topology: tuple[Any, Any] | None = None) -> Database:
+        """CREATE DATABASE $name [TOPOLOGY p PRIMARIES s SECONDARIES] WAIT: mounts existing store files of that name
+        if there are any. A topology the Enabled members cannot satisfy is refused (OPS clustering/databases)."""
         with self.lock:
             self._require_enterprise("CREATE DATABASE")
             name = self.validate_database_name(name)
+            if topology is not None:
+                topology = self._check_topology(*topology)
             self._check_name_free(name)
             if len(self.databases) >= self.max_databases:
                 raise DbmsError("Neo.DatabaseError.Database.DatabaseLimitReached",
                                 f"Failed to create the specified database '{name}': The total limit of databases "
                                 f"is already reached. To create more you need to either drop databases or change "
                                 f"the limit via the config setting 'dbms.max_databases' (={self.max_databases})")
-            db = Database(name, graph=self.stores.pop(name, None) or Graph())
+            db = Database(name, graph=self.stores.pop(name, None) or Graph(), topology=topology)
             self.databases[name] = db
             return db
+
+    def _check_topology(self, primaries: Any, secondaries: Any) -> tuple[int, int]:
+        if not all(type(n) is int for n in (primaries, secondaries)) or primaries < 1 or secondaries < 0:
+            raise DbmsError("Neo.ClientError.Statement.ArgumentError",
+                            "TOPOLOGY needs a positive integer of primaries and a non-negative one of secondaries")
+        enabled = sum(1 for s in self.servers if self.server_state.get(s, "Enabled") == "Enabled")
+        if primaries + secondaries > enabled:
+            raise DbmsError("Neo.ClientError.General.InvalidArguments",
+                            f"Unable to allocate {primaries} primaries and {secondaries} secondaries: only {enabled} "
+                            "enabled server(s) in the cluster")
+        return primaries, secondaries
+
+    def heap_of(self, server: str | None) -> tuple[int, int]:
+        """(used, max) heap bytes of one member (`server_heap`), else of the DBMS (`heap_used`, `heap_max`)."""
+        with self.lock:
+            return self.server_heap.get(server or "", (self.heap_used, self.heap_max))
+
+    def pagecache_of(self, server: str | None) -> float | None:
+        with self.lock:
+            return self.server_pagecache.get(server or "", self.pagecache_ratio)
 
     def drop_database(self, name: Any, if_exists: bool = True) -> bool:
         """DROP DATABASE $name [IF EXISTS] (RESTRICT, DESTROY DATA). True when something was dropped."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import neo4j
 from neo4j import exceptions as nx
 
-from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.config import Neo4jSettings, TopologySettings
 from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.targets.base import (
     PermanentTargetError,
@@ -63,11 +63,14 @@ UNREACHABLE_HINT = ("check that Neo4j is running and that neo4j.host / neo4j.bol
 
 
 def bolt_uri(settings: Neo4jSettings) -> str:
-    return f"bolt://{settings.host}:{settings.bolt_port}"
+    """neo4j://host:port when neo4j.uri routes (a cluster), else bolt://host:port. TLS is never in the scheme
+    (`+s`): the driver then refuses a custom CA, so make_driver sets it from neo4j.tls instead."""
+    return f"{'neo4j' if settings.routing else 'bolt'}://{settings.host}:{settings.bolt_port}"
 
 
 def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
-    """A direct (bolt://) driver; TLS from neo4j.tls with neo4j.tls_ca_file or the system store."""
+    """A direct (bolt://) or routing (neo4j://) driver; TLS from neo4j.tls with neo4j.tls_ca_file or the system
+    store."""
     config: dict[str, Any] = {"connection_timeout": CONNECTION_TIMEOUT,
                               "max_transaction_retry_time": MAX_TRANSACTION_RETRY_TIME,
                               "max_connection_pool_size": max(4, settings.concurrency * 2),
@@ -94,6 +97,19 @@ class Admin:
         self.backoff = backoff
         self.uri = bolt_uri(settings)
         self._driver = driver
+        # Every session (system and data databases) chains its bookmarks here: on a cluster, a read right after a
+        # write (SHOW DATABASES after CREATE, the alias after ALTER, counts after the load) waits for that write
+        # on whichever member serves it, instead of reading a lagging copy.
+        self.bookmarks = neo4j.GraphDatabase.bookmark_manager()
+
+    def for_server(self, address: str) -> Admin:
+        """An Admin on one cluster member, direct (bolt://) to `address` (host:port, as SHOW SERVERS gives it), with
+        the same user and TLS: what is measured per server (heap, page cache) is that server's own."""
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise PermanentTargetError(f"SHOW SERVERS gave {address!r}, not a host:port Bolt address")
+        member = self.settings.model_copy(update={"uri": "", "host": host.strip("[]"), "bolt_port": int(port)})
+        return Admin(member, attempts=1, backoff=self.backoff)
 
     # ---------------------------------------------------------------------------------------------------------
     # plumbing
@@ -178,7 +194,7 @@ class Admin:
         label = what or " ".join(query.split()[:3])
 
         def call() -> list[dict[str, Any]]:
-            with self.driver.session(database=database) as session:
+            with self.driver.session(database=database, bookmark_manager=self.bookmarks) as session:
                 return [record.data() for record in session.run(query, params)]
 
         rows = self._with_retry(label, call)
@@ -195,7 +211,8 @@ class Admin:
 
         def call() -> list[dict[str, Any]]:
             records, _, _ = self.driver.execute_query(query, params or {}, database_=database,
-                                                      routing_=neo4j.RoutingControl.READ)
+                                                      routing_=neo4j.RoutingControl.READ,
+                                                      bookmark_manager_=self.bookmarks)
             return [record.data() for record in records]
 
         return self._with_retry(what, call)
@@ -206,7 +223,8 @@ class Admin:
 
         def call() -> list[dict[str, Any]]:
             records, _, _ = self.driver.execute_query(query, {}, database_=database, impersonated_user_=user,
-                                                      routing_=neo4j.RoutingControl.READ)
+                                                      routing_=neo4j.RoutingControl.READ,
+                                                      bookmark_manager_=self.bookmarks)
             return [record.data() for record in records]
 
         try:
@@ -222,7 +240,8 @@ class Admin:
         attempt: the step's RetryPolicy retries what is transient (unreachable, busy)."""
         started = time.monotonic()
         try:
-            with self.driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session, \
+            with self.driver.session(database=database, default_access_mode=neo4j.READ_ACCESS,
+                                     bookmark_manager=self.bookmarks) as session, \
                     session.begin_transaction(timeout=timeout) as tx:
                 result = tx.run(query)
                 columns, rows, count = list(result.keys()), [], 0
@@ -297,9 +316,33 @@ class Admin:
         self.run(queries.ALTER_ALIAS, {"alias": customer, "database": database},
                  what=f"moving alias {customer} to {database}")
 
-    def create_database(self, name: str) -> None:
+    def create_database(self, name: str, topology: TopologySettings | None = None) -> None:
+        """CREATE DATABASE $name WAIT, with `TOPOLOGY $primaries PRIMARIES $secondaries SECONDARIES` when given (the
+        counts are parameters too, checked to be plain ints)."""
         validate_database(name)
-        self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}", wait=True)
+        if topology is None:
+            self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}", wait=True)
+            return
+        counts = {"primaries": topology.primaries, "secondaries": topology.secondaries}
+        if not all(type(n) is int and n >= 0 for n in counts.values()):
+            raise PermanentTargetError(f"neo4j.topology must be whole numbers, got {counts}")
+        self.run(queries.CREATE_DATABASE_TOPOLOGY, {"name": name, **counts}, wait=True,
+                 what=f"creating database {name} on {counts['primaries']} primaries and "
+                      f"{counts['secondaries']} secondaries")
+
+    def allocation(self, name: str) -> list[dict[str, Any]]:
+        """One row per server hosting `name` (SHOW DATABASES): status, role and the current and requested counts."""
+        validate_database(name)
+        return self.run(queries.DATABASE_ALLOCATION, {"name": name}, what=f"reading where database {name} runs")
+
+    def servers(self) -> list[dict[str, Any]]:
+        """SHOW SERVERS: name, address, state, health of every member; [] where the server does not list them."""
+        try:
+            return self.run(queries.SERVERS, what="listing servers")
+        except PermanentTargetError as exc:
+            if ENTERPRISE_ONLY not in str(exc):
+                raise
+            return []
 
     def drop_database(self, name: str) -> None:
         validate_database(name)

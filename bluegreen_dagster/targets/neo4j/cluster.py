@@ -34,4 +34,24 @@ def merge_rows(rows: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, merged_status(statuses) or "unknown") for name, statuses in by_name.items()]
 
 
-__all__ = ["merge_rows", "merged_status"]
+def allocation_pending(rows: list[dict]) -> str | None:
+    """What keeps a new database from being used, from its SHOW DATABASES rows (queries.DATABASE_ALLOCATION):
+    None once every server allocated to it reports `online` and the copies running equal the copies requested
+    (primaries and secondaries), else a line for the log and for the time-out message. A server that reports
+    `unknown` holds it back like one still `starting`: the database is verified only where it fully runs."""
+    if not rows:
+        return "not listed yet"
+    waiting = [f"{r.get('serverID') or r.get('address') or '?'} {r.get('currentStatus') or 'unknown'}"
+               for r in rows if r.get("currentStatus") != "online"]
+    counts = []
+    for kind in ("Primaries", "Secondaries"):
+        current = {r.get(f"current{kind}Count") for r in rows}
+        requested = {r.get(f"requested{kind}Count") for r in rows} - {None}
+        if requested and current != requested:  # None: a server that does not report counts (standalone)
+            counts.append(f"{min(c or 0 for c in current)}/{max(requested)} {kind.lower()}")
+    if not waiting and not counts:
+        return None
+    return "; ".join([", ".join(counts) + " running" if counts else "", ", ".join(waiting)]).strip("; ")
+
+
+__all__ = ["allocation_pending", "merge_rows", "merged_status"]

@@ -32,6 +32,20 @@ CREATE_ALIAS = "CREATE ALIAS $alias IF NOT EXISTS FOR DATABASE $database"
 ALTER_ALIAS = "ALTER ALIAS $alias SET DATABASE TARGET $database"
 
 CREATE_DATABASE = "CREATE DATABASE $name WAIT"
+# On a cluster (neo4j.topology): the counts are parameters as well (Neo4j 5.26 and later).
+CREATE_DATABASE_TOPOLOGY = "CREATE DATABASE $name TOPOLOGY $primaries PRIMARIES $secondaries SECONDARIES WAIT"
+
+# Where a database runs: one row per hosting server, with the copies running now and the copies asked for
+# (cluster.py reads them: every row online and current == requested before the database is verified).
+DATABASE_ALLOCATION = (
+    "SHOW DATABASES YIELD name, serverID, address, role, currentStatus, statusMessage, currentPrimariesCount, "
+    "currentSecondariesCount, requestedPrimariesCount, requestedSecondariesCount WHERE name = $name "
+    "RETURN serverID, address, role, currentStatus, statusMessage, currentPrimariesCount, currentSecondariesCount, "
+    "requestedPrimariesCount, requestedSecondariesCount"
+)
+
+# The members of a cluster and the Bolt address of each (health measures every server that can host a database).
+SERVERS = "SHOW SERVERS YIELD name, address, state, health RETURN name, address, state, health"
 
 # RESTRICT is the default: Neo4j itself refuses to drop a database an alias points at. Never CASCADE ALIASES.
 DROP_DATABASE = "DROP DATABASE $name IF EXISTS DESTROY DATA WAIT"
@@ -117,6 +131,7 @@ ADMIN_QUERIES = {
     "CREATE_ALIAS": CREATE_ALIAS,
     "ALTER_ALIAS": ALTER_ALIAS,
     "CREATE_DATABASE": CREATE_DATABASE,
+    "CREATE_DATABASE_TOPOLOGY": CREATE_DATABASE_TOPOLOGY,
     "DROP_DATABASE": DROP_DATABASE,
     "GRANT_ACCESS": GRANT_ACCESS,
     "GRANT_MATCH": GRANT_MATCH,

@@ -23,6 +23,7 @@ from bluegreen_dagster.targets.base import validate_alias, validate_database
 from bluegreen_dagster.targets.neo4j import queries, readiness
 from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
+from bluegreen_dagster.targets.neo4j.cluster import allocation_pending
 
 log = logging.getLogger(__name__)
 
@@ -48,41 +49,73 @@ class Neo4jTarget(GraphTarget):
     # health
 
     def health(self, snapshot: Snapshot | None = None) -> Health:
+        """Measured on `system` (the page cache on the home database, which `system` refuses); a measure that cannot
+        be read is "unknown", never a failure. On a cluster, heap and page cache are measured on every server that
+        can host the new database (`_server_health`), each over its threshold a problem naming the server."""
         orch = self.settings.orchestrator
         health = Health()
         components = self.admin.components()  # raises TransientTargetError when unreachable
         health.measurements["version"] = components["version"]
         health.measurements["edition"] = components["edition"]
 
-        heap = self.admin.heap_percent()
-        if heap is None:
-            health.measurements["heap_percent"] = "unknown"
+        servers = self._measured(self.admin.servers, "the cluster's servers") or []
+        if len(servers) > 1:
+            self._server_health(servers, health)
         else:
-            health.measurements["heap_percent"] = round(heap, 1)
-            if heap > orch.heap_threshold_percent:
-                health.problems.append(f"heap {heap:.1f}% used, over heap_threshold_percent "
-                                       f"{orch.heap_threshold_percent:g}%")
-        try:
-            pagecache = self.admin.pagecache_percent()
-        except TargetError as exc:  # not published, or the home database it is read on is stopped
-            log.info("page cache usage not readable: %s", exc)
-            pagecache = None
-        if pagecache is None:
-            health.measurements["pagecache_percent"] = "unknown"  # Community, or metrics disabled
-        else:
-            health.measurements["pagecache_percent"] = round(pagecache, 1)
-            if pagecache > orch.pagecache_threshold_percent:
-                health.problems.append(f"page cache {pagecache:.1f}% used, over pagecache_threshold_percent "
-                                       f"{orch.pagecache_threshold_percent:g}%")
-
-        databases = self.admin.count_databases()
-        health.measurements["databases"] = databases
-        if databases >= orch.max_databases:
+            self._memory(self.admin, health)
+        databases = self._measured(self.admin.count_databases, "the number of databases")
+        health.measurements["databases"] = "unknown" if databases is None else databases
+        if databases is not None and databases >= orch.max_databases:
             health.problems.append(f"{databases} standard databases, max_databases is {orch.max_databases}: "
                                    "wait for cleanup or lower keep_databases")
         if snapshot is not None:
             health.measurements["snapshot_bytes"] = snapshot.size_bytes
         return health
+
+    @staticmethod
+    def _measured(read, what: str):
+        """`read()`, or None when the server does not answer it (reported as unknown by the caller)."""
+        try:
+            return read()
+        except TargetError as exc:
+            log.info("%s not readable: %s", what, exc)
+            return None
+
+    def _memory(self, admin: Admin, health: Health, server: str = "") -> None:
+        """Heap and page-cache use of the server `admin` talks to, checked against the thresholds."""
+        orch = self.settings.orchestrator
+        suffix, where = (f"@{server}", f"server {server}: ") if server else ("", "")
+        for key, read, limit, setting in (
+                ("heap_percent", admin.heap_percent, orch.heap_threshold_percent, "heap_threshold_percent"),
+                ("pagecache_percent", admin.pagecache_percent, orch.pagecache_threshold_percent,
+                 "pagecache_threshold_percent")):
+            value = self._measured(read, f"{where}{key}")  # pagecache: Community, or metrics disabled
+            health.measurements[key + suffix] = "unknown" if value is None else round(value, 1)
+            if value is not None and value > limit:
+                what = "heap" if key == "heap_percent" else "page cache"
+                health.problems.append(f"{where}{what} {value:.1f}% used, over {setting} {limit:g}%")
+
+    def _server_health(self, servers: list[dict], health: Health) -> None:
+        """Every server the system database may allocate the new database to (state Enabled; Cordoned, Free and
+        Deallocating ones get no new databases) is measured through its own Bolt address from SHOW SERVERS."""
+        hosts = [s for s in servers if s.get("state") == "Enabled"]
+        health.measurements["servers"] = len(servers)
+        for server in hosts:
+            name = str(server.get("name") or server.get("address"))
+            try:
+                member = self.admin.for_server(str(server.get("address") or ""))
+            except PermanentTargetError as exc:
+                log.info("server %s not measured: %s", name, exc)
+                health.measurements[f"heap_percent@{name}"] = "unknown"
+                health.measurements[f"pagecache_percent@{name}"] = "unknown"
+                continue
+            try:
+                self._memory(member, health, name)
+            finally:
+                member.close()
+        for key in ("heap_percent", "pagecache_percent"):  # the worst server, for the one-number views
+            values = [v for k, v in health.measurements.items() if k.startswith(key + "@") and v != "unknown"]
+            health.measurements[key] = max(values) if values else "unknown"
 
     # ---------------------------------------------------------------------------------------------------------
     # load
@@ -139,7 +172,7 @@ class Neo4jTarget(GraphTarget):
             from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
 
             CypherLoader.check(snapshot)  # bad input refused before the database exists
-            self.admin.create_database(name)
+            self.admin.create_database(name, self.settings.topology_for(snapshot.id.customer))
             try:
                 self.wait_online(name, mount_if_missing=False)
                 result = CypherLoader(self.admin, self.neo4j.batch_size, self.progress).write(name, snapshot)
@@ -165,14 +198,15 @@ class Neo4jTarget(GraphTarget):
             log.error("could not drop %s after a failed load: %s", name, exc)
 
     def wait_online(self, name: str, *, mount_if_missing: bool) -> None:
-        """Poll until `currentStatus = 'online'`; an Arrow-made store that never appears is mounted once."""
+        """Poll until `currentStatus = 'online'` and, on a cluster, every allocated server runs it (`_allocated`);
+        an Arrow-made store that never appears is mounted once."""
         deadline = time.monotonic() + self.neo4j.online_timeout
         first_missing = None
         mounted = False
         status: tuple[str, str] | None = None
         while True:
             status = self._status(name)
-            if status is not None and status[0] == "online":
+            if status is not None and status[0] == "online" and self._allocated(name, deadline):
                 return
             now = time.monotonic()
             if status is None:
@@ -180,7 +214,7 @@ class Neo4jTarget(GraphTarget):
                 if mount_if_missing and not mounted and now - first_missing >= min(_MOUNT_AFTER_SECONDS,
                                                                                   self.neo4j.online_timeout / 4):
                     log.info("%s did not appear after the import: CREATE DATABASE to mount its store", name)
-                    self.admin.create_database(name)
+                    self.admin.create_database(name, self.settings.topology_for(parse_partition_key(name).customer))
                     mounted = True
                     continue
             elif status[0] == "quarantined":
@@ -190,6 +224,21 @@ class Neo4jTarget(GraphTarget):
                 raise TransientTargetError(f"database {name} is not online after {self.neo4j.online_timeout:g}s "
                                            f"({seen}); see the Neo4j debug log")
             time.sleep(self.poll_interval)
+
+    def _allocated(self, name: str, deadline: float) -> bool:
+        """Every server allocated to `name` reports online and the running copies equal the requested ones
+        (cluster.allocation_pending); until then progress is logged. True at once on a single server."""
+        last_said = 0.0
+        while (pending := allocation_pending(self.admin.allocation(name))) is not None:
+            if time.monotonic() >= deadline:
+                raise TransientTargetError(f"database {name} is not running on every allocated server after "
+                                           f"neo4j.online_timeout {self.neo4j.online_timeout:g}s ({pending}); "
+                                           "see SHOW SERVERS and the debug log of the servers named")
+            if time.monotonic() - last_said >= 5 * self.poll_interval:
+                log.info("%s: waiting for the cluster: %s", name, pending)
+                last_said = time.monotonic()
+            time.sleep(self.poll_interval)
+        return True
 
     # ---------------------------------------------------------------------------------------------------------
     # reading
