@@ -774,6 +774,8 @@ class BoltConnection:
         if self.state != "READY" and not in_tx:
             return self._illegal(RUN)
         db = self.tx_db if in_tx else (extra or {}).get("db")
+        if not in_tx and (extra or {}).get("bookmarks"):  # what a causally chained session waits for (Neo4j does)
+            self.dbms.log("bolt", "BOOKMARKS", db=db, bookmarks=list(extra["bookmarks"]))
         try:
             user = self.tx_user if in_tx else self._effective_user(extra or {})
             result = self.executor.run(statement, parameters or {}, db, user)

@@ -212,6 +212,8 @@ class Dbms:
         self.server_state: dict[str, str] = {}
         self.server_heap: dict[str, tuple[int, int]] = {}
         self.server_pagecache: dict[str, float | None] = {}
+        # (database, server): allocated to that member, which has not reported it yet (no SHOW DATABASES row).
+        self.unlisted: set[tuple[str, str]] = set()
         self.databases: dict[str, Database] = {
             SYSTEM: Database(SYSTEM, type="system"),
             DEFAULT_DB: Database(DEFAULT_DB),
@@ -461,12 +463,15 @@ class Dbms:
                     continue
                 status = self._status(db, count_poll)
                 hosts = self.hosting(db)
-                states = {server: self.member_status.get((db.name, server), status) for server, _ in hosts}
+                states = {server: self.member_status.get((db.name, server), status) for server, _ in hosts
+                          if (db.name, server) not in self.unlisted}
                 requested = db.topology or (len(hosts), 0)
                 counts = {f"current{kind}Count": sum(1 for server, role in hosts
-                                                     if role == wanted and states[server] == "online")
+                                                     if role == wanted and states.get(server) == "online")
                           for kind, wanted in (("Primaries", "primary"), ("Secondaries", "secondary"))}
                 for server, role in hosts:
+                    if (db.name, server) in self.unlisted:
+                        continue
                     rows.append({
                         "name": db.name,
                         "type": db.type,
