@@ -204,7 +204,7 @@ def test_the_load_waits_while_an_allocated_member_is_not_online_and_switches_whe
         expected = expected_counts(snap)
         assert bluegreen.verify(target, snap.key, expected) == expected
         assert bluegreen.switch_if_newest(target, snap.key, expected).switched
-    assert back, "the member never came back: the load did not wait for it"
+    assert back, "the load finished before the member came back: it did not wait for it"
     before = [what for _, what, _ in dbms.events[:back[0]]]
     assert "CREATE_NODES" not in before and "ALTER_ALIAS" not in before and "CREATE_ALIAS" not in before
     assert dbms.alias_target("acme") == snap.key and snap.key in dbms.databases
