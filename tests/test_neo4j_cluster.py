@@ -278,6 +278,7 @@ def test_neo4j_uri_routes_admin_work_to_the_writer_and_verification_reads_to_a_r
             assert counted_on and None not in counted_on and "server-1" not in counted_on, counted_on
             assert bluegreen.switch_if_newest(target, snap.key, expected).switched
         assert bluegreen.cleanup(target, "acme", keep=1, in_flight=set).dropped == [f"acme-{T0}"]
+        assert target.reader_location("acme") == f"neo4j://127.0.0.1:{standin.bolt_port} database=acme"
     assert dbms.alias_target("acme") == f"acme-{T0 + 1}"
     assert {e["db"] for e in dbms.events_of("ROUTE")} >= {"system"}
     assert {e.get("member") for e in dbms.events_of("ALTER_ALIAS")} == {"server-1"}
@@ -354,3 +355,19 @@ def _closed_port() -> int:
     from tests.helpers import free_port
 
     return free_port()
+
+
+def test_the_opt_in_cluster_test_runs_against_the_three_member_stand_in(standin):
+    """tests/test_neo4j_enterprise_optin.py's cluster test runs nowhere else in CI: here, through neo4j://, so it
+    cannot rot between the times a licensed team points it at a real cluster."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NEO4J_URI": f"neo4j://127.0.0.1:{standin.bolt_port}", "NEO4J_PASSWORD": standin.dbms.password,
+           "NEO4J_TOPOLOGY": "2,1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "real_cluster",
+                           "tests/test_neo4j_enterprise_optin.py"], env=env, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:]
+    assert [e["parameters"]["primaries"] for e in standin.dbms.events_of("CREATE_DATABASE_TOPOLOGY")] == [2]

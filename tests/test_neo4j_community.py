@@ -133,7 +133,7 @@ def test_admin_statement_parses_and_is_refused_as_enterprise_only(neo4j_communit
     with neo4j.GraphDatabase.driver(uri, auth=(user, password)) as driver:
         error = _error_of(driver, queries.ADMIN_QUERIES[name],
                           {"name": "acme-1767741527", "alias": "acme", "database": "acme-1767741527",
-                           "role": "acme-reader"})
+                           "role": "acme-reader", "primaries": 1, "secondaries": 0})
     assert error is not None
     assert error.code == UNSUPPORTED_ADMIN, f"{name}: {error.code} {error.message}"
 
@@ -159,6 +159,7 @@ def test_alias_listing_parses_and_is_refused_as_enterprise_only(neo4j_community)
     ("COMPONENTS", "system", {}),
     ("LIST_DATABASES", "system", {"prefix": "acme-"}),
     ("DATABASE_STATUS", "system", {"name": "neo4j"}),
+    ("DATABASE_ALLOCATION", "system", {"name": "neo4j"}),
     ("COUNT_DATABASES", "system", {}),
     ("HEAP", "system", {}),
     ("PAGECACHE", None, {}),

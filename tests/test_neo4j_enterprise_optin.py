@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from bluegreen_dagster import bluegreen
-from bluegreen_dagster.config import Settings
+from bluegreen_dagster.config import Settings, TopologySettings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError, TargetError
@@ -218,5 +218,41 @@ def test_a_reader_role_keeps_reading_through_the_alias_across_switches(target, t
     finally:
         stop.set()
         problems = _remove_everything(target, customer) + _remove_reader(target, role, user)
+    if problems:
+        pytest.fail(f"could not clean up on the server: {'; '.join(problems)}")
+
+
+def test_topology_on_a_real_cluster(tmp_path):
+    """A licensed cluster (SHOW SERVERS lists more than one server; skipped otherwise), reached through NEO4J_URI
+    as given (neo4j:// routes): a database created with a TOPOLOGY runs on that many servers before it is verified
+    and switched, and health is measured on every Enabled server. NEO4J_TOPOLOGY="p,s" picks the counts (default:
+    up to 3 primaries, no secondaries)."""
+    settings = Settings.model_validate({"target": "neo4j", "neo4j": {
+        "uri": os.environ["NEO4J_URI"], "user": os.environ.get("NEO4J_USER", "neo4j"),
+        "password": os.environ.get("NEO4J_PASSWORD", ""), "loader": "cypher", "batch_size": 5_000,
+        "online_timeout": 300}})
+    with Neo4jTarget(settings) as probe:
+        enabled = [s for s in probe.admin.servers() if s.get("state") == "Enabled"]
+    if len(enabled) < 2:
+        pytest.skip("not a cluster: SHOW SERVERS lists fewer than two Enabled servers")
+    primaries, secondaries = (int(n) for n in os.environ.get("NEO4J_TOPOLOGY", f"{min(3, len(enabled))},0")
+                              .split(","))
+    settings.neo4j.topology = TopologySettings(primaries=primaries, secondaries=secondaries)
+    customer = f"bgtest{secrets.token_hex(3)}"
+    with Neo4jTarget(settings) as target:
+        try:
+            health = target.health()
+            assert {f"heap_percent@{s['name']}" for s in enabled} <= set(health.measurements), health.measurements
+            write_snapshot(tmp_path / "data", customer, 1767741527, people=500)
+            snapshot = snapshot_at(tmp_path / "data", customer, 1767741527)
+            expected = expected_counts(snapshot)
+            target.load(snapshot)
+            rows = target.admin.allocation(snapshot.key)
+            roles = sorted(r["role"] for r in rows if r["currentStatus"] == "online")
+            assert roles == sorted(["primary"] * primaries + ["secondary"] * secondaries), rows
+            assert bluegreen.verify(target, snapshot.key, expected) == expected
+            assert bluegreen.switch_if_newest(target, snapshot.key, expected).switched
+        finally:
+            problems = _remove_everything(target, customer)
     if problems:
         pytest.fail(f"could not clean up on the server: {'; '.join(problems)}")

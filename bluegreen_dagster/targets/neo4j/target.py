@@ -324,7 +324,7 @@ class Neo4jTarget(GraphTarget):
 
     def reader_location(self, customer: str) -> str | None:
         validate_customer(customer)
-        scheme = "bolt+s" if self.neo4j.tls else "bolt"
+        scheme = ("neo4j" if self.neo4j.routing else "bolt") + ("+s" if self.neo4j.tls else "")
         return f"{scheme}://{self.neo4j.host}:{self.neo4j.bolt_port} database={customer}"
 
 
