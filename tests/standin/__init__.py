@@ -37,7 +37,8 @@ What it deliberately does NOT model:
 - Replication: cluster members (`Dbms.servers`, each optionally with a Bolt listener of its own,
   `BoltServer(member=...)`) share one state; a member's lag is only what a test sets (`member_status`,
   `unlisted`). ROUTE answers a routing table (first hosting member writes, the others read); bookmarks are opaque
-  counters, logged but never waited for. TLS on either server, Bolt 5.5+ features (GQL status objects in FAILURE), notifications, impersonation, re-auth.
+  counters, logged but never waited for.
+- TLS on either server, Bolt 5.5+ features (GQL status objects in FAILURE), notifications, impersonation, re-auth.
 - Timing: WAIT returns at once; GDS `abortion_timeout` is not enforced; nothing is slow unless a test sets the
   Flight server's `batch_delay`, `load_done_delay`, `token_ttl` or `stall_after_batches`.
 - ALREADY_EXISTS is sent as gRPC UNKNOWN with an "Already exists: ..." message (pyarrow cannot raise that status
