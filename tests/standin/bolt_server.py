@@ -372,7 +372,6 @@ class Executor:
 
     def _q_CREATE_DATABASE_TOPOLOGY(self, p, db):
         self.dbms._require_enterprise("CREATE DATABASE")
-        self.dbms.log("bolt", "TOPOLOGY", name=p["name"], primaries=p["primaries"], secondaries=p["secondaries"])
         return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
                       apply=lambda: self.dbms.create_database(p["name"], (p["primaries"], p["secondaries"])))
 
