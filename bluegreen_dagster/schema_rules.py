@@ -155,9 +155,12 @@ def _check_one_label(path: Path, schema: pa.Schema) -> None:
     """The embedded target's label rule: no node with two different labels (a repeated label is one label)."""
     if not is_list(plain(schema.field(LABELS).type)):
         return  # one string per row: one label at most
+    parquet = open_parquet(path)
+    if _one_label_value_per_row_group(parquet):
+        return  # the footer says so: no row can hold two different labels (the usual file: one label each)
     several = 0
     examples: list[str] = []
-    for batch in open_parquet(path).iter_batches(columns=[NODE_ID, LABELS]):
+    for batch in parquet.iter_batches(columns=[NODE_ID, LABELS]):
         labels = labels_as_list_array(batch.column(1))
         values = labels.flatten()
         if not len(values):
@@ -177,6 +180,20 @@ def _check_one_label(path: Path, schema: pa.Schema) -> None:
             f"{LABELS!r}; the embedded target (LadybugDB) keeps each node in one node table, so it reads one label "
             "per node and `MATCH (n:<label>)` would miss the others: write one label per node in the producer, or "
             "load this snapshot into Neo4j (target: neo4j), which keeps every label (docs/types.md)")
+
+
+def _one_label_value_per_row_group(parquet) -> bool:
+    """True when every row group's statistics show a single label value (min == max) in the `labels` leaf."""
+    meta = parquet.metadata
+    leaf = next((i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] == LABELS), None)
+    if leaf is None:
+        return False
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(leaf).statistics
+        # Some writers cut long min/max values to a prefix (64 bytes); shorter ones are exact.
+        if stats is None or not stats.has_min_max or stats.min != stats.max or len(str(stats.min)) >= 64:
+            return False
+    return True
 
 
 def _flat(column: pa.ChunkedArray) -> pa.Array:
