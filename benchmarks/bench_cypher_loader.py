@@ -52,7 +52,8 @@ from bluegreen_dagster.demo_data import write_snapshot  # noqa: E402
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at  # noqa: E402
 from bluegreen_dagster.targets.neo4j.admin import Admin  # noqa: E402
 from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader  # noqa: E402
-from tests.neo4j_community import PASSWORD, USER, _bolt_answers, _free_port, harness_command  # noqa: E402
+from tests.helpers import free_port as _free_port  # noqa: E402
+from tests.neo4j_community import PASSWORD, USER, _bolt_answers, harness_command  # noqa: E402
 
 GOAL = 1.5  # issue 6: ours >= 1.5x the naive script's rows/s
 NAIVE_NODES = "UNWIND $rows AS row CREATE (n:Node:$(row.labels) {nodeId: row.id}) SET n += row.props"

@@ -8,8 +8,8 @@ Both snapshots hold the same node ids, properties and relationship endpoints; on
 (node i has label `L{i % labels}`, or `L0` for all). With many labels the relationships fall into up to
 labels^2 (FROM, TO) table pairs of one relationship type. Each load runs in its own child process, in a fresh
 store (this script run with --child). Prints ONE JSON object:
-  one_label / many_labels   {seconds, phases (plan, staging, copy), copy_statements, node_tables, rel_pairs,
-                            database_mb}
+  one_label / many_labels   {seconds, phases (plan, staging, copy), copy_statements, statement_seconds (COPY,
+                            LOAD, the final CHECKPOINT), node_tables, rel_pairs, database_mb}
   many_vs_one               many_labels.seconds / one_label.seconds (the goal: at most 2)
 """
 
@@ -20,6 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,11 +59,16 @@ def _load(root: str, labels: int, nodes: int, relationships: int) -> dict:
     from bluegreen_dagster.targets.embedded import database
 
     statements = []
+    seconds = {"COPY": 0.0, "LOAD": 0.0, "CHECKPOINT": 0.0}
     copy_rows = database.copy_rows
 
-    def counting(conn, statement, name):  # counts the COPY statements the load issues
+    def counting(conn, statement, name):  # counts and times the statements the load issues
         statements.append(statement)
-        return copy_rows(conn, statement, name)
+        started = time.perf_counter()
+        try:
+            return copy_rows(conn, statement, name)
+        finally:
+            seconds[statement.split()[0]] += time.perf_counter() - started
 
     database.copy_rows = counting
     data = Path(root) / "data"
@@ -78,7 +84,9 @@ def _load(root: str, labels: int, nodes: int, relationships: int) -> dict:
 
     plan = plan_load(snapshot, target.batch_rows)
     return {"seconds": round(report.seconds, 3), "phases": {k: round(v, 3) for k, v in report.phases.items()},
-            "copy_statements": sum(s.startswith("COPY") for s in statements), "node_tables": len(plan.node_tables),
+            "copy_statements": sum(s.startswith("COPY") for s in statements),
+            "statement_seconds": {k: round(v, 3) for k, v in seconds.items()},  # where the copy phase goes
+            "node_tables": len(plan.node_tables),
             "rel_pairs": sum(len(t.pairs) for t in plan.rel_tables.values()),
             "database_mb": round(target.database_path(report.database).stat().st_size / 2**20, 1)}
 

@@ -23,7 +23,7 @@ def render(results: dict, out: Path) -> Path:
     plots.mkdir(parents=True, exist_ok=True)
     parts = [_header(results)]
     for name, section in (("embedded", _embedded), ("arrow", _arrow), ("latency", _latency), ("sensor", _sensor),
-                          ("cypher", _cypher)):
+                          ("cypher", _cypher), ("labels", _labels)):
         parts.append(section(results, plots) + _when(results.get(name)))
     parts.append(_goals(results))
     out.write_text("\n\n".join(p.strip("\n") for p in parts) + "\n")
@@ -291,6 +291,31 @@ alternating which goes first.
 | ours (median) | naive script (median) | per-round ratios | **median ratio** | CPU ratio (client + server) | goal |
 |---|---|---|---|---|---|
 | {ours['seconds']} s ({_rate(ours['rows_per_s'])}) | {naive['seconds']} s ({_rate(naive['rows_per_s'])}) | {', '.join(str(x) for x in section['per_round'])} | **{section['ratio']}x** | {section['ratio_cpu']}x | >= {section['goal']}x: {met} |"""
+
+
+def _labels(results: dict, plots: Path) -> str:
+    title = "Embedded target: many labels vs one"
+    section = results.get("labels")
+    if (text := _missing(title, section)) is not None:
+        return text
+    rows = []
+    for name in ("one_label", "many_labels"):
+        run = section[name]
+        spent = run.get("statement_seconds", {})
+        rows.append([name.replace("_", " "), run["node_tables"], run["rel_pairs"], run["copy_statements"],
+                     f"{run['seconds']} s", f"{run['phases']['staging']} s", f"{run['phases']['copy']} s",
+                     f"{spent.get('COPY', '?')} s", f"{spent.get('CHECKPOINT', '?')} s", f"{run['database_mb']} MB"])
+    return f"""## {title}
+
+`bench_labels.measure`: the same {section['nodes']:,} nodes and {section['relationships']:,} relationships (one type)
+loaded by `EmbeddedTarget.load` with one label and with {section['labels']} (node i has label `L{{i % labels}}`),
+each in a fresh process. Where the copy phase goes: the COPY statements, and the one CHECKPOINT at the end, which
+writes every (FROM, TO) table pair's storage (benchmarks/README.md, "bench_labels.py").
+
+{_table(["labels", "node tables", "(FROM, TO) pairs", "COPY statements", "load", "staging", "copy phase",
+         "in COPY", "in CHECKPOINT", "database"], rows)}
+
+**many / one: {section['many_vs_one']}x** (goal: at most 2x)."""
 
 
 def _goals(results: dict) -> str:

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import bench_arrow_vs_gdsc, bench_cypher_loader, bench_embedded_load  # noqa: E402
-from benchmarks import bench_latency, bench_sensor_tick  # noqa: E402
+from benchmarks import bench_labels, bench_latency, bench_sensor_tick  # noqa: E402
 from benchmarks.render import render  # noqa: E402
 
 FACTORS = (1, 4, 16)
@@ -111,6 +111,7 @@ def measure(quick: bool, only: set[str] | None = None) -> dict:
         "latency": lambda: bench_latency.run(sizes["latency_drops"], sizes["latency_people"], sizes["scan_interval"]),
         "sensor": lambda: _sensor(sizes),
         "cypher": lambda: _cypher(sizes),
+        "labels": lambda: bench_labels.measure(),  # 40 labels vs one, the embedded target's default sizes
     }
     started = time.perf_counter()
     results: dict = {"machine": {**machine(), "loadavg_before": [round(x, 1) for x in os.getloadavg()]}}
@@ -126,7 +127,7 @@ def measure(quick: bool, only: set[str] | None = None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run of ~2-3 min")
-    parser.add_argument("--only", help="comma-separated sections: embedded,arrow,latency,sensor,cypher")
+    parser.add_argument("--only", help="comma-separated sections: embedded,arrow,latency,sensor,cypher,labels")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--render-only", action="store_true", help="re-render from results.json next to --out")
     args = parser.parse_args()

@@ -41,9 +41,8 @@ def write_snapshot_files(folder: Path, people: int, companies: int | None = None
 
     for part, (start, n) in enumerate(_parts(people, rows_per_file)):
         ids = np.arange(person_base + start, person_base + start + n, dtype=np.int64)
-        # Every 10th person is also an Employee: nodes may carry several labels.
-        labels = pa.array([["Person", "Employee"] if i % 10 == 0 else ["Person"] for i in range(start, start + n)],
-                          pa.list_(pa.string()))
+        # One label per node: the embedded target refuses nodes with several (schema_rules.py, docs/types.md).
+        labels = pa.array([["Person"]] * n, pa.list_(pa.string()))
         names = pa.array(np.char.add(np.char.add(FIRST[rng.integers(0, len(FIRST), n)], " "),
                                      LAST[rng.integers(0, len(LAST), n)]))
         pq.write_table(pa.table({"nodeId": ids, "labels": labels, "name": names,

@@ -10,7 +10,10 @@ What is checked, from the schemas in the footers and, for two rare types only, o
 - per property: a type that has a kind (`kind_of`); one kind per property name across all node files (and across
   all relationship files): integers of any width are one kind, and so are floats, timestamp units, list widths;
 - values: uint64 at most 2^63-1 in ids (every target) and in properties on Neo4j (signed 64-bit integers only);
-  nanosecond timestamps on the embedded target without a sub-microsecond part (LadybugDB keeps microseconds).
+  nanosecond timestamps on the embedded target without a sub-microsecond part (LadybugDB keeps microseconds);
+- labels on the embedded target: one distinct label per node. LadybugDB keeps every node in exactly one node
+  table and `MATCH (n:A)` reads table A only (`(n:A:B)` is a union of tables), so no way of storing a node with
+  two labels reads like Neo4j for both `MATCH (n:A)` and `MATCH (n)` (docs/types.md, "Multi-label nodes").
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
-from bluegreen_dagster.columns import TARGET_ID, decoded, is_list, plain
+from bluegreen_dagster.columns import TARGET_ID, decoded, is_list, labels_as_list_array, plain
 from bluegreen_dagster.names import SnapshotError, check_identifier, printable
 from bluegreen_dagster.reading import open_parquet, require_columns
 
@@ -87,6 +90,8 @@ def check_snapshot(node_files: list[Path], relationship_files: list[Path], targe
                                         f"which no target stores as it is: {_REFUSED_HINT}")
                 _same_kind(seen, field.name, kind, path, field.type, entity)
             _check_values(path, schema, entity, target)
+            if entity == "node" and target == "embedded":
+                _check_one_label(path, schema)
 
 
 def check_file_schema(path: Path, schema: pa.Schema, entity: str) -> None:
@@ -144,6 +149,51 @@ def _check_values(path: Path, schema: pa.Schema, entity: str, target: str) -> No
                                 "part; the embedded target stores microseconds (LadybugDB reads no nanosecond "
                                 "timestamps from Parquet): round them to microseconds in the producer, or load "
                                 "into Neo4j (target: neo4j, loader: cypher), which keeps nanoseconds")
+
+
+def _check_one_label(path: Path, schema: pa.Schema) -> None:
+    """The embedded target's label rule: no node with two different labels (a repeated label is one label)."""
+    if not is_list(plain(schema.field(LABELS).type)):
+        return  # one string per row: one label at most
+    parquet = open_parquet(path)
+    if _one_label_value_per_row_group(parquet):
+        return  # the footer says so: no row can hold two different labels (the usual file: one label each)
+    several = 0
+    examples: list[str] = []
+    for batch in parquet.iter_batches(columns=[NODE_ID, LABELS]):
+        labels = labels_as_list_array(batch.column(1))
+        values = labels.flatten()
+        if not len(values):
+            continue
+        # a row has two different labels when one of its values differs from the row's first value
+        rows = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False)
+        offsets = labels.offsets.to_numpy(zero_copy_only=False)
+        firsts = values.take(pa.array(offsets[rows] - offsets[0]))
+        differs = pc.fill_null(pc.not_equal(values, firsts), False).to_numpy(zero_copy_only=False)
+        bad = np.unique(rows[differs])
+        several += len(bad)
+        for row in bad[: max(0, 3 - len(examples))].tolist():
+            examples.append(f"nodeId {batch.column(0)[row].as_py()}: {labels[row].as_py()}")
+    if several:
+        raise SnapshotError(
+            f"{printable(path)}: {several} node(s) have several labels (e.g. {'; '.join(examples)}) in column "
+            f"{LABELS!r}; the embedded target (LadybugDB) keeps each node in one node table, so it reads one label "
+            "per node and `MATCH (n:<label>)` would miss the others: write one label per node in the producer, or "
+            "load this snapshot into Neo4j (target: neo4j), which keeps every label (docs/types.md)")
+
+
+def _one_label_value_per_row_group(parquet) -> bool:
+    """True when every row group's statistics show a single label value (min == max) in the `labels` leaf."""
+    meta = parquet.metadata
+    leaf = next((i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] == LABELS), None)
+    if leaf is None:
+        return False
+    for rg in range(meta.num_row_groups):
+        stats = meta.row_group(rg).column(leaf).statistics
+        # Some writers cut long min/max values to a prefix (64 bytes); shorter ones are exact.
+        if stats is None or not stats.has_min_max or stats.min != stats.max or len(str(stats.min)) >= 64:
+            return False
+    return True
 
 
 def _flat(column: pa.ChunkedArray) -> pa.Array:

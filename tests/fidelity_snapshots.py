@@ -57,6 +57,8 @@ class GeneratedSnapshot:
     properties: list[Property]
     # why every target must refuse it (None: every target in `stores` must store it exactly)
     refused: str | None = None
+    # why the embedded target must refuse it too (nodes with several labels: schema_rules.py)
+    refused_embedded: str | None = None
     codec: str = "snappy"
     row_group: int = 64
     notes: list[str] = field(default_factory=list)
@@ -135,11 +137,21 @@ def _values(draw, prop: Property, arrow_type, n: int) -> pa.Array:
 
 
 @st.composite
-def snapshots(draw, allow_refused: bool = True) -> GeneratedSnapshot:
+def snapshots(draw, allow_refused: bool = True, multi_label: bool = False) -> GeneratedSnapshot:
+    """`multi_label`: some snapshots give nodes a second label (only the embedded target's strategy asks: Neo4j
+    keeps every label; the embedded target must refuse them)."""
     n = draw(st.integers(1, 8))
     pool = [1, 2, 3, 10, 99, 2**31, 2**53 + 1, INT64_MAX]
     ids = draw(st.lists(st.sampled_from(pool) | st.integers(1, INT64_MAX), min_size=n, max_size=n, unique=True))
-    labels = [draw(st.sampled_from(["Person", "Company", "Thing"])) for _ in ids]
+    labels = [[draw(st.sampled_from(["Person", "Company", "Thing"]))] for _ in ids]
+    refused_embedded = None
+    if multi_label and draw(st.integers(0, 4)) == 0:
+        node = draw(st.integers(0, n - 1))
+        labels[node] = draw(st.permutations([labels[node][0], "Extra"]))
+        refused_embedded = "several labels"
+    elif multi_label and draw(st.booleans()):
+        node = draw(st.integers(0, n - 1))
+        labels[node] = labels[node] * 2  # a repeated label is one label
     prop_names = draw(st.lists(names(), max_size=3, unique_by=str.lower))
     properties = []
     for name in prop_names:
@@ -159,7 +171,7 @@ def snapshots(draw, allow_refused: bool = True) -> GeneratedSnapshot:
     for k in range(len(bounds) - 1):
         rows = range(bounds[k], bounds[k + 1])
         columns = {"nodeId": pa.array([ids[i] for i in rows], pa.int64()),
-                   "labels": pa.array([[labels[i]] for i in rows], pa.list_(pa.string()))}
+                   "labels": pa.array([labels[i] for i in rows], pa.list_(pa.string()))}
         for prop in properties:
             if draw(st.booleans()) and not prop.refused and k > 0:
                 continue  # this file leaves the column out
@@ -175,6 +187,7 @@ def snapshots(draw, allow_refused: bool = True) -> GeneratedSnapshot:
         rel[draw(st.sampled_from(["weight", "from", "to", "since"]))] = pa.array(
             [draw(st.one_of(st.none(), st.floats(-1e6, 1e6))) for _ in src], pa.float64())
     return GeneratedSnapshot(node_tables, [pa.table(rel)], properties, refused=refused,
+                             refused_embedded=refused_embedded,
                              codec=draw(st.sampled_from(["snappy", "zstd", "gzip", "none", "lz4", "brotli"])),
                              row_group=draw(st.sampled_from([1, 2, 64])))
 

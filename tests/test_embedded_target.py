@@ -52,23 +52,39 @@ def test_load_counts_match_snapshot_and_alias_is_queryable(tmp_path):
     assert isinstance(name, str) and isinstance(age, int) and isinstance(score, float)
 
 
-def test_multi_label_nodes_count_once_per_distinct_label(tmp_path):
+def test_multi_label_nodes_are_refused_before_any_database_exists(tmp_path):
+    # LadybugDB keeps a node in one table: `MATCH (n:Employee)` could not find a Person+Employee node stored under
+    # Person, so the load refuses it (schema_rules.py) instead of answering per label differently from Neo4j.
     snap = custom(tmp_path, {
-        "p": people([1, 2, 3, 4], [["Person", "Employee"], ["Person"], ["Person", "Employee", "Employee"],
-                                   ["Employee", "Person"]]),
+        "p": people([1, 2, 3], [["Person"], ["Person", "Employee"], ["Employee", "Person", "Employee"]]),
+    }, {"k": knows([1], [2])})
+    target = make_target(tmp_path)
+    files_before = sorted(snap.path.rglob("*"))
+    with pytest.raises(SnapshotError) as caught:
+        target.load(snap)
+    message = str(caught.value)
+    assert "p.parquet" in message and "2 node(s) have several labels" in message
+    assert "nodeId 2: ['Person', 'Employee']" in message
+    assert "one label per node" in message and "target: neo4j" in message
+    assert_nothing_left(target, snap, files_before)
+
+
+def test_a_repeated_label_is_one_label_and_reads_per_label(tmp_path):
+    snap = custom(tmp_path, {
+        "p": people([1, 2, 3], [["Person"], ["Person", "Person"], ["Employee"]]),
         "c": pa.table({"nodeId": pa.array([10], pa.int64()), "labels": pa.array(["Company"]).dictionary_encode()}),
-    }, {"k": knows([1, 4], [2, 10], "WORKS_WITH")})
+    }, {"k": knows([1, 3], [2, 10], "WORKS_WITH")})
     target = make_target(tmp_path)
     target.load(snap)
 
     counts = target.count(snap.key)
     assert counts == expected_counts(snap)
-    assert counts.labels == {"Person": 4, "Employee": 3, "Company": 1}
-    assert counts.nodes == 5
-    # Rule: the table is the first label; all labels stay in the `labels` property.
+    assert counts.labels == {"Person": 2, "Employee": 1, "Company": 1}
     path = str(target.database_path(snap.key))
-    assert query(path, "MATCH (n:Person) RETURN count(*)") == [[3]]
-    assert query(path, "MATCH (n:Employee) RETURN n.nodeId, n.labels") == [[4, ["Employee", "Person"]]]
+    # every label reads like Neo4j: each node under its label, each node once under MATCH (n)
+    assert query(path, "MATCH (n:Person) RETURN n.nodeId ORDER BY n.nodeId") == [[1], [2]]
+    assert query(path, "MATCH (n:Employee) RETURN n.nodeId") == [[3]]
+    assert query(path, "MATCH (n) RETURN count(*)") == [[4]]
     # one rel table with both FROM/TO pairs that occur
     assert query(path, "MATCH ()-[r:WORKS_WITH]->() RETURN count(*)") == [[2]]
     assert query(path, "MATCH (:Employee)-[:WORKS_WITH]->(c:Company) RETURN c.nodeId") == [[10]]

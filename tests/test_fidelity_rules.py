@@ -137,3 +137,19 @@ def test_one_kind_per_property_is_the_rule_on_neo4j_too(tmp_path, target):
                              "b": people([2], score=pa.array([1.5], pa.float32()))}, {"k": knows([1], [2])})
     with pytest.raises(SnapshotError, match=r"b\.parquet: node property column 'score' has type float"):
         check_snapshot(snap.node_files, snap.relationship_files, target)
+
+
+def test_multi_label_nodes_are_refused_on_embedded_and_accepted_on_neo4j(tmp_path):
+    nodes = {"people": people([1, 2], [["Person", "Emp"], ["Person"]])}
+    message = refused(tmp_path, nodes)
+    assert "people.parquet" in message and "'labels'" in message and "nodeId 1: ['Person', 'Emp']" in message
+    assert "write one label per node" in message
+    snap = custom(tmp_path / "neo4j", nodes, {"k": knows([1], [2])})
+    for target in ("cypher", "arrow"):  # Neo4j gives a node every label
+        check_snapshot(snap.node_files, snap.relationship_files, target)
+
+
+def test_labels_as_one_string_per_row_are_one_label(tmp_path):
+    _, path = load(tmp_path, {"p": pa.table({"nodeId": pa.array([1, 2], pa.int64()),
+                                             "labels": pa.array(["Person", "Person"])})})
+    assert query(path, "MATCH (p:Person) RETURN p.nodeId ORDER BY p.nodeId") == [[1], [2]]

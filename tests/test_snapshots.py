@@ -107,7 +107,7 @@ def test_invalid_folders_are_reported_not_loaded(tmp_path: Path) -> None:
 def test_expected_counts_per_label_and_type(tmp_path: Path) -> None:
     write_snapshot(tmp_path, "acme", 100, people=100)
     counts = expected_counts(snapshot_at(tmp_path, "acme", 100))
-    assert counts.labels == {"Person": 100, "Employee": 10, "Company": 2}
+    assert counts.labels == {"Person": 100, "Company": 2}
     assert counts.types == {"KNOWS": 300, "WORKS_AT": 100}
     assert (counts.nodes, counts.relationships) == (102, 400)
 

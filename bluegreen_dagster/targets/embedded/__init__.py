@@ -13,10 +13,10 @@ A reader opens `aliases/<customer>.lbug` read-only and always gets a complete da
 
 Graph model:
 
-* One node table per label. A node with several labels lives in the table of its FIRST label; all its labels
-  are kept in the `labels STRING[]` property of every node table. `count()` reports per-label counts from that
-  property (a node counts once for each distinct label), exactly like `snapshots.expected_counts`.
-  Nodes without any label are rejected (SnapshotError): an embedded node must live in a table.
+* One node table per label, one label per node. LadybugDB keeps each node in one table and `MATCH (n:A)` reads
+  table A only, so a node with two different labels could not read like Neo4j under both: such snapshots are
+  refused before anything is created (`schema_rules.py`, docs/types.md). The labels as written (a repeated label
+  is one label) stay in the `labels STRING[]` property. Nodes without any label are refused too.
 * One rel table per relationship type, with every (FROM, TO) table pair that occurs in the data.
 * `nodeId` is the INT64 primary key of every node table; node ids must be unique across all labels.
 

@@ -1,6 +1,7 @@
 """Pass 1 of a load: read only the GDS id / label / type columns and decide everything before anything is written.
 
-`plan_load` learns the node tables (one per first label), the rel tables with the (FROM, TO) table pairs that
+`plan_load` learns the node tables (one per label; `schema_rules.check_snapshot` has refused nodes with two
+different labels), the rel tables with the (FROM, TO) table pairs that
 occur and each table's union of property columns; it rejects unlabeled nodes, duplicate ids and dangling
 endpoints with the files named. The plan's `NodeIndex` then routes every row of pass 2 (`staging`) to its table.
 """
@@ -64,7 +65,8 @@ def plan_load(snapshot: Snapshot, batch_rows: int) -> LoadPlan:
 
 def _plan_nodes(node_files: list[Path], batch_rows: int, names: TableNames,
                 schemas: dict[Path, pa.Schema]) -> LoadPlan:
-    """Node tables from first labels, and the node index (which rejects duplicate ids across all files)."""
+    """Node tables from each node's label (its first: a repeated label is one), and the node index (which rejects
+    duplicate ids across all files)."""
     node_tables: dict[str, TableSchema] = {}
     table_names: list[str] = []
     codes_of: dict[str, int] = {}

@@ -89,7 +89,7 @@ def _no_report(rows: int) -> None:
 
 
 def stage_nodes(plan: LoadPlan, folder: Path, batch_rows: int, chunk_rows: int, on_rows=_no_report) -> Staged:
-    """Node rows per node table (the table of each node's first label, found through the plan's index)."""
+    """Node rows per node table (the table of each node's label, found through the plan's index)."""
     schemas = {name: t.arrow_schema() for name, t in plan.node_tables.items()}
     files = sorted({p for t in plan.node_tables.values() for p in t.files})
     with StagingFiles(folder, chunk_rows) as stage:

@@ -1,4 +1,4 @@
-"""The tables a snapshot becomes: one node table per first label, one rel table per relationship type.
+"""The tables a snapshot becomes: one node table per label, one rel table per relationship type.
 
 A table's property columns are the union of its files' columns, checked as each file is added: names that
 LadybugDB cannot take or that clash case-insensitively, types it cannot store, and types that differ between files.
