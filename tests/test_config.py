@@ -86,7 +86,8 @@ def test_each_target_resource_carries_its_whole_section_and_the_password_only_as
     monkeypatch.setenv("PW_FOR_TEST", "s3cret-value")
     neo4j = {"host": "db.internal", "bolt_port": 7688, "arrow_port": 8492, "user": "loader", "tls": True,
              "tls_ca_file": "ca.pem", "concurrency": 8, "loader": "cypher", "batch_size": 500, "online_timeout": 60,
-             "stall_timeout": 120, "arrow_string_properties": True, "arrow_nulls": "nan"}
+             "stall_timeout": 120, "arrow_string_properties": True, "arrow_nulls": "nan",
+             "uri": "bolt+s://db.internal:7688", "topology": {"primaries": 3, "secondaries": 1}}
     orchestrator = {"max_databases": 7, "heap_threshold_percent": 70, "pagecache_threshold_percent": 75,
                     "progress_seconds": 0.5}
     cfg = tmp_path / "config.yaml"
