@@ -118,7 +118,8 @@ class CleanupResult:
 def cleanup(target: GraphTarget, customer: str, keep: int,
             in_flight: Callable[[], Collection[str]], own: str | None = None,
             pinned: str | None = None, *, left_at: Mapping[str, float] | None = None,
-            drain_seconds: float = 300.0, now: float | None = None) -> CleanupResult:
+            drain_seconds: float = 300.0, now: float | None = None,
+            ensure_held: Callable[[], None] = lambda: None) -> CleanupResult:
     """Drop this customer's databases beyond the newest `keep`, except the alias target, the `pinned` database
     (the one the customer's pin names) and loads in progress.
 
@@ -128,7 +129,8 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
     one, and is never dropped by its own run (the next cleanup decides if it falls beyond `keep`).
 
     `left_at` maps a database to the time (epoch seconds) it stopped being the alias target; one that left less
-    than `drain_seconds` ago is kept ("draining")."""
+    than `drain_seconds` ago is kept ("draining"). `ensure_held` (the customer lock's) runs before each drop: a
+    worker that lost its lock stops before dropping anything more."""
     result = CleanupResult()
     now = time.time() if now is None else now
 
@@ -169,6 +171,7 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
             if draining(info.name):  # once the alias target: not a crashed load's leftover
                 result.protected[info.name] = draining(info.name)
             else:
+                ensure_held()
                 target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
                 result.dropped.append(info.name)
         elif len(result.kept) < keep:
@@ -178,6 +181,7 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
         elif draining(info.name):
             result.protected[info.name] = draining(info.name)
         else:
+            ensure_held()
             target.drop_database(info.name)
             result.dropped.append(info.name)
     return result
