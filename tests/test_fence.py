@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster.concurrency import LostLock, _lock_key, customer_lock
@@ -27,7 +28,7 @@ from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets import PermanentTargetError, make_target
 from bluegreen_dagster.targets.base import Fence, FenceMoved, GraphTarget
 from tests.conftest import Project, make_project
-from tests.helpers import failed_step, run_partition, standin_settings
+from tests.helpers import run_partition, standin_settings
 from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture
 
 PEOPLE = 10
@@ -208,7 +209,6 @@ def _paused_worker(home: str, config: str, key: str, stopped, out) -> None:
     os.environ["BLUEGREEN_CONFIG"] = config
     os.environ["DAGSTER_HOME"] = home
     from bluegreen_dagster import concurrency
-    from tests.conftest import Project as _Project
     from bluegreen_dagster.config import load_settings
 
     real = concurrency.HeldLock.ensure_held
@@ -222,7 +222,7 @@ def _paused_worker(home: str, config: str, key: str, stopped, out) -> None:
         real(self)
 
     concurrency.HeldLock.ensure_held = pause_then_check
-    project = _Project(Path(config).parent, Path(config), load_settings(Path(config)))
+    project = Project(Path(config).parent, Path(config), load_settings(Path(config)))
     with dg.DagsterInstance.from_config(home) as instance:
         result = run_partition(project, instance, key)
         failures = {e.step_key: e.event_specific_data.error.message for e in result.get_step_failure_events()}
@@ -233,8 +233,8 @@ def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
-def test_a_paused_worker_resumes_after_losing_its_lock_and_moves_nothing(postgres: Postgres, project: Project,  # noqa: F811
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_paused_worker_resumes_after_losing_its_lock_and_moves_nothing(
+        postgres: Postgres, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setenv("PGPASSWORD", postgres.password)
     home = project.root / "dagster_home"
     home.mkdir()
@@ -255,7 +255,7 @@ def test_a_paused_worker_resumes_after_losing_its_lock_and_moves_nothing(postgre
             assert time.monotonic() < deadline, "the worker did not stop"
             time.sleep(0.05)
 
-        import sqlalchemy as sa
+
         key = _lock_key("customer:acme")
         with sa.create_engine(postgres.url).connect() as pg:  # what the server does to a session it gave up on
             [backend] = pg.execute(sa.text(
