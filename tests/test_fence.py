@@ -272,10 +272,10 @@ def test_a_paused_worker_resumes_after_losing_its_lock_and_moves_nothing(
         os.kill(worker.pid, signal.SIGCONT)
     outcome = out.get(timeout=WAIT_LIMIT)
     worker.join(WAIT_LIMIT)
-    assert outcome["paused"] and not outcome["success"]
-    assert list(outcome["failures"]) == ["alias_switch"] and LOST in outcome["failures"]["alias_switch"]
     with make_target(project.settings) as target:
         assert target.alias_target("acme") == "acme-300"
+    assert outcome["paused"] and not outcome["success"]
+    assert list(outcome["failures"]) == ["alias_switch"] and LOST in outcome["failures"]["alias_switch"]
     with dg.DagsterInstance.from_config(str(home)) as instance:  # the lock is free again: the next run gets it
         with customer_lock(instance, "acme", timeout=5.0) as lock:
             lock.ensure_held()
