@@ -279,3 +279,18 @@ def test_a_paused_worker_resumes_after_losing_its_lock_and_moves_nothing(
     with dg.DagsterInstance.from_config(str(home)) as instance:  # the lock is free again: the next run gets it
         with customer_lock(instance, "acme", timeout=5.0) as lock:
             lock.ensure_held()
+
+
+def test_a_file_lock_proves_it_is_held_until_its_file_is_replaced(tmp_path: Path) -> None:
+    """On a SQLite instance the customer lock is a file lock: held while our lock file is the one at its path."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        with customer_lock(instance, "acme") as lock:
+            assert lock == "file lock"
+            lock.ensure_held()
+            path = home / "bluegreen-locks" / "customer-acme.lock"
+            path.unlink()  # e.g. an operator's cleanup of the folder: another worker can lock a new file now
+            path.touch()
+            with pytest.raises(LostLock, match=LOST):
+                lock.ensure_held()
