@@ -37,7 +37,7 @@ import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import drain, fingerprints, plausibility, records, smoke
-from bluegreen_dagster.concurrency import LOADS_POOL, customer_lock, load_slot
+from bluegreen_dagster.concurrency import LOADS_POOL, LostLock, customer_lock, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.live_graph import SWITCH, record_live
 from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
@@ -235,9 +235,13 @@ def alias_switch(context: dg.AssetExecutionContext, pipeline: PipelineResource,
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
             customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
         pin = get_pin(context.instance, customer)  # read under the lock: a rollback --pin cannot slip in between
-        result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot),
-                                        max_shrink_percent=pipeline.shrink_limit(customer),
-                                        allow_shrink=allow_shrink(context), pinned=pin.describe() if pin else None)
+        try:
+            result = rules.switch_if_newest(graph, snapshot.key, expected_counts(snapshot),
+                                            max_shrink_percent=pipeline.shrink_limit(customer),
+                                            allow_shrink=allow_shrink(context), pinned=pin.describe() if pin else None,
+                                            ensure_held=lock.ensure_held)
+        except LostLock as exc:  # nothing moved (fence.py); a later run decides again under the lock
+            raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: TRANSIENT}) from None
         reader = graph.reader_location(customer)
         if result.switched:
             record_live(context.instance, customer, result.current, result.previous, how=SWITCH,
@@ -262,10 +266,13 @@ def cleanup(context: dg.AssetExecutionContext, pipeline: PipelineResource, targe
     with step_errors(context, pipeline.max_retries), target.open() as graph, \
             customer_lock(context.instance, customer, on_wait=context.log.info) as lock:
         pin = get_pin(context.instance, customer)
-        result = rules.cleanup(graph, customer, pipeline.keep_databases,
-                               in_flight=lambda: in_flight_partitions(context.instance, customer),
-                               own=snapshot.key, pinned=pin.database if pin else None,
-                               **drain.for_cleanup(context.instance, customer, graph))
+        try:
+            result = rules.cleanup(graph, customer, pipeline.keep_databases,
+                                   in_flight=lambda: in_flight_partitions(context.instance, customer),
+                                   own=snapshot.key, pinned=pin.database if pin else None,
+                                   ensure_held=lock.ensure_held, **drain.for_cleanup(context.instance, customer, graph))
+        except LostLock as exc:  # stopped before its next drop
+            raise dg.Failure(description=str(exc), allow_retries=False, metadata={FAILURE_KIND: TRANSIENT}) from None
     # The partitions of dropped databases go too (their run history stays): the partition list stays as long as
     # the databases kept, not one per snapshot ever seen. The sensor's cursor, not the partitions, says what it saw.
     pruned = [key for key in result.dropped

@@ -15,7 +15,9 @@
    caller (`records.left_alias_at`, what Dagster recorded).
 
 The caller holds the customer's lock (`concurrency.customer_lock`) around `switch_if_newest` and `cleanup`, which
-makes each one check-then-act step per customer, whichever host runs it.
+makes each one check-then-act step per customer, whichever host runs it. A caller that lost its lock without
+knowing (paused, cut off) is held back by the target itself: the alias's fence (fence.py) and the target's refusal
+to drop an alias target.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from bluegreen_dagster import plausibility, value_stats
+from bluegreen_dagster import fence, plausibility, value_stats
 from bluegreen_dagster.names import InvalidName, parse_partition_key
 from bluegreen_dagster.reading import GraphCounts
-from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, GraphTarget, PermanentTargetError
+from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, FenceMoved, GraphTarget, PermanentTargetError
 
 
 class VerificationFailed(PermanentTargetError):
@@ -73,14 +75,17 @@ def is_newer(database: str, current: str) -> bool:
 
 def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, *,
                      max_shrink_percent: float | None = None, allow_shrink: bool = False,
-                     pinned: str | None = None) -> SwitchResult:
+                     pinned: str | None = None, ensure_held: Callable[[], None] | None = None) -> SwitchResult:
     """Point the customer's alias at `database` if it is newer than the current target, after verifying it and,
     when `max_shrink_percent` is given, passing the plausibility gate against the live database.
 
     `pinned` is the customer's pin, described (`pins.Pin.describe`), when an operator pinned the alias: then the
-    alias stays where it is, whatever `database` is."""
+    alias stays where it is, whatever `database` is. `ensure_held` (the customer lock's `ensure_held`) proves the
+    lock is still held right before the move. The move is fenced (fence.py): it happens only if the alias still
+    serves what was read here, and is checked again right after it."""
     new = parse_partition_key(database)
-    previous = target.alias_target(new.customer)
+    before = target.alias_fence(new.customer)
+    previous = before.database
     if pinned:
         return SwitchResult(False, previous, previous,
                             f"alias {new.customer} stays on {previous}: {pinned}; "
@@ -95,9 +100,12 @@ def switch_if_newest(target: GraphTarget, database: str, expected: GraphCounts, 
         plausibility.check(actual, target.count(previous) if previous else None,
                            max_shrink_percent=max_shrink_percent, new_name=database, live_name=previous,
                            allow_shrink=allow_shrink)
-    target.point_alias(new.customer, database)
-    return SwitchResult(True, previous, database,
-                        f"alias {new.customer} moved {previous or '(new alias)'} -> {database}")
+    try:
+        moved = fence.move(target, new.customer, database, expect=before, newer=is_newer, ensure_held=ensure_held)
+    except FenceMoved as exc:
+        return SwitchResult(False, previous, target.alias_target(new.customer), f"not moved: {exc}")
+    reason = f"alias {new.customer} moved {previous or '(new alias)'} -> {database}"
+    return SwitchResult(True, previous, moved.current, f"{reason}; {moved.note}" if moved.note else reason)
 
 
 @dataclass
@@ -110,7 +118,8 @@ class CleanupResult:
 def cleanup(target: GraphTarget, customer: str, keep: int,
             in_flight: Callable[[], Collection[str]], own: str | None = None,
             pinned: str | None = None, *, left_at: Mapping[str, float] | None = None,
-            drain_seconds: float = 300.0, now: float | None = None) -> CleanupResult:
+            drain_seconds: float = 300.0, now: float | None = None,
+            ensure_held: Callable[[], None] = lambda: None) -> CleanupResult:
     """Drop this customer's databases beyond the newest `keep`, except the alias target, the `pinned` database
     (the one the customer's pin names) and loads in progress.
 
@@ -120,7 +129,8 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
     one, and is never dropped by its own run (the next cleanup decides if it falls beyond `keep`).
 
     `left_at` maps a database to the time (epoch seconds) it stopped being the alias target; one that left less
-    than `drain_seconds` ago is kept ("draining")."""
+    than `drain_seconds` ago is kept ("draining"). `ensure_held` (the customer lock's) runs before each drop: a
+    worker that lost its lock stops before dropping anything more."""
     result = CleanupResult()
     now = time.time() if now is None else now
 
@@ -161,6 +171,7 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
             if draining(info.name):  # once the alias target: not a crashed load's leftover
                 result.protected[info.name] = draining(info.name)
             else:
+                ensure_held()
                 target.drop_database(info.name)  # a crashed load's leftovers never count as a kept database
                 result.dropped.append(info.name)
         elif len(result.kept) < keep:
@@ -170,6 +181,7 @@ def cleanup(target: GraphTarget, customer: str, keep: int,
         elif draining(info.name):
             result.protected[info.name] = draining(info.name)
         else:
+            ensure_held()
             target.drop_database(info.name)
             result.dropped.append(info.name)
     return result

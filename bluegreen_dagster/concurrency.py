@@ -41,6 +41,35 @@ FREE_SLOTS_AFTER_RUN_END_SECONDS = 10
 _KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10, "tcp_keepalives_count": 3}
 
 
+class LostLock(RuntimeError):
+    """The process no longer holds a lock it took: its PostgreSQL session was ended (the server's keepalive, an
+    operator, a restart) or its lock file was replaced, so another worker may hold it now."""
+
+
+class HeldLock(str):
+    """Which kind of lock is held ("postgres advisory lock" or "file lock", the string logged and recorded as
+    before) and `ensure_held()`, which proves it still is right before an act that must not outlive it: a worker
+    paused (SIGSTOP, `docker pause`) or cut off longer than the keepalive resumes believing it holds the lock."""
+
+    def __new__(cls, kind: str, name: str, prove: Callable[[], bool]) -> HeldLock:
+        held = super().__new__(cls, kind)
+        held.name, held._prove = name, prove
+        return held
+
+    def ensure_held(self) -> None:
+        """Raise LostLock unless the lock is still ours (docs/concurrency.md: "A worker that lost its lock")."""
+        what = f"lost the {self.name.split(':')[0]} lock"
+        try:
+            ok = self._prove()
+        except Exception as exc:  # the lock's own connection is gone: so is the lock
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise LostLock(f"{what}; another worker may have moved the alias ({self.name}, {str(self)}: its "
+                           f"session is gone: {type(exc).__name__}: {first})") from None
+        if not ok:
+            raise LostLock(f"{what}; another worker may have moved the alias ({self.name}, {str(self)}: no longer "
+                           "held by this process)")
+
+
 def instance_concurrency(max_concurrent_loads: int = 1) -> dict:
     """The `concurrency:` block of every Dagster instance YAML: one run per `customer` tag value, at most
     MAX_CONCURRENT_RUNS runs, and the load pool claimed per step (`granularity: op`, so the UI shows it for runs
@@ -95,8 +124,9 @@ def load_slot(instance: dg.DagsterInstance, limit: int, on_wait: Callable[[str],
 
 @contextmanager
 def customer_lock(instance: dg.DagsterInstance, customer: str, on_wait: Callable[[str], None] = lambda _: None,
-                  timeout: float = CUSTOMER_LOCK_TIMEOUT_SECONDS, poll_seconds: float = 0.2) -> Iterator[str]:
-    """Hold the customer's switch/cleanup lock; yields which kind ("postgres advisory lock" or "file lock")."""
+                  timeout: float = CUSTOMER_LOCK_TIMEOUT_SECONDS, poll_seconds: float = 0.2) -> Iterator[HeldLock]:
+    """Hold the customer's switch/cleanup lock; yields which kind ("postgres advisory lock" or "file lock"), a
+    HeldLock whose `ensure_held()` proves it is still held."""
     with _any_lock(instance, [f"customer:{customer}"], on_wait=on_wait, timeout=timeout, poll_seconds=poll_seconds,
                    busy=f"customer {customer}: another run is switching or cleaning up") as (kind, _):
         yield kind
@@ -121,7 +151,7 @@ def _postgres_run_storage(instance: dg.DagsterInstance):
 @contextmanager
 def _any_lock(instance: dg.DagsterInstance, names: list[str], busy: str,
               on_wait: Callable[[str], None] = lambda _: None, timeout: float | None = None,
-              poll_seconds: float = 0.2) -> Iterator[tuple[str, str]]:
+              poll_seconds: float = 0.2) -> Iterator[tuple[HeldLock, str]]:
     """Hold whichever of the named locks is free first (one name: a mutex; n names: a semaphore of n); yields
     (kind, name held), kind "postgres advisory lock" or "file lock". `busy` says why a caller waits. Both kinds
     are released if the holder dies: PostgreSQL ends the session's locks, the kernel closes the process's files."""
@@ -151,10 +181,23 @@ def _any_lock(instance: dg.DagsterInstance, names: list[str], busy: str,
                 conn.execute(sa.text(f"SET {setting} = {int(value)}"))
             while (held := next((name for name in names if try_lock(conn, name)), None)) is None:
                 wait()
+            key = _lock_key(held)
+
+            def prove() -> bool:
+                # On the lock's own session: it answers, and pg_locks lists the advisory lock for its backend (a
+                # bigint key shows as classid = high 32 bits, objid = low 32 bits, objsubid = 1).
+                return bool(conn.execute(sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND objsubid = 1 AND classid::bigint = :c AND objid::bigint = :o)"),
+                    {"c": (key >> 32) & 0xFFFFFFFF, "o": key & 0xFFFFFFFF}).scalar())
+
             try:
-                yield "postgres advisory lock", held
+                yield HeldLock("postgres advisory lock", held, prove), held
             finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(held)})
+                try:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                except Exception:  # the session is gone (LostLock): its locks went with it
+                    pass
         return
 
     # An instance on SQLite can only be shared by processes of one host: a file lock beside its files is enough.
@@ -164,7 +207,8 @@ def _any_lock(instance: dg.DagsterInstance, names: list[str], busy: str,
     try:
         while (held := next((name for name, fd in fds.items() if _try_flock(fd)), None)) is None:
             wait()
-        yield "file lock", held
+        path = folder / f"{held.replace(':', '-')}.lock"
+        yield HeldLock("file lock", held, lambda: _still_flocked(fds[held], path)), held
     finally:
         for fd in fds.values():
             os.close(fd)  # closing releases the lock held through it
@@ -176,3 +220,19 @@ def _try_flock(fd: int) -> bool:
         return True
     except BlockingIOError:
         return False
+
+
+def _still_flocked(fd: int, path: Path) -> bool:
+    """Whether our flock on `fd` still guards `path`: the file at `path` is the one we locked (not replaced) and a
+    new lock attempt on it is refused (flock locks belong to the open file, so ours refuses even this process)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    if (here.st_dev, here.st_ino) != (there.st_dev, there.st_ino):
+        return False
+    probe = os.open(path, os.O_RDWR)
+    try:
+        return not _try_flock(probe)
+    finally:
+        os.close(probe)  # releases the probe's lock if it got one

@@ -80,25 +80,29 @@ def test_show_create_alter_alias_with_parameters(standin, driver):
     assert system(driver, q.COUNT_DATABASES) == [{"databases": 3}]  # neo4j + 2
     assert system(driver, q.ALIAS_TARGET, alias="acme") == []
 
-    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-100")
-    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-200")  # IF NOT EXISTS: a silent no-op
+    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-100", moves=1)
+    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-200", moves=1)  # IF NOT EXISTS: a silent no-op
     assert system(driver, q.ALIAS_TARGET, alias="acme") == [{"database": "acme-100"}]
-    system(driver, q.ALTER_ALIAS, alias="acme", database="acme-200")
+    assert system(driver, q.ALIAS_FENCE, alias="acme") == [
+        {"database": "acme-100", "properties": {"served": "acme-100", "moves": 1}}]
+    system(driver, q.ALTER_ALIAS, alias="acme", database="acme-200", moves=2)
     assert system(driver, q.ALIAS_TARGET, alias="acme") == [{"database": "acme-200"}]
+    assert system(driver, q.ALIAS_FENCE, alias="acme") == [
+        {"database": "acme-200", "properties": {"served": "acme-200", "moves": 2}}]
     assert standin.dbms.aliases == {"acme": "acme-200"}
     assert [e["parameters"] for e in standin.dbms.events_of("ALTER_ALIAS")] == [
-        {"alias": "acme", "database": "acme-200"}]
+        {"alias": "acme", "database": "acme-200", "moves": 2}]
 
 
 def test_drop_of_alias_target_is_refused(standin, driver):
     system(driver, q.CREATE_DATABASE, name="acme-1")
     system(driver, q.CREATE_DATABASE, name="acme-2")
-    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1")
+    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1", moves=1)
     with pytest.raises(ClientError) as info:
         system(driver, q.DROP_DATABASE, name="acme-1")
     assert info.value.code == "Neo.ClientError.Database.ExistingAliasFound"
     assert "acme-1" in standin.dbms.database_names()
-    system(driver, q.ALTER_ALIAS, alias="acme", database="acme-2")
+    system(driver, q.ALTER_ALIAS, alias="acme", database="acme-2", moves=1)
     system(driver, q.DROP_DATABASE, name="acme-1")
     system(driver, q.DROP_DATABASE, name="acme-1")  # IF EXISTS
     assert standin.dbms.database_names() == ["acme-2", "neo4j"]
@@ -106,19 +110,19 @@ def test_drop_of_alias_target_is_refused(standin, driver):
 
 def test_namespace_chain_and_not_found_rules(driver):
     system(driver, q.CREATE_DATABASE, name="acme-1")
-    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1")
+    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1", moves=1)
     for name in ("acme-1", "acme", "ACME-1"):
         with pytest.raises(ClientError) as info:
             system(driver, q.CREATE_DATABASE, name=name)
         assert info.value.code == "Neo.ClientError.Database.ExistingDatabaseFound"
     with pytest.raises(ClientError) as info:
-        system(driver, q.CREATE_ALIAS, alias="other", database="acme")
+        system(driver, q.CREATE_ALIAS, alias="other", database="acme", moves=1)
     assert info.value.code == "Neo.ClientError.Database.IllegalAliasChain"
     with pytest.raises(ClientError) as info:
-        system(driver, q.ALTER_ALIAS, alias="acme", database="nope-1")
+        system(driver, q.ALTER_ALIAS, alias="acme", database="nope-1", moves=1)
     assert info.value.code == "Neo.ClientError.Database.DatabaseNotFound"
     with pytest.raises(ClientError) as info:
-        system(driver, q.ALTER_ALIAS, alias="nobody", database="acme-1")
+        system(driver, q.ALTER_ALIAS, alias="nobody", database="acme-1", moves=1)
     assert info.value.code == "Neo.ClientError.Database.DatabaseNotFound"
     with pytest.raises(ClientError) as info:
         driver.execute_query(q.COUNT_NODES, database_="nope-1")
@@ -150,13 +154,13 @@ def test_failure_state_reset_and_transactions(standin, driver):
             session.run("NOT CYPHER").consume()
         # the connection went FAILED -> IGNORED -> RESET; the session keeps working
         assert session.run(q.COUNT_DATABASES).single()["databases"] == 3
-        session.run(q.CREATE_ALIAS, alias="acme", database="acme-1").consume()
+        session.run(q.CREATE_ALIAS, alias="acme", database="acme-1", moves=1).consume()
         with session.begin_transaction() as tx:
-            tx.run(q.ALTER_ALIAS, alias="acme", database="acme-2").consume()
+            tx.run(q.ALTER_ALIAS, alias="acme", database="acme-2", moves=1).consume()
             tx.rollback()
         assert standin.dbms.aliases["acme"] == "acme-1"
         with session.begin_transaction() as tx:
-            tx.run(q.ALTER_ALIAS, alias="acme", database="acme-2").consume()
+            tx.run(q.ALTER_ALIAS, alias="acme", database="acme-2", moves=1).consume()
             assert tx.run(q.ALIAS_TARGET, alias="acme").single()["database"] == "acme-1"  # not committed yet
             tx.commit()
         assert standin.dbms.aliases["acme"] == "acme-2"
@@ -167,7 +171,7 @@ def test_failure_state_reset_and_transactions(standin, driver):
 def test_counts_through_alias_and_database_states(standin, driver):
     standin.dbms.add_database("acme-1", nodes={1: ("Person",), 2: ("Person", "Employee"), 3: ("Company",)},
                               relationships=[(1, "KNOWS", 2), (2, "WORKS_AT", 3)])
-    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1")
+    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1", moves=1)
     for db in ("acme-1", "acme"):
         assert driver.execute_query(q.COUNT_NODES, database_=db).records[0]["count"] == 3
         with driver.session(database=db) as session:
@@ -208,7 +212,7 @@ def test_community_edition_refuses_administration():
             assert system(drv, q.COMPONENTS)[0]["edition"] == "community"
             assert system(drv, q.COUNT_DATABASES) == [{"databases": 1}]
             for statement, params in ((q.CREATE_DATABASE, {"name": "acme-1"}),
-                                      (q.CREATE_ALIAS, {"alias": "acme", "database": "neo4j"}),
+                                      (q.CREATE_ALIAS, {"alias": "acme", "database": "neo4j", "moves": 1}),
                                       (q.DROP_DATABASE, {"name": "neo4j"})):
                 with pytest.raises(ClientError) as info:
                     system(drv, statement, **params)

@@ -32,6 +32,11 @@ class PermanentTargetError(TargetError):
     """Retrying will not help until someone changes something (credentials, edition, configuration, data)."""
 
 
+class FenceMoved(TransientTargetError):
+    """The alias no longer serves what the caller read (`GraphTarget.move_alias`): someone moved it meanwhile, so
+    the caller's decision is stale and nothing was moved. Transient: deciding again on what it serves now is safe."""
+
+
 class QueryTimedOut(PermanentTargetError):
     """A read-only query ran past its time limit and was stopped (`GraphTarget.read_query`)."""
 
@@ -118,6 +123,16 @@ class DatabaseInfo:
     status: str
 
 
+@dataclass(frozen=True)
+class Fence:
+    """What the target itself says about a customer's alias: the database it serves and how many times it was
+    moved (every move raises `moves`, a rollback's too; None where the target keeps no count). Two reads are equal
+    only if nothing moved the alias in between, even away and back (fence.py explains the use)."""
+
+    database: str | None
+    moves: int | None = None
+
+
 class GraphTarget(abc.ABC):
     """What the pipeline needs from a graph store. Database names are partition keys (see `snapshots`)."""
 
@@ -157,7 +172,22 @@ class GraphTarget(abc.ABC):
 
     @abc.abstractmethod
     def point_alias(self, customer: str, database: str) -> None:
-        """Create the alias or move it to `database`, atomically. Forward-only checks are the caller's job."""
+        """Create the alias or move it to `database`, atomically, raising its fence's `moves`. Forward-only checks
+        are the caller's job; a move that must not outrun another one uses `move_alias`."""
+
+    def alias_fence(self, customer: str) -> Fence:
+        """The alias's fence, read from the target itself (here: the alias target and no count)."""
+        return Fence(self.alias_target(customer))
+
+    def move_alias(self, customer: str, database: str, *, expect: Fence) -> None:
+        """`point_alias`, only if the alias's fence still equals `expect` (read by the caller before deciding);
+        else raise FenceMoved and move nothing. Here a read right before the move: targets that can make the
+        comparison and the move one step do so."""
+        now = self.alias_fence(customer)
+        if now != expect:
+            raise FenceMoved(f"alias {customer} moved since it was read (it was {expect.database or '(none)'}; it "
+                             f"is {now.database or '(none)'}); not moved to {database}")
+        self.point_alias(customer, database)
 
     @abc.abstractmethod
     def drop_database(self, database: str) -> None:

@@ -132,6 +132,34 @@ class Catalogue:
         return None
 
 
+_PROPERTIES = re.compile(r"\bPROPERTIES\s*\{(?P<entries>[^{}]*)\}")
+_PROPERTY = re.compile(r"^\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?:\$(?P<param>[A-Za-z_][A-Za-z0-9_]*)|"
+                       r"(?P<int>-?\d+)|'(?P<text>[^']*)'|(?P<bool>true|false))\s*$", re.IGNORECASE)
+
+
+def _properties_clause(statement: str, parameters: dict[str, Any]) -> dict[str, Any] | None:
+    """The map of an alias statement's `PROPERTIES { key: value[, ...] }` clause (the Operations Manual's syntax for
+    CREATE ALIAS and ALTER ALIAS ... SET DATABASE), values a $parameter or a literal; None without the clause."""
+    clause = _PROPERTIES.search(statement)
+    if clause is None:
+        return None
+    out: dict[str, Any] = {}
+    for entry in filter(str.strip, clause.group("entries").split(",")):
+        m = _PROPERTY.match(entry)
+        if m is None:
+            raise DbmsError("Neo.ClientError.Statement.SyntaxError", f"Invalid PROPERTIES entry {entry.strip()!r}")
+        if m.group("param"):
+            value = parameters[m.group("param")]
+        elif m.group("int") is not None:
+            value = int(m.group("int"))
+        elif m.group("text") is not None:
+            value = m.group("text")
+        else:
+            value = m.group("bool").lower() == "true"
+        out[m.group("key")] = value
+    return out
+
+
 _RETURN_LITERAL = re.compile(r"^RETURN\s+(-?\d+)(?:\s+AS\s+`?(\w+)`?)?\s*;?$", re.IGNORECASE)
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -193,6 +221,7 @@ class Executor:
         "CREATE_ROLE": ADMIN, "DROP_ROLE": ADMIN, "CREATE_USER": ADMIN, "DROP_USER": ADMIN, "GRANT_ROLE": ADMIN,
         "COMPONENTS": ANY, "HEAP": ANY, "PAGECACHE": "home",
         "LIST_DATABASES": ADMIN, "DATABASE_STATUS": ADMIN, "COUNT_DATABASES": ADMIN, "ALIAS_TARGET": ADMIN,
+        "ALIAS_FENCE": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
         "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SERVERS": ADMIN,
         "CREATE_DATABASE_TOPOLOGY": ADMIN, "DATABASE_ALLOCATION": ADMIN,
@@ -300,13 +329,21 @@ class Executor:
         target = self.dbms.alias_target(p["alias"]) if isinstance(p["alias"], str) else None
         return Result(["database"], [] if target is None else [[target]])
 
+    def _q_ALIAS_FENCE(self, p, db):
+        found = self.dbms.alias_fence(p["alias"]) if isinstance(p["alias"], str) else None
+        return Result(["database", "properties"], [] if found is None else [list(found)])
+
     def _q_CREATE_ALIAS(self, p, db):
         self.dbms._require_enterprise("CREATE ALIAS")
-        return Result([], kind="s", apply=lambda: self.dbms.create_alias(p["alias"], p["database"]))
+        properties = _properties_clause(queries.CREATE_ALIAS, p)
+        return Result([], kind="s", apply=lambda: self.dbms.create_alias(p["alias"], p["database"],
+                                                                         properties=properties))
 
     def _q_ALTER_ALIAS(self, p, db):
         self.dbms._require_enterprise("ALTER ALIAS")
-        return Result([], kind="s", apply=lambda: self.dbms.alter_alias(p["alias"], p["database"]))
+        properties = _properties_clause(queries.ALTER_ALIAS, p)
+        return Result([], kind="s", apply=lambda: self.dbms.alter_alias(p["alias"], p["database"],
+                                                                        properties=properties))
 
     def _q_DROP_ALIAS(self, p, db):
         self.dbms._require_enterprise("DROP ALIAS")

@@ -219,6 +219,8 @@ class Dbms:
             DEFAULT_DB: Database(DEFAULT_DB),
         }
         self.aliases: dict[str, str] = {}  # alias -> database name
+        # alias -> its PROPERTIES (CREATE ALIAS ... PROPERTIES {...}, ALTER ALIAS ... SET DATABASE PROPERTIES {...})
+        self.alias_properties: dict[str, dict[str, Any]] = {}
         self.imports: dict[str, ArrowImport] = {}
         self.stores: dict[str, Graph] = {}  # store files on disk that no database has mounted (yet)
         self.events: list[tuple[str, str, dict[str, Any]]] = []  # (server, what, details)
@@ -500,7 +502,8 @@ class Dbms:
     def show_aliases(self) -> list[dict[str, Any]]:
         with self.lock:
             self._require_enterprise("SHOW ALIASES")
-            return [{"name": a, "database": t, "location": "local", "composite": None}
+            return [{"name": a, "database": t, "location": "local", "composite": None,
+                     "properties": dict(self.alias_properties.get(a, {}))}
                     for a, t in sorted(self.aliases.items())]
 
     # ----------------------------------------------------------------------------------------------------------
@@ -600,8 +603,10 @@ class Dbms:
                             "be aliased.")
         return database
 
-    def create_alias(self, alias: Any, database: Any, if_not_exists: bool = True) -> bool:
-        """CREATE ALIAS $alias [IF NOT EXISTS] FOR DATABASE $database. True when an alias was created."""
+    def create_alias(self, alias: Any, database: Any, if_not_exists: bool = True,
+                     properties: dict[str, Any] | None = None) -> bool:
+        """CREATE ALIAS $alias [IF NOT EXISTS] FOR DATABASE $database [PROPERTIES {...}]. True when an alias was
+        created (IF NOT EXISTS on an existing one changes nothing, its properties neither)."""
         with self.lock:
             self._require_enterprise("CREATE ALIAS")
             if not isinstance(alias, str) or not alias or alias.endswith(".") or \
@@ -615,10 +620,21 @@ class Dbms:
                                 f"Failed to create the specified database alias '{alias}': Database name or alias "
                                 "already exists.")
             self.aliases[alias] = self._alias_target_database(alias, database, "create")
+            self.alias_properties[alias] = _alias_properties(properties)
             return True
 
-    def alter_alias(self, alias: Any, database: Any) -> None:
-        """ALTER ALIAS $alias SET DATABASE TARGET $database: one atomic write."""
+    def alias_fence(self, alias: Any) -> tuple[str, dict[str, Any]] | None:
+        """SHOW ALIASES FOR DATABASE YIELD name, database, properties: (database, properties) of one alias."""
+        with self.lock:
+            self._require_enterprise("SHOW ALIASES")
+            alias = str(alias).lower()
+            if alias not in self.aliases:
+                return None
+            return self.aliases[alias], dict(self.alias_properties.get(alias, {}))
+
+    def alter_alias(self, alias: Any, database: Any = None, properties: dict[str, Any] | None = None) -> None:
+        """ALTER ALIAS $alias SET DATABASE [TARGET $database] [PROPERTIES {...}]: one atomic write (only the clauses
+        given change; PROPERTIES replaces the whole map)."""
         with self.lock:
             self._require_enterprise("ALTER ALIAS")
             alias = str(alias).lower()
@@ -626,7 +642,11 @@ class Dbms:
                 raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
                                 f"Failed to alter the specified database alias '{alias}': Database alias does not "
                                 "exist.")
-            self.aliases[alias] = self._alias_target_database(alias, database, "alter")
+            target = self.aliases[alias] if database is None else self._alias_target_database(alias, database,
+                                                                                                 "alter")
+            self.aliases[alias] = target
+            if properties is not None:
+                self.alias_properties[alias] = _alias_properties(properties)
 
     def drop_alias(self, alias: Any, if_exists: bool = True) -> bool:
         with self.lock:
@@ -639,6 +659,7 @@ class Dbms:
                                 f"Failed to delete the specified database alias '{alias}': Database alias does not "
                                 "exist.")
             del self.aliases[alias]
+            self.alias_properties.pop(alias, None)
             return True
 
     def set_access(self, name: Any, access: str) -> None:
@@ -770,3 +791,9 @@ class Dbms:
             elif db.polls_until_online:
                 db.status = "starting"
             self.databases[imp.name] = db
+
+
+def _alias_properties(properties: dict[str, Any] | None) -> dict[str, Any]:
+    """An alias's PROPERTIES as Neo4j keeps them: keys in lower case (its manual shows `{nameContainsSpace: true}`
+    listed as `{namecontainsspace: TRUE}`), values as given."""
+    return {str(key).lower(): value for key, value in (properties or {}).items()}

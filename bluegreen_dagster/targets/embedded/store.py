@@ -7,24 +7,33 @@ Layout under `embedded.path`::
     loading/<key>.lbug.staging/   that load's staging Parquet files (removed with it)
     loading/<key>.lock            flock held while a process loads <key> (two loads of one key never interleave)
     aliases/<customer>.lbug       symlink -> ../databases/<key>.lbug, switched with os.replace (atomic)
+    fences/<customer>.fence       the alias's fence: {"served": <key>, "moves": n}, rewritten before every swap
+    fences/<customer>.fence.lock  flock held (briefly) while the fence is compared and the alias swapped
 
 The load lock is the embedded target's only lock, and the only source of "loading": a database is loading exactly
 while some process holds its lock. A `flock` is right here because the files it guards are local by nature; the
-alias needs none (os.replace is atomic, and which switch may happen is decided by the caller).
+alias swap itself needs none (os.replace is atomic), but the fence does: the compare of `move_alias` and the swap
+are one step under the fence lock, so a worker that read the alias before a pause cannot swap it after another
+worker moved it (fence.py). The fence lock is only held for those few file operations, never across a pause a
+caller decides, and waiting for it is bounded.
 """
 
 from __future__ import annotations
 
 import fcntl
 import glob
+import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from bluegreen_dagster.targets.base import (
+    Fence,
+    FenceMoved,
     PermanentTargetError,
     TransientTargetError,
     validate_alias,
@@ -33,9 +42,13 @@ from bluegreen_dagster.targets.base import (
 
 SUFFIX = ".lbug"
 LOCK_SUFFIX = ".lock"
+FENCE_SUFFIX = ".fence"
+# How long a move or a fence read waits for another process's fence lock (held for a few file operations).
+FENCE_LOCK_SECONDS = 30.0
 DATABASES_DIR = "databases"
 LOADING_DIR = "loading"
 ALIASES_DIR = "aliases"
+FENCES_DIR = "fences"  # beside aliases/, not in it: readers list aliases/ to find the aliases
 
 
 class Store:
@@ -46,6 +59,7 @@ class Store:
         self.databases_dir = self.root / DATABASES_DIR
         self.loading_dir = self.root / LOADING_DIR
         self.aliases_dir = self.root / ALIASES_DIR
+        self.fences_dir = self.root / FENCES_DIR
 
     def database_path(self, database: str) -> Path:
         return self.databases_dir / f"{validate_database(database)}{SUFFIX}"
@@ -58,7 +72,7 @@ class Store:
 
     def ensure_dirs(self) -> None:
         try:
-            for folder in (self.databases_dir, self.loading_dir, self.aliases_dir):
+            for folder in (self.databases_dir, self.loading_dir, self.aliases_dir, self.fences_dir):
                 folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TransientTargetError(f"cannot create the embedded store under {self.root}: {exc}") from None
@@ -138,6 +152,64 @@ class Store:
                 os.unlink(tmp)
             raise
         fsync_dir(self.aliases_dir)
+
+    def fence_path(self, customer: str) -> Path:
+        return self.fences_dir / f"{validate_alias(customer)}{FENCE_SUFFIX}"
+
+    @contextmanager
+    def fence_lock(self, customer: str, *, exclusive: bool) -> Iterator[None]:
+        """Held while the fence is read (shared) or compared and the alias swapped (exclusive)."""
+        path = self.fences_dir / f"{validate_alias(customer)}{FENCE_SUFFIX}{LOCK_SUFFIX}"
+        self.ensure_dirs()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + FENCE_LOCK_SECONDS
+            while True:
+                try:
+                    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TransientTargetError(
+                            f"alias {customer}: another process held {path.name} for {FENCE_LOCK_SECONDS:g}s") from None
+                    time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def fence(self, customer: str) -> Fence:
+        """The alias target (the symlink is the truth) and the moves counted in the fence file."""
+        with self.fence_lock(customer, exclusive=False):
+            return Fence(self.alias_target(customer), self._moves(customer))
+
+    def _moves(self, customer: str) -> int:
+        try:
+            return int(json.loads(self.fence_path(customer).read_text())["moves"])
+        except FileNotFoundError:
+            return 0
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise PermanentTargetError(f"the fence of alias {customer} ({self.fence_path(customer)}) is unreadable "
+                                       f"({exc}); move it away: the next move starts it again") from None
+
+    def move_alias(self, customer: str, database: str, expect: Fence | None) -> None:
+        """Swap the alias to `database` (a complete database), raising the fence's moves; with `expect`, only if the
+        fence still equals it (else FenceMoved), compared and swapped under the fence lock. The fence file is
+        written first: a crash between the two leaves a fence nobody read before, which refuses stale moves."""
+        validate_database(database)
+        with self.fence_lock(customer, exclusive=True):
+            now = Fence(self.alias_target(customer), self._moves(customer))
+            if expect is not None and now != expect:
+                raise FenceMoved(f"alias {customer} moved since it was read (it was {expect.database or '(none)'}, "
+                                 f"move {expect.moves}; it is {now.database or '(none)'}, move {now.moves}); "
+                                 f"not moved to {database}")
+            if not self.database_path(database).is_file():  # checked here: a drop holds this lock too
+                raise PermanentTargetError(f"cannot point alias {customer} at {database}: "
+                                           f"{self.database_path(database)} does not exist (load it first)")
+            fence = self.fence_path(customer)
+            tmp = fence.with_name(f".{fence.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp.write_text(json.dumps({"served": database, "moves": now.moves + 1}))
+            os.replace(tmp, fence)
+            self.swap_alias(customer, database)
 
     def aliases_of(self, database: str) -> list[str]:
         """Customers whose alias points at `database`."""

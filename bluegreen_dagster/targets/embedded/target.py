@@ -20,7 +20,7 @@ from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_
 from bluegreen_dagster.progress import rows_in
 from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
-from bluegreen_dagster.targets.base import DatabaseInfo, GraphTarget, Health, LoadReport, PermanentTargetError
+from bluegreen_dagster.targets.base import DatabaseInfo, Fence, GraphTarget, Health, LoadReport, PermanentTargetError
 from bluegreen_dagster.targets.base import QueryResult, TransientTargetError, validate_database
 from bluegreen_dagster.targets.embedded.database import count_database, fill, read_query
 from bluegreen_dagster.targets.embedded.plan import plan_load
@@ -211,22 +211,24 @@ class EmbeddedTarget(GraphTarget):
     # -- changing -----------------------------------------------------------------------------------------------
 
     def point_alias(self, customer: str, database: str) -> None:
-        target = self.store.database_path(database)
-        if not target.is_file():
-            raise PermanentTargetError(
-                f"cannot point alias {customer} at {database}: {target} does not exist (load it first)"
-            )
-        self.store.ensure_dirs()
-        self.store.swap_alias(customer, database)
+        self.store.move_alias(customer, database, expect=None)
+
+    def alias_fence(self, customer: str) -> Fence:
+        return self.store.fence(customer)
+
+    def move_alias(self, customer: str, database: str, *, expect: Fence) -> None:
+        self.store.move_alias(customer, database, expect=expect)
 
     def drop_database(self, database: str) -> None:
-        holders = self.store.aliases_of(database)
-        if holders:
-            raise PermanentTargetError(
-                f"refusing to drop {database}: it is the target of alias(es) {', '.join(holders)}; "
-                "point the alias elsewhere first"
-            )
-        remove_with_siblings(self.store.database_path(database))
+        # Under the fence lock of the database's customer: a move to it and its drop never interleave.
+        with self.store.fence_lock(parse_partition_key(validate_database(database)).customer, exclusive=True):
+            holders = self.store.aliases_of(database)
+            if holders:
+                raise PermanentTargetError(
+                    f"refusing to drop {database}: it is the target of alias(es) {', '.join(holders)}; "
+                    "point the alias elsewhere first"
+                )
+            remove_with_siblings(self.store.database_path(database))
         # A stale partial file of this name (from a crashed load) goes too, unless a load is writing it now.
         partial = self.store.partial_path(database)
         if partial.exists():

@@ -306,14 +306,23 @@ class Admin:
         rows = self.run(queries.ALIAS_TARGET, {"alias": customer}, what=f"reading alias {customer}")
         return rows[0]["database"] if rows else None
 
-    def create_alias(self, customer: str, database: str) -> None:
+    def alias_fence(self, customer: str) -> tuple[str | None, int]:
+        """(the alias target, the `moves` its properties carry: 0 when none, e.g. an alias made by hand)."""
+        validate_alias(customer)
+        rows = self.run(queries.ALIAS_FENCE, {"alias": customer}, what=f"reading alias {customer}")
+        if not rows:
+            return None, 0
+        moves = (rows[0].get("properties") or {}).get("moves")
+        return rows[0]["database"], int(moves) if isinstance(moves, int) else 0
+
+    def create_alias(self, customer: str, database: str, moves: int = 1) -> None:
         validate_alias(customer), validate_database(database)
-        self.run(queries.CREATE_ALIAS, {"alias": customer, "database": database},
+        self.run(queries.CREATE_ALIAS, {"alias": customer, "database": database, "moves": int(moves)},
                  what=f"creating alias {customer} for {database}")
 
-    def alter_alias(self, customer: str, database: str) -> None:
+    def alter_alias(self, customer: str, database: str, moves: int) -> None:
         validate_alias(customer), validate_database(database)
-        self.run(queries.ALTER_ALIAS, {"alias": customer, "database": database},
+        self.run(queries.ALTER_ALIAS, {"alias": customer, "database": database, "moves": int(moves)},
                  what=f"moving alias {customer} to {database}")
 
     def create_database(self, name: str, topology: TopologySettings | None = None) -> None:

@@ -27,9 +27,15 @@ COUNT_DATABASES = "SHOW DATABASES YIELD name, type WHERE type = 'standard' RETUR
 
 ALIAS_TARGET = "SHOW ALIASES FOR DATABASE YIELD name, database WHERE name = $alias RETURN database"
 
-CREATE_ALIAS = "CREATE ALIAS $alias IF NOT EXISTS FOR DATABASE $database"
+# The alias carries its fence (fence.py) as PROPERTIES, written in the same statement as its target: `served` (the
+# database it was pointed at) and `moves` (raised by every move). Neo4j shows property keys in lower case.
+ALIAS_FENCE = ("SHOW ALIASES FOR DATABASE YIELD name, database, properties WHERE name = $alias "
+               "RETURN database, properties")
 
-ALTER_ALIAS = "ALTER ALIAS $alias SET DATABASE TARGET $database"
+CREATE_ALIAS = ("CREATE ALIAS $alias IF NOT EXISTS FOR DATABASE $database "
+                "PROPERTIES { served: $database, moves: $moves }")
+
+ALTER_ALIAS = "ALTER ALIAS $alias SET DATABASE TARGET $database PROPERTIES { served: $database, moves: $moves }"
 
 CREATE_DATABASE = "CREATE DATABASE $name WAIT"
 # On a cluster (neo4j.topology): the counts are parameters as well (Neo4j 5.26 and later).

@@ -19,7 +19,7 @@ from bluegreen_dagster.reading import GraphCounts
 from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, DatabaseInfo, GraphTarget, Health, LoadReport
 from bluegreen_dagster.targets.base import PermanentTargetError, QueryResult, TargetError, TransientTargetError
-from bluegreen_dagster.targets.base import validate_alias, validate_database
+from bluegreen_dagster.targets.base import Fence, FenceMoved, validate_alias, validate_database
 from bluegreen_dagster.targets.neo4j import queries, readiness
 from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
@@ -307,15 +307,28 @@ class Neo4jTarget(GraphTarget):
         return self.settings.orchestrator.drain_seconds
 
     def point_alias(self, customer: str, database: str) -> None:
+        self.move_alias(customer, database, expect=None)
+
+    def alias_fence(self, customer: str) -> Fence:
+        return Fence(*self.admin.alias_fence(customer))
+
+    def move_alias(self, customer: str, database: str, *, expect: Fence | None) -> None:
+        """Every move of the alias comes here (switch, rollback, unpin, reconcile): readers first, then the fence
+        compared with `expect` right before the one statement that moves the alias and raises its fence (Neo4j
+        has no conditional ALTER ALIAS: the window left is one Bolt round trip, docs/concurrency.md)."""
         validate_alias(customer)
         validate_database(database)
-        # Every move of the alias comes here (switch, rollback, unpin, reconcile): readers first.
         self.prepare_readers(database, customer)
-        self.admin.create_alias(customer, database)
+        now = self.alias_fence(customer)
+        if expect is not None and now != expect:
+            raise FenceMoved(f"alias {customer} moved since it was read (it was {expect.database or '(none)'}, "
+                             f"move {expect.moves}; it is {now.database or '(none)'}, move {now.moves}); "
+                             f"not moved to {database}")
+        if now.database is None:
+            self.admin.create_alias(customer, database, now.moves + 1)
+        elif now.database != database:
+            self.admin.alter_alias(customer, database, now.moves + 1)
         current = self.admin.alias_target(customer)
-        if current != database:
-            self.admin.alter_alias(customer, database)
-            current = self.admin.alias_target(customer)
         if current != database:
             raise PermanentTargetError(f"alias {customer} points at {current!r} after moving it to {database}")
 
