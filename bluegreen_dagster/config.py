@@ -83,6 +83,10 @@ class Neo4jSettings(_Section):
     # A GDS Arrow import builds the store on the one server GDS runs on; on a cluster (SHOW SERVERS lists more than
     # one) the Arrow loader is refused unless this says the operator knows what GDS does there.
     arrow_on_cluster: bool = False
+    # GDS Arrow (targets/neo4j/arrow_mount.py): seconds GDS may take, after RELATIONSHIP_LOAD_DONE replied, to
+    # register and start the database it wrote, plus 1 s per 20 MB of snapshot (the store may still be written).
+    # Within that wait (bounded by online_timeout) no CREATE DATABASE is ever sent for it.
+    arrow_mount_wait: float = Field(30, gt=0)
 
     @field_validator("indexes")
     @classmethod

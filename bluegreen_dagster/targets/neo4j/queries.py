@@ -32,6 +32,9 @@ CREATE_ALIAS = "CREATE ALIAS $alias IF NOT EXISTS FOR DATABASE $database"
 ALTER_ALIAS = "ALTER ALIAS $alias SET DATABASE TARGET $database"
 
 CREATE_DATABASE = "CREATE DATABASE $name WAIT"
+# Mounts the store files a GDS Arrow import left unregistered (arrow_mount.py). IF NOT EXISTS: a no-op when GDS
+# registered the database after all ("GDS got there first"), never an "already exists" race.
+MOUNT_DATABASE = "CREATE DATABASE $name IF NOT EXISTS WAIT"
 
 # RESTRICT is the default: Neo4j itself refuses to drop a database an alias points at. Never CASCADE ALIASES.
 DROP_DATABASE = "DROP DATABASE $name IF EXISTS DESTROY DATA WAIT"
@@ -117,6 +120,7 @@ ADMIN_QUERIES = {
     "CREATE_ALIAS": CREATE_ALIAS,
     "ALTER_ALIAS": ALTER_ALIAS,
     "CREATE_DATABASE": CREATE_DATABASE,
+    "MOUNT_DATABASE": MOUNT_DATABASE,
     "DROP_DATABASE": DROP_DATABASE,
     "GRANT_ACCESS": GRANT_ACCESS,
     "GRANT_MATCH": GRANT_MATCH,
