@@ -4,8 +4,8 @@ settings of `config.yaml` and the graph target they select.
 - `PipelineResource`: where snapshots arrive and the orchestration knobs (`dataset:`, `orchestrator:`,
   `customers:`, `smoke:`).
 - `EmbeddedResource` / `Neo4jResource` (both `TargetResource`): the target's own section plus `orchestrator:`
-  (its health thresholds, the progress pace) and `customers:` (e.g. a customer's Neo4j readers), and `open()`, the seam that constructs the target object
-  (`targets.make_target`) and closes it again.
+  (its health thresholds, the progress pace) and `customers:` (e.g. a customer's Neo4j readers), and `open()`,
+  the seam that constructs the target object (`targets.make_target`) and closes it again.
 
 Each resource holds its sections as config.yaml has them (a mapping per section, validated when read back by the
 section's model in config.py): a field added to a settings model reaches the resource, the UI and the target with

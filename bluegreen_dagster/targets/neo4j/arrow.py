@@ -8,7 +8,9 @@ Where each concern lives:
 - `arrow_schema.py`: what is sent (types, nulls, labels), planned once per file and checked on the Parquet footers
   before anything is created;
 - `arrow_streams.py`: row-group windows, read-ahead, parallel DoPut streams, stall detection;
-- `flight_client.py`: the connection, token refresh, deadlines only on short calls, error mapping.
+- `flight_client.py`: the connection, token refresh, deadlines only on short calls, error mapping;
+- `arrow_mount.py`: after RELATIONSHIP_LOAD_DONE, waiting for GDS to register the database (never a CREATE
+  while GDS may still be writing or starting its store).
 """
 
 from __future__ import annotations

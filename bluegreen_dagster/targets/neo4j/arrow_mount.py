@@ -32,23 +32,21 @@ log = logging.getLogger(__name__)
 STORE_BYTES_PER_SECOND = 20 * 1024 * 1024
 
 
-def mount_wait(settings: Neo4jSettings, snapshot_bytes: int) -> tuple[float, bool]:
-    """(seconds GDS is given to list the database, whether that is all the snapshot's size asks for)."""
-    wanted = settings.arrow_mount_wait + max(0, snapshot_bytes) / STORE_BYTES_PER_SECOND
-    return min(wanted, settings.online_timeout), wanted <= settings.online_timeout
+def mount_wait(settings: Neo4jSettings, snapshot_bytes: int) -> float:
+    """Seconds GDS may still be writing, registering and starting the store of a snapshot of this size."""
+    return settings.arrow_mount_wait + max(0, snapshot_bytes) / STORE_BYTES_PER_SECOND
 
 
 def await_registration(admin: Admin, settings: Neo4jSettings, name: str, snapshot_bytes: int, *,
                        poll_seconds: float = 1.0) -> None:
     """After RELATIONSHIP_LOAD_DONE replied: return once SHOW DATABASE lists `name`, mounting its store only
     after the whole wait (rules 1, 3 and 4 of the module docstring). The caller then waits for it to be online."""
-    wait, whole = mount_wait(settings, snapshot_bytes)
+    wanted = mount_wait(settings, snapshot_bytes)
     start = time.monotonic()
     while admin.database_status(name) is None:
         waited = time.monotonic() - start
-        if waited >= wait:
-            if not whole:
-                wanted = settings.arrow_mount_wait + snapshot_bytes / STORE_BYTES_PER_SECOND
+        if waited >= min(wanted, settings.online_timeout):
+            if wanted > settings.online_timeout:
                 raise TransientTargetError(
                     f"database {name} is not listed {waited:.0f}s after the GDS Arrow import finished, and GDS may "
                     f"still be writing its store ({snapshot_bytes} bytes of snapshot ask for {wanted:.0f}s): not "
