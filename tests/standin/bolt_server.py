@@ -356,13 +356,14 @@ class Executor:
         self.dbms._require_enterprise("CREATE DATABASE")
         rows, late = self.dbms.wait_rows("CREATE_DATABASE")  # success=false: it finishes `late` s later
         return Result(["address", "state", "message", "success"], rows, kind="s",
-                      apply=lambda: self.dbms.create_database(p["name"], finishes_in=late))
+                      apply=lambda: self.dbms.finishes_in(self.dbms.create_database(p["name"]), late))
 
     def _q_MOUNT_DATABASE(self, p, db):
         self.dbms._require_enterprise("CREATE DATABASE")
         rows, late = self.dbms.wait_rows("MOUNT_DATABASE")
         return Result(["address", "state", "message", "success"], rows, kind="s",
-                      apply=lambda: self.dbms.create_database(p["name"], if_not_exists=True, finishes_in=late))
+                      apply=lambda: self.dbms.finishes_in(self.dbms.create_database(p["name"], if_not_exists=True),
+                                                          late))
 
     def _q_DROP_DATABASE(self, p, db):
         self.dbms._require_enterprise("DROP DATABASE")

@@ -493,10 +493,9 @@ class Dbms:
     # ----------------------------------------------------------------------------------------------------------
     # administration (Cypher against `system`)
 
-    def create_database(self, name: Any, if_not_exists: bool = False, finishes_in: float = 0.0) -> Database | None:
+    def create_database(self, name: Any, if_not_exists: bool = False) -> Database | None:
         """CREATE DATABASE $name [IF NOT EXISTS] WAIT: mounts existing store files of that name if there are any
-        (incomplete ones while GDS still writes them). IF NOT EXISTS: None when the name is taken (a no-op).
-        `finishes_in`: a WAIT that gave up, the database is "starting" that long."""
+        (incomplete ones while GDS still writes them). IF NOT EXISTS: None when the name is taken (a no-op)."""
         with self.lock:
             self._require_enterprise("CREATE DATABASE")
             name = self.validate_database_name(name)
@@ -513,8 +512,6 @@ class Dbms:
                                 f"is already reached. To create more you need to either drop databases or change "
                                 f"the limit via the config setting 'dbms.max_databases' (={self.max_databases})")
             db = Database(name, graph=self.stores.pop(name, None) or Graph())
-            if finishes_in:
-                db.status, db.online_at = "starting", time.time() + finishes_in
             self.databases[name] = db
             return db
 
@@ -774,6 +771,12 @@ class Dbms:
                 return [["127.0.0.1:7687", "TimedOut", "the time limit was up before the operation finished",
                          False]], late
             return [["127.0.0.1:7687", "CaughtUp", "caught up", True]], 0.0
+
+    def finishes_in(self, db: Database | None, seconds: float) -> None:
+        """A CREATE whose WAIT gave up: the database it made is "starting" for `seconds` more."""
+        with self.lock:
+            if db is not None and seconds:
+                db.status, db.online_at = "starting", time.time() + seconds
 
     def _settle(self) -> None:
         """Apply what has finished by now (called under the lock by every look at the databases)."""
