@@ -78,19 +78,25 @@ def test_a_database_gds_never_registers_is_mounted_after_the_whole_wait(stamped,
 
 def test_a_wait_cut_short_by_online_timeout_mounts_nothing_and_the_retry_reuses_gds_database(stamped, tmp_path):
     """The snapshot asks for 5 s but online_timeout is 1 s: GDS may still be writing, so a clear transient error
-    and no CREATE; GDS registers the database at 2 s, and the step's retry finds and reuses it."""
+    and no CREATE. A retry at once meets "already exists" (GDS's store) and does not replace it (force=true)
+    either; GDS registers the database at 4 s, and the next retry finds and reuses it."""
     standin = stamped
-    standin.dbms.faults.register_after_seconds = 2.0
+    standin.dbms.faults.register_after_seconds = 4.0
     settings = standin_settings(standin, tmp_path, online_timeout=1, arrow_mount_wait=5)
     snap = snapshot(settings)
     with Neo4jTarget(settings, poll_interval=0.05) as target:
-        with pytest.raises(TransientTargetError, match=r"GDS may still be writing.*raise neo4j.online_timeout"):
-            target.load(snap)
+        for _ in range(2):
+            with pytest.raises(TransientTargetError, match=r"GDS may still be writing.*raise neo4j.online_timeout"):
+                target.load(snap)
         assert creates(standin) == []
-        time.sleep(1.5)
+        assert [e.get("force") for e in standin.dbms.events_of("v1/CREATE_DATABASE")] == [False, False]
+        deadline = time.monotonic() + 10
+        while "acme-100" not in standin.dbms.database_names() and time.monotonic() < deadline:
+            time.sleep(0.1)
         report = target.load(snap)
     assert report.reused and report.nodes == NODES
     assert creates(standin) == [] and standin.dbms.events_of("GDS_UNABLE_TO_START") == []
+    assert standin.dbms.events_of("REPLACED_STORE_BEING_REGISTERED") == []
 
 
 def test_a_drop_whose_wait_gives_up_is_polled_until_gone_before_the_same_name_is_created(standin, tmp_path):

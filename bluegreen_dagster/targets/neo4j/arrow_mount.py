@@ -15,6 +15,9 @@ RELATIONSHIP_LOAD_DONE, ABORT), and whether the reply waits for the registration
    polled, admin.py), then 2.
 4. Not listed when `neo4j.online_timeout` cut the wait short: GDS may still be writing; no CREATE, a transient
    error that names the setting (the retry finds the database if GDS registers it meanwhile, and reuses it).
+
+The same wait comes before a retry replaces "already existing" store files of an earlier import of the snapshot
+(`stays_unregistered`, arrow.py's force=true): they may be the ones GDS is still registering.
 """
 
 from __future__ import annotations
@@ -41,6 +44,23 @@ def await_registration(admin: Admin, settings: Neo4jSettings, name: str, snapsho
                        poll_seconds: float = 1.0) -> None:
     """After RELATIONSHIP_LOAD_DONE replied: return once SHOW DATABASE lists `name`, mounting its store only
     after the whole wait (rules 1, 3 and 4 of the module docstring). The caller then waits for it to be online."""
+    if not _listed_within_wait(admin, settings, name, snapshot_bytes, poll_seconds):
+        log.warning("%s is not listed %.0fs after the GDS Arrow import finished (GDS only logs 'Unable to start "
+                    "database'): mounting its store with CREATE DATABASE IF NOT EXISTS", name,
+                    mount_wait(settings, snapshot_bytes))
+        admin.create_database(name, mount=True)
+
+
+def stays_unregistered(admin: Admin, settings: Neo4jSettings, name: str, snapshot_bytes: int, *,
+                       poll_seconds: float = 1.0) -> bool:
+    """Before the store files of an earlier import of `name` are replaced (an Arrow create with force=true): GDS
+    may still be writing or registering them (that import's reply came moments ago). True only when SHOW DATABASE
+    still does not list `name` after the whole wait; raises as rule 4 when online_timeout cuts it short."""
+    return not _listed_within_wait(admin, settings, name, snapshot_bytes, poll_seconds)
+
+
+def _listed_within_wait(admin: Admin, settings: Neo4jSettings, name: str, snapshot_bytes: int,
+                        poll_seconds: float) -> bool:
     wanted = mount_wait(settings, snapshot_bytes)
     start = time.monotonic()
     while admin.database_status(name) is None:
@@ -50,12 +70,10 @@ def await_registration(admin: Admin, settings: Neo4jSettings, name: str, snapsho
                 raise TransientTargetError(
                     f"database {name} is not listed {waited:.0f}s after the GDS Arrow import finished, and GDS may "
                     f"still be writing its store ({snapshot_bytes} bytes of snapshot ask for {wanted:.0f}s): not "
-                    "mounting it; raise neo4j.online_timeout above that, and see the Neo4j debug log")
-            log.warning("%s is not listed %.0fs after the GDS Arrow import finished (GDS only logs 'Unable to start "
-                        "database'): mounting its store with CREATE DATABASE IF NOT EXISTS", name, waited)
-            admin.create_database(name, mount=True)
-            return
+                    "mounting or replacing it; raise neo4j.online_timeout above that, and see the Neo4j debug log")
+            return False
         time.sleep(poll_seconds)
+    return True
 
 
-__all__ = ["STORE_BYTES_PER_SECOND", "await_registration", "mount_wait"]
+__all__ = ["STORE_BYTES_PER_SECOND", "await_registration", "mount_wait", "stays_unregistered"]

@@ -121,8 +121,9 @@ class Neo4jTarget(GraphTarget):
                     "the store on the one server GDS runs on, which the cluster does not replicate. Use "
                     "neo4j.loader: cypher, or set neo4j.arrow_on_cluster: true if you know what GDS does there")
 
-            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
-                                 is_unregistered=lambda n: self._status(n) is None, progress=self.progress)
+            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database, progress=self.progress,
+                                 is_unregistered=lambda n: arrow_mount.stays_unregistered(
+                                     self.admin, self.neo4j, n, snapshot.size_bytes, poll_seconds=self.poll_interval))
             try:
                 result = loader.load(snapshot)  # aborts and drops by itself on failure
             finally:
