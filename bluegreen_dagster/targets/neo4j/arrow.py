@@ -82,7 +82,8 @@ class ArrowLoader:
         except AlreadyExists as exc:
             # Store files of an earlier attempt at this snapshot whose database was never registered: DROP DATABASE
             # cannot remove them, and force=false refuses them forever (at CREATE_DATABASE or only at
-            # RELATIONSHIP_LOAD_DONE). Neo4j lists no database of this name (checked now): replace them, once.
+            # RELATIONSHIP_LOAD_DONE). Neo4j lists no database of this name, not even after the wait GDS gets to
+            # register one (is_unregistered): replace them, once.
             if self.is_unregistered is None:
                 raise
             if not self.is_unregistered(database):  # not listed when the load began: GDS registered it since
