@@ -101,6 +101,10 @@ class Neo4jSettings(_Section):
     # The topology of every new database (CREATE DATABASE ... TOPOLOGY); unset: the cluster's default allocation.
     # Per customer: customers.<name>.topology.
     topology: TopologySettings | None = None
+    # GDS Arrow (targets/neo4j/arrow_mount.py): seconds GDS may take, after RELATIONSHIP_LOAD_DONE replied, to
+    # register and start the database it wrote, plus 1 s per 20 MB of snapshot (the store may still be written).
+    # Within that wait (bounded by online_timeout) no CREATE DATABASE is ever sent for it.
+    arrow_mount_wait: float = Field(30, gt=0)
 
     @model_validator(mode="after")
     def _uri_sets_host_port_tls(self) -> Neo4jSettings:

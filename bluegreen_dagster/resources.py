@@ -4,8 +4,8 @@ settings of `config.yaml` and the graph target they select.
 - `PipelineResource`: where snapshots arrive and the orchestration knobs (`dataset:`, `orchestrator:`,
   `customers:`, `smoke:`).
 - `EmbeddedResource` / `Neo4jResource` (both `TargetResource`): the target's own section plus `orchestrator:`
-  (its health thresholds, the progress pace), and `open()`, the seam that constructs the target object
-  (`targets.make_target`) and closes it again.
+  (its health thresholds, the progress pace) and `customers:` (e.g. a customer's Neo4j readers), and `open()`,
+  the seam that constructs the target object (`targets.make_target`) and closes it again.
 
 Each resource holds its sections as config.yaml has them (a mapping per section, validated when read back by the
 section's model in config.py): a field added to a settings model reaches the resource, the UI and the target with
@@ -95,10 +95,12 @@ class PipelineResource(dg.ConfigurableResource):
 
 
 class TargetResource(dg.ConfigurableResource):
-    """What every target gets: `orchestrator:` of config.yaml (health thresholds, progress pace). Subclasses add
-    their own section and `kind`."""
+    """What every target gets: `orchestrator:` of config.yaml (health thresholds, progress pace) and `customers:`
+    (per-customer settings a target reads, e.g. the Neo4j readers of one customer), the same mapping the pipeline
+    resource holds. Subclasses add their own section and `kind`."""
 
     orchestrator: dict[str, Any]
+    customers: dict[str, Any] = {}
     kind: ClassVar[str]
 
     def section(self) -> BaseModel:
@@ -107,8 +109,8 @@ class TargetResource(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         """The `Settings` the target's constructor takes: this target's section and `orchestrator:`."""
-        return Settings(target=self.kind, orchestrator=OrchestratorSettings.model_validate(self.orchestrator),
-                        **{self.kind: self.section()})
+        return Settings.model_validate({"target": self.kind, "orchestrator": self.orchestrator,
+                                        "customers": self.customers, self.kind: self.section()})
 
     def make(self) -> GraphTarget:
         return make_target(self.settings())
@@ -183,17 +185,19 @@ def password_env_var(settings: Settings, source: str) -> str:
 def build_resources(settings: Settings, source: str = "config") -> Resources:
     """The resources for parsed `settings` (`source` names the file in errors)."""
     orchestrator = _section(settings.orchestrator)
+    # One reading of `customers:` for both resources: the steps' limits and the target's readers agree.
+    customers = {name: _section(c, exclude_unset=True) for name, c in settings.customers.items()}
     pipeline = PipelineResource(
-        dataset=_section(settings.dataset), orchestrator=orchestrator,
-        customers={name: _section(c, exclude_unset=True) for name, c in settings.customers.items()},
+        dataset=_section(settings.dataset), orchestrator=orchestrator, customers=customers,
         smoke=_section(settings.smoke, exclude_unset=True))
     target: TargetResource
     if settings.target == "neo4j":
         env_var = password_env_var(settings, source)
         target = Neo4jResource(neo4j=_section(settings.neo4j, exclude={"password"}), password=dg.EnvVar(env_var),
-                               orchestrator=orchestrator)
+                               orchestrator=orchestrator, customers=customers)
     else:
-        target = EmbeddedResource(embedded=_section(settings.embedded), orchestrator=orchestrator)
+        target = EmbeddedResource(embedded=_section(settings.embedded), orchestrator=orchestrator,
+                                  customers=customers)
     return Resources(settings, pipeline, target)
 
 

@@ -198,3 +198,70 @@ def test_carried_commands_keep_read_grants_and_denies_of_the_old_database_only()
     assert len(skipped) == 1 and "IMMUTABLE" in skipped[0]
     with pytest.raises(Exception, match="refusing"):
         carried_commands(commands, old, "acme`] TO admin //")
+
+
+# --- through Dagster: per-customer readers of config.yaml, and the forward move after an unpin ----------------------
+
+
+def _read_as_reader(standin) -> int | str:
+    with neo4j.GraphDatabase.driver(standin.bolt_uri, auth=(READER, READER_PASSWORD)) as driver:
+        try:
+            records, _, _ = driver.execute_query(queries.COUNT_NODES, database_=CUSTOMER)
+        except neo4j.exceptions.Neo4jError as exc:
+            return f"{exc.code}: {exc.message}"
+    return records[0]["count"]
+
+
+def test_a_customers_reader_roles_in_config_yaml_reach_the_target_in_dagster_runs(standin, tmp_path, monkeypatch):
+    """`customers.acme.reader_roles/reader_users` (and nothing global) apply in the runs of acme's partitions:
+    acme's reader reads each new database through the alias; another customer's role gets nothing on acme's."""
+    import dagster as dg
+
+    from tests.helpers import make_neo4j_project, run_partition
+
+    standin.dbms.create_role("globex-reader")
+    project = make_neo4j_project(tmp_path, monkeypatch, standin)
+    project.reconfigure(customers={CUSTOMER: {"reader_roles": [ROLE], "reader_users": [READER]},
+                                   "globex": {"reader_roles": ["globex-reader"]}})
+    for i in range(2):
+        write_snapshot(project.data, CUSTOMER, T0 + i, people=30 + i)
+    with dg.instance_for_test() as instance:
+        for i in range(2):
+            result = run_partition(project, instance, f"{CUSTOMER}-{T0 + i}")
+            assert result.success, [e.message for e in result.all_events if e.is_failure]
+            live = standin.dbms.aliases[CUSTOMER]
+            assert live == f"{CUSTOMER}-{T0 + i}"
+            assert _read_as_reader(standin) == len(standin.dbms.databases[live].graph.nodes) > 0
+    assert {p.role for p in standin.dbms.privileges if p.database == live} == {ROLE}
+
+
+def test_a_reader_role_keeps_reading_across_an_unpin_that_moves_the_alias_forward(standin, tmp_path, monkeypatch):
+    """Pinned on the first database (granted by hand on the alias), a newer one loads but does not switch; after
+    `unpin` the reconcile job moves the alias forward (the path rollback.py's docstring promises) and the role's
+    read privileges were carried to the new database before the move."""
+    import dagster as dg
+
+    from bluegreen_dagster import pins
+    from bluegreen_dagster.reconcile import reconcile_customer
+    from bluegreen_dagster.rollback import unpin
+    from bluegreen_dagster.snapshots import scan
+    from tests.helpers import make_neo4j_project, run_partition
+
+    project = make_neo4j_project(tmp_path, monkeypatch, standin)
+    for i in range(2):
+        write_snapshot(project.data, CUSTOMER, T0 + i, people=30 + i)
+    old, new = f"{CUSTOMER}-{T0}", f"{CUSTOMER}-{T0 + 1}"
+    with dg.instance_for_test() as instance:
+        assert run_partition(project, instance, old).success
+        grant_on_alias(standin)
+        pins.set_pin(instance, CUSTOMER, old, reason="incident", by="ops@host")
+        assert run_partition(project, instance, new).success
+        assert standin.dbms.aliases[CUSTOMER] == old and _read_as_reader(standin) == 31
+        resources = project.resources.initialized()
+        with resources.target.open() as graph:
+            removed, _ = unpin(instance, graph, CUSTOMER, by="ops@host")
+            assert removed is not None
+            on_disk = [s for s in scan(project.data, 0).complete if s.id.customer == CUSTOMER]
+            report = reconcile_customer(graph, instance, resources.pipeline, CUSTOMER, on_disk)
+    assert report.switched_from == old and standin.dbms.aliases[CUSTOMER] == new
+    assert _read_as_reader(standin) == 32

@@ -38,7 +38,8 @@ PEOPLE = 120  # 120 people + 2 companies; 360 KNOWS + 120 WORKS_AT
 
 @pytest.fixture
 def settings(standin, tmp_path):
-    return make_settings(standin, tmp_path)
+    # GDS gets 0.2 s to register a database before its store is mounted (test_neo4j_mount.py tests the real wait).
+    return make_settings(standin, tmp_path, arrow_mount_wait=0.2)
 
 
 @pytest.fixture
@@ -138,7 +139,8 @@ def test_database_appears_late_or_must_be_mounted(standin, settings, target):
     faults.register_after_import = False  # store written, database never registered: the target mounts it
     report, switched = load_and_switch(target, settings, snapshot(settings, "acme", 200, people=20))
     assert switched.switched and report.nodes == 21
-    assert [e["parameters"]["name"] for e in standin.dbms.events_of("CREATE_DATABASE")] == ["acme-200"]
+    assert [e["parameters"]["name"] for e in standin.dbms.events_of("MOUNT_DATABASE")] == ["acme-200"]
+    assert standin.dbms.events_of("CREATE_DATABASE") == []
 
 
 # --- failures: error raised, import aborted, nothing left, alias unchanged -----------------------------------------

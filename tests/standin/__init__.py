@@ -26,7 +26,10 @@ What it models (`dbms.Dbms`, shared by both servers, thread-safe):
 - Fault injection (`Dbms.faults`, `Dbms.fail_next`, and the Flight server's attributes): refuse the create, fail
   any action, drop a DoPut stream after k batches (or reset its TCP connection via `tcp_proxy.TcpProxy`), stall
   it, report leftover store files at finalisation, reject batch k, keep a finished database hidden or "starting" for N polls, never register it (so the
-  client must `CREATE DATABASE ... WAIT` to mount the store), fail to start it, fail any statement once.
+  client must `CREATE DATABASE ... WAIT` to mount the store), register it only N seconds after
+  RELATIONSHIP_LOAD_DONE (`register_after_seconds`: a CREATE meanwhile mounts an incomplete store, logged
+  MOUNTED_INCOMPLETE_STORE), fail to start it, fail any statement once, answer a CREATE/DROP WAIT with
+  success=false while the operation finishes seconds later (`wait_gives_up`).
 - An event log (`Dbms.events`) of what the clients sent, for assertions such as "ABORT was sent".
 
 What it deliberately does NOT model:
@@ -39,8 +42,9 @@ What it deliberately does NOT model:
   `unlisted`). ROUTE answers a routing table (first hosting member writes, the others read); bookmarks are opaque
   counters, logged but never waited for.
 - TLS on either server, Bolt 5.5+ features (GQL status objects in FAILURE), notifications, impersonation, re-auth.
-- Timing: WAIT returns at once; GDS `abortion_timeout` is not enforced; nothing is slow unless a test sets the
-  Flight server's `batch_delay`, `load_done_delay`, `token_ttl` or `stall_after_batches`.
+- Timing: WAIT returns at once (success=false only where `wait_gives_up` says so); GDS `abortion_timeout` is not
+  enforced; nothing is slow unless a test sets `register_after_seconds`, `wait_gives_up` or the Flight server's
+  `batch_delay`, `load_done_delay`, `token_ttl` or `stall_after_batches`.
 - ALREADY_EXISTS is sent as gRPC UNKNOWN with an "Already exists: ..." message (pyarrow cannot raise that status
   from Python); error messages resemble Neo4j's but are not copies.
 - The UNVERIFIED points of reference §1 (exact property types, whether LOAD_DONE waits for the database to start,

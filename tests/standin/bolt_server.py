@@ -224,8 +224,8 @@ class Executor:
         "ALIAS_FENCE": ADMIN,
         "CREATE_ALIAS": ADMIN, "ALTER_ALIAS": ADMIN, "DROP_ALIAS": ADMIN, "CREATE_DATABASE": ADMIN,
         "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SERVERS": ADMIN,
-        "CREATE_DATABASE_TOPOLOGY": ADMIN, "DATABASE_ALLOCATION": ADMIN,
-        "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
+        "CREATE_DATABASE_TOPOLOGY": ADMIN, "DATABASE_ALLOCATION": ADMIN, "MOUNT_DATABASE": ADMIN,
+        "MOUNT_DATABASE_TOPOLOGY": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
         "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
@@ -404,18 +404,37 @@ class Executor:
 
     def _q_CREATE_DATABASE(self, p, db):
         self.dbms._require_enterprise("CREATE DATABASE")
-        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
-                      apply=lambda: self.dbms.create_database(p["name"]))
+        rows, late = self.dbms.wait_rows("CREATE_DATABASE")  # success=false: it finishes `late` s later
+        return Result(["address", "state", "message", "success"], rows, kind="s",
+                      apply=lambda: self.dbms.finishes_in(self.dbms.create_database(p["name"]), late))
+
+    def _q_MOUNT_DATABASE(self, p, db):
+        self.dbms._require_enterprise("CREATE DATABASE")
+        rows, late = self.dbms.wait_rows("MOUNT_DATABASE")
+        return Result(["address", "state", "message", "success"], rows, kind="s",
+                      apply=lambda: self.dbms.finishes_in(self.dbms.create_database(p["name"], if_not_exists=True),
+                                                          late))
 
     def _q_CREATE_DATABASE_TOPOLOGY(self, p, db):
         self.dbms._require_enterprise("CREATE DATABASE")
-        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
-                      apply=lambda: self.dbms.create_database(p["name"], (p["primaries"], p["secondaries"])))
+        rows, late = self.dbms.wait_rows("CREATE_DATABASE_TOPOLOGY")
+        topology = (p["primaries"], p["secondaries"])
+        return Result(["address", "state", "message", "success"], rows, kind="s",
+                      apply=lambda: self.dbms.finishes_in(self.dbms.create_database(p["name"], topology), late))
+
+    def _q_MOUNT_DATABASE_TOPOLOGY(self, p, db):
+        self.dbms._require_enterprise("CREATE DATABASE")
+        rows, late = self.dbms.wait_rows("MOUNT_DATABASE_TOPOLOGY")
+        topology = (p["primaries"], p["secondaries"])
+        return Result(["address", "state", "message", "success"], rows, kind="s",
+                      apply=lambda: self.dbms.finishes_in(
+                          self.dbms.create_database(p["name"], topology, if_not_exists=True), late))
 
     def _q_DROP_DATABASE(self, p, db):
         self.dbms._require_enterprise("DROP DATABASE")
-        return Result(["address", "state", "message", "success"], self._wait_rows(), kind="s",
-                      apply=lambda: self.dbms.drop_database(p["name"], if_exists=True))
+        rows, late = self.dbms.wait_rows("DROP_DATABASE")
+        return Result(["address", "state", "message", "success"], rows, kind="s",
+                      apply=lambda: self.dbms.drop_database(p["name"], if_exists=True, finishes_in=late))
 
     # --- data -------------------------------------------------------------------------------------------------
 

@@ -106,6 +106,9 @@ class Database:
     indexes: dict[tuple[str, str], float] = field(default_factory=dict)
     # CREATE DATABASE ... TOPOLOGY p PRIMARIES s SECONDARIES; None: every member hosts it as a primary.
     topology: tuple[int, int] | None = None
+    # A CREATE or DROP whose WAIT gave up finishes later (time.time()): "starting" / "stopping" until then.
+    online_at: float = 0.0
+    gone_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,15 @@ class Faults:
     start_fails: bool = False
     # Bolt: statement name in queries.py (e.g. "ALTER_ALIAS") -> (code, message), failed once per entry in list.
     fail_statement: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    # After RELATIONSHIP_LOAD_DONE replied, GDS is still writing and starting the store for this many seconds
+    # before the database is listed (or, with register_after_import False, before its files are complete). A
+    # CREATE DATABASE of that name meanwhile mounts an incomplete store (an empty graph here) and GDS then fails
+    # to start its own ("Unable to start database", only logged): the mount race.
+    register_after_seconds: float = 0.0
+    # WAIT that gives up (reference neo4j.md §2.2, §2.12): statement name in queries.py (CREATE_DATABASE,
+    # MOUNT_DATABASE, DROP_DATABASE) -> seconds. Its WAIT answers success=false at once and the operation finishes
+    # that many seconds later; meanwhile the database is listed "starting" (create) or "stopping" (drop).
+    wait_gives_up: dict[str, float] = field(default_factory=dict)
 
 
 class Dbms:
@@ -223,6 +235,7 @@ class Dbms:
         self.alias_properties: dict[str, dict[str, Any]] = {}
         self.imports: dict[str, ArrowImport] = {}
         self.stores: dict[str, Graph] = {}  # store files on disk that no database has mounted (yet)
+        self.mounting: dict[str, tuple[float, Graph]] = {}  # GDS still writing/starting: name -> (until, graph)
         self.events: list[tuple[str, str, dict[str, Any]]] = []  # (server, what, details)
         # Security (Enterprise): the admin user, roles, graph privileges. `admin` may do everything (IMPERSONATE
         # included); PUBLIC, which every user has, gives ACCESS on the default database only (as Neo4j does).
@@ -263,6 +276,7 @@ class Dbms:
 
     def database_names(self, include_system: bool = False) -> list[str]:
         with self.lock:
+            self._settle()
             return sorted(n for n, d in self.databases.items() if include_system or d.type == "standard")
 
     # ----------------------------------------------------------------------------------------------------------
@@ -413,6 +427,7 @@ class Dbms:
     def resolve(self, name: str | None) -> Database:
         """The database a session's `db` (database or alias name; None = home database) refers to."""
         with self.lock:
+            self._settle()
             key = (name or DEFAULT_DB).lower()
             key = self.aliases.get(key, key)
             db = self.databases.get(key)
@@ -434,6 +449,12 @@ class Dbms:
         return True
 
     def _status(self, db: Database, count_poll: bool) -> str:
+        if db.gone_at:
+            return "stopping"
+        if db.online_at:
+            if time.time() < db.online_at:
+                return "starting"
+            db.online_at, db.status = 0.0, "online"
         if db.polls_until_online > 0:
             if count_poll:
                 db.polls_until_online -= 1
@@ -459,6 +480,7 @@ class Dbms:
         """One row per visible database and hosting member (OPS listing-databases: current*Count counts the rows of
         that role that are online, requested*Count is the TOPOLOGY asked for). Each call is one status poll."""
         with self.lock:
+            self._settle()
             rows = []
             for db in sorted(self.databases.values(), key=lambda d: d.name):
                 if not self._visible(db, count_poll):
@@ -509,15 +531,23 @@ class Dbms:
     # ----------------------------------------------------------------------------------------------------------
     # administration (Cypher against `system`)
 
-    def create_database(self, name: Any, topology: tuple[Any, Any] | None = None) -> Database:
-        """CREATE DATABASE $name [TOPOLOGY p PRIMARIES s SECONDARIES] WAIT: mounts existing store files of that name
-        if there are any. A topology the Enabled members cannot satisfy is refused (OPS clustering/databases)."""
+    def create_database(self, name: Any, topology: tuple[Any, Any] | None = None,
+                        if_not_exists: bool = False) -> Database | None:
+        """CREATE DATABASE $name [IF NOT EXISTS] [TOPOLOGY p PRIMARIES s SECONDARIES] WAIT: mounts existing store
+        files of that name if there are any (incomplete ones while GDS still writes them). A topology the Enabled
+        members cannot satisfy is refused (OPS clustering/databases). IF NOT EXISTS: None when the name is taken."""
         with self.lock:
             self._require_enterprise("CREATE DATABASE")
             name = self.validate_database_name(name)
+            self._settle()
+            if if_not_exists and (name in self.databases or name in self.aliases):
+                return None
             if topology is not None:
                 topology = self._check_topology(*topology)
             self._check_name_free(name)
+            if name in self.mounting:  # the mount race: GDS has not finished this store
+                self.log("bolt", "MOUNTED_INCOMPLETE_STORE", name=name)
+                self.stores.setdefault(name, Graph())
             if len(self.databases) >= self.max_databases:
                 raise DbmsError("Neo.DatabaseError.Database.DatabaseLimitReached",
                                 f"Failed to create the specified database '{name}': The total limit of databases "
@@ -547,10 +577,12 @@ class Dbms:
         with self.lock:
             return self.server_pagecache.get(server or "", self.pagecache_ratio)
 
-    def drop_database(self, name: Any, if_exists: bool = True) -> bool:
-        """DROP DATABASE $name [IF EXISTS] (RESTRICT, DESTROY DATA). True when something was dropped."""
+    def drop_database(self, name: Any, if_exists: bool = True, finishes_in: float = 0.0) -> bool:
+        """DROP DATABASE $name [IF EXISTS] (RESTRICT, DESTROY DATA). True when something was dropped.
+        `finishes_in`: a WAIT that gave up, the database is listed "stopping" that long (its name still taken)."""
         with self.lock:
             self._require_enterprise("DROP DATABASE")
+            self._settle()
             if not isinstance(name, str):
                 raise DbmsError("Neo.ClientError.Statement.ArgumentError", "Expected a string database name")
             name = name.lower()
@@ -575,6 +607,9 @@ class Dbms:
                     return False
                 raise DbmsError("Neo.ClientError.Database.DatabaseNotFound",
                                 f"Failed to delete the specified database '{name}': Database does not exist.")
+            if finishes_in:
+                self.databases[name].gone_at = self.databases[name].gone_at or time.time() + finishes_in
+                return True
             del self.databases[name]
             # The grants on a dropped database go with it.
             self.privileges = {p for p in self.privileges if p.database != name}
@@ -736,6 +771,7 @@ class Dbms:
 
     def arrow_create(self, name: Any, body: dict[str, Any]) -> ArrowImport:
         with self.lock:
+            self._settle()
             if self.faults.refuse_create:
                 raise ArrowError(self.faults.refuse_create,
                                  f"Arrow database import '{name}' refused (injected fault)")
@@ -745,7 +781,7 @@ class Dbms:
                 raise ArrowError("INVALID_ARGUMENT", exc.message) from None
             if name in self.imports:
                 raise ArrowError("ALREADY_EXISTS", f"An import process with the name '{name}' is already running.")
-            leftover = name in self.stores and self.faults.store_checked_at == "create"
+            leftover = (name in self.stores or name in self.mounting) and self.faults.store_checked_at == "create"
             if name in self.databases or name in self.aliases or (leftover and not body.get("force")):
                 raise ArrowError("ALREADY_EXISTS", f"The database [{name}] already exists. The graph export "
                                                    "procedure can only create new databases.")
@@ -754,6 +790,8 @@ class Dbms:
                 raise ArrowError("INVALID_ARGUMENT", f"Unknown id_type '{id_type}': expected INTEGER or STRING")
             if body.get("force"):
                 self.stores.pop(name, None)  # force=true deletes old store files
+                if self.mounting.pop(name, None):  # under GDS's feet: the race arrow_mount.py avoids
+                    self.log("arrow", "REPLACED_STORE_BEING_REGISTERED", name=name)
             imp = ArrowImport(name, id_type=id_type, id_property=body.get("id_property"), options=dict(body))
             self.imports[name] = imp
             return imp
@@ -776,21 +814,63 @@ class Dbms:
         with self.lock:
             self.imports.pop(imp.name, None)
             imp.state = "done"
-            leftover = imp.name in self.stores and not imp.options.get("force")
+            leftover = (imp.name in self.stores or imp.name in self.mounting) and not imp.options.get("force")
             if imp.name in self.databases or imp.name in self.aliases or leftover:
                 raise ArrowError("ALREADY_EXISTS", f"The database [{imp.name}] already exists. The graph export "
                                                    "procedure can only create new databases.")
-            if not self.faults.register_after_import or len(self.databases) >= self.max_databases:
-                self.stores[imp.name] = imp.graph  # files on disk, not mounted; logged as "Unable to start"
+            if self.faults.register_after_seconds:  # GDS still writing and starting the store
+                self.mounting[imp.name] = (time.time() + self.faults.register_after_seconds, imp.graph)
                 return
-            db = Database(imp.name, graph=imp.graph, polls_until_visible=self.faults.hidden_polls,
+            self._register_import(imp.name, imp.graph)
+
+    def _register_import(self, name: str, graph: Graph) -> None:
+        """GDS's end of an import: register and start the database, or leave the store files unmounted."""
+        with self.lock:
+            if name in self.databases or name in self.aliases:  # someone mounted it first
+                self.log("arrow", "GDS_UNABLE_TO_START", name=name)
+                return
+            if not self.faults.register_after_import or len(self.databases) >= self.max_databases:
+                self.stores[name] = graph  # files on disk, not mounted; logged as "Unable to start"
+                return
+            db = Database(name, graph=graph, polls_until_visible=self.faults.hidden_polls,
                           polls_until_online=self.faults.starting_polls)
             if self.faults.start_fails:
                 db.status, db.status_message = "offline", "Unable to start database (injected fault)"
                 db.polls_until_online = 0
             elif db.polls_until_online:
                 db.status = "starting"
-            self.databases[imp.name] = db
+            self.databases[name] = db
+
+    # ----------------------------------------------------------------------------------------------------------
+    # what finishes later: a WAIT that gave up, GDS registering its store
+
+    def wait_rows(self, statement: str) -> tuple[list[list[Any]], float]:
+        """The rows of a Cypher 5 WAIT (address, state, message, success) for queries.<statement>, and in how
+        many seconds the operation really finishes (0: done before the answer)."""
+        with self.lock:
+            late = self.faults.wait_gives_up.get(statement, 0.0)
+            if late:
+                return [["127.0.0.1:7687", "TimedOut", "the time limit was up before the operation finished",
+                         False]], late
+            return [["127.0.0.1:7687", "CaughtUp", "caught up", True]], 0.0
+
+    def finishes_in(self, db: Database | None, seconds: float) -> None:
+        """A CREATE whose WAIT gave up: the database it made is "starting" for `seconds` more."""
+        with self.lock:
+            if db is not None and seconds:
+                db.status, db.online_at = "starting", time.time() + seconds
+
+    def _settle(self) -> None:
+        """Apply what has finished by now (called under the lock by every look at the databases)."""
+        now = time.time()
+        for name, db in list(self.databases.items()):
+            if db.gone_at and db.gone_at <= now:
+                del self.databases[name]
+                self.privileges = {p for p in self.privileges if p.database != name}
+        for name, (until, graph) in list(self.mounting.items()):
+            if until <= now:
+                del self.mounting[name]
+                self._register_import(name, graph)
 
 
 def _alias_properties(properties: dict[str, Any] | None) -> dict[str, Any]:

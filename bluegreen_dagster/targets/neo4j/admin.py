@@ -55,6 +55,7 @@ ATTEMPTS = 2  # our own loop around every statement
 BACKOFF = 0.5  # seconds before our second attempt
 CONNECTION_TIMEOUT = 5.0  # driver: opening one connection
 MAX_TRANSACTION_RETRY_TIME = 5.0  # driver: its own retries inside execute_query (reads of data databases)
+WAIT_POLL_SECONDS = 0.5  # between two looks at SHOW DATABASE after a CREATE/DROP whose WAIT gave up
 
 
 # What an operator checks when the Bolt port does not answer (the message already names host:port).
@@ -81,6 +82,16 @@ def make_driver(settings: Neo4jSettings) -> neo4j.Driver:
                                           else neo4j.TrustSystemCAs())
     return neo4j.GraphDatabase.driver(bolt_uri(settings), auth=(settings.user, settings.password.get_secret_value()),
                                       **config)
+
+
+def _gave_up(rows: list[dict[str, Any]]) -> bool:
+    """A Cypher 5 WAIT answer (one row per server) where some server did not finish in time (success=false)."""
+    return any(r.get("success") is False for r in rows)
+
+
+def _where(rows: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{r.get('address', '?')}: {r.get('state', '?')} {r.get('message', '')}".strip()
+                     for r in rows if r.get("success") is False)
 
 
 class ReadRefused(PermanentTargetError):
@@ -198,12 +209,9 @@ class Admin:
                 return [record.data() for record in session.run(query, params)]
 
         rows = self._with_retry(label, call)
-        unfinished = [r for r in rows if wait and r.get("success") is False]
-        if unfinished:
-            where = "; ".join(f"{r.get('address', '?')}: {r.get('state', '?')} {r.get('message', '')}".strip()
-                              for r in unfinished)
-            raise TransientTargetError(f"{label}: not finished when WAIT gave up ({where}); it may still complete, "
-                                       "the next attempt checks")
+        if wait and _gave_up(rows):
+            raise TransientTargetError(f"{label}: not finished when WAIT gave up ({_where(rows)}); it may still "
+                                       "complete, the next attempt checks")
         return rows
 
     def read(self, database: str, query: str, what: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -325,19 +333,25 @@ class Admin:
         self.run(queries.ALTER_ALIAS, {"alias": customer, "database": database, "moves": int(moves)},
                  what=f"moving alias {customer} to {database}")
 
-    def create_database(self, name: str, topology: TopologySettings | None = None) -> None:
+    def create_database(self, name: str, topology: TopologySettings | None = None, *, mount: bool = False) -> None:
         """CREATE DATABASE $name WAIT, with `TOPOLOGY $primaries PRIMARIES $secondaries SECONDARIES` when given (the
-        counts are parameters too, checked to be plain ints)."""
+        counts are parameters too, checked to be plain ints); `mount`: IF NOT EXISTS, for the store an Arrow import
+        left (arrow_mount.py). A WAIT that gave up (success=false) is not taken as done: polled until online."""
         validate_database(name)
+        what = f"creating database {name}"
+        params: dict[str, Any] = {"name": name}
         if topology is None:
-            self.run(queries.CREATE_DATABASE, {"name": name}, what=f"creating database {name}", wait=True)
-            return
-        counts = {"primaries": topology.primaries, "secondaries": topology.secondaries}
-        if not all(type(n) is int and n >= 0 for n in counts.values()):
-            raise PermanentTargetError(f"neo4j.topology must be whole numbers, got {counts}")
-        self.run(queries.CREATE_DATABASE_TOPOLOGY, {"name": name, **counts}, wait=True,
-                 what=f"creating database {name} on {counts['primaries']} primaries and "
-                      f"{counts['secondaries']} secondaries")
+            query = queries.MOUNT_DATABASE if mount else queries.CREATE_DATABASE
+        else:
+            counts = {"primaries": topology.primaries, "secondaries": topology.secondaries}
+            if not all(type(n) is int and n >= 0 for n in counts.values()):
+                raise PermanentTargetError(f"neo4j.topology must be whole numbers, got {counts}")
+            query = queries.MOUNT_DATABASE_TOPOLOGY if mount else queries.CREATE_DATABASE_TOPOLOGY
+            params.update(counts)
+            what += f" on {counts['primaries']} primaries and {counts['secondaries']} secondaries"
+        rows = self.run(query, params, what=what)
+        if _gave_up(rows):
+            self._await_status(name, "online", what, rows)
 
     def allocation(self, name: str) -> list[dict[str, Any]]:
         """One row per server hosting `name` (SHOW DATABASES): status, role and the current and requested counts."""
@@ -354,8 +368,31 @@ class Admin:
             return []
 
     def drop_database(self, name: str) -> None:
+        """DROP ... WAIT, then polled until SHOW DATABASES no longer lists it: a WAIT that gave up (success=false)
+        leaves the database "stopping" with its name taken, and a CREATE of that name would meet "already
+        exists"; Cypher 25 answers WAIT with notifications instead of rows, so the list is the one word."""
         validate_database(name)
-        self.run(queries.DROP_DATABASE, {"name": name}, what=f"dropping database {name}", wait=True)
+        what = f"dropping database {name}"
+        rows = self.run(queries.DROP_DATABASE, {"name": name}, what=what)
+        self._await_status(name, None, what, rows)
+
+    def _await_status(self, name: str, want: str | None, what: str, rows: list[dict[str, Any]]) -> None:
+        """Poll SHOW DATABASE until `name` is in status `want` (None: no longer listed), at most
+        neo4j.online_timeout seconds; then a TransientTargetError (the next attempt finds the state it left)."""
+        deadline = time.monotonic() + self.settings.online_timeout
+        while True:
+            status = self.database_status(name)
+            if (status[0] if status else None) == want:
+                return
+            if time.monotonic() >= deadline:
+                seen = f"{status[0]}" + (f" ({status[1]})" if status[1] else "") if status else "not listed"
+                waited = f"; WAIT gave up ({_where(rows)})" if _gave_up(rows) else ""
+                raise TransientTargetError(f"{what}: database {name} is {seen} after "
+                                           f"{self.settings.online_timeout:g}s{waited}; it may still finish, the "
+                                           "next attempt checks")
+            log.info("%s: database %s is %s, waiting for %s", what, name, status[0] if status else "not listed",
+                     want or "it to be gone")
+            time.sleep(WAIT_POLL_SECONDS)
 
     def grant(self, statement: str, database: str, role: str) -> None:
         """queries.GRANT_ACCESS or GRANT_MATCH for `role` on `database` (a database, never an alias)."""

@@ -8,7 +8,9 @@ Where each concern lives:
 - `arrow_schema.py`: what is sent (types, nulls, labels), planned once per file and checked on the Parquet footers
   before anything is created;
 - `arrow_streams.py`: row-group windows, read-ahead, parallel DoPut streams, stall detection;
-- `flight_client.py`: the connection, token refresh, deadlines only on short calls, error mapping.
+- `flight_client.py`: the connection, token refresh, deadlines only on short calls, error mapping;
+- `arrow_mount.py`: after RELATIONSHIP_LOAD_DONE, waiting for GDS to register the database (never a CREATE
+  while GDS may still be writing or starting its store).
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ ABORT = "v1/ABORT"
 
 class ArrowLoader:
     """Creates database `snapshot.key` through the GDS Arrow server. `drop` removes a half-made database;
-    `is_unregistered` tells whether Neo4j lists no database of a name (then leftover store files of an earlier
-    import of this very snapshot may be replaced with force=true). `say` receives the progress lines."""
+    `is_unregistered` tells whether Neo4j lists no database of a name, and GDS is not about to register one
+    (arrow_mount.stays_unregistered): then leftover store files of an earlier import of this very snapshot may be
+    replaced with force=true. `say` receives the progress lines."""
 
     def __init__(self, settings: Neo4jSettings, drop: Callable[[str], None] | None = None,
                  is_unregistered: Callable[[str], bool] | None = None, *, say: Callable[[str], None] | None = None,
@@ -79,9 +82,13 @@ class ArrowLoader:
         except AlreadyExists as exc:
             # Store files of an earlier attempt at this snapshot whose database was never registered: DROP DATABASE
             # cannot remove them, and force=false refuses them forever (at CREATE_DATABASE or only at
-            # RELATIONSHIP_LOAD_DONE). Neo4j lists no database of this name (checked now): replace them, once.
-            if self.is_unregistered is None or not self.is_unregistered(database):
+            # RELATIONSHIP_LOAD_DONE). Neo4j lists no database of this name, not even after the wait GDS gets to
+            # register one (is_unregistered): replace them, once.
+            if self.is_unregistered is None:
                 raise
+            if not self.is_unregistered(database):  # not listed when the load began: GDS registered it since
+                raise TransientTargetError(f"{exc}; Neo4j lists {database} now (GDS registered an earlier import of "
+                                           "this snapshot): the retry finds it and reuses it once online") from None
             log.warning("%s: store files of an earlier, unregistered import exist (%s); loading again with "
                         "force=true", database, exc)
             result = self._attempt(database, nodes, relationships, force=True)
@@ -114,8 +121,11 @@ class ArrowLoader:
                                            f"counted {reply.get('relationship_count')}")
         except BaseException as exc:
             # "Already exists" at finalisation about a database Neo4j does list is someone else's: never drop it.
-            mine = not isinstance(exc, AlreadyExists) or (self.is_unregistered is not None
-                                                           and self.is_unregistered(database))
+            try:
+                mine = not isinstance(exc, AlreadyExists) or (self.is_unregistered is not None
+                                                               and self.is_unregistered(database))
+            except TargetError:  # GDS may still be registering it: never drop
+                mine = False
             self.abort_and_drop(database, exc, drop=mine)
             if isinstance(exc, TransientTargetError) and mine:
                 # The user sees this message on the retried step: say that nothing half-loaded is left.

@@ -52,6 +52,11 @@ DATABASE_ALLOCATION = (
 
 # The members of a cluster and the Bolt address of each (health measures every server that can host a database).
 SERVERS = "SHOW SERVERS YIELD name, address, state, health RETURN name, address, state, health"
+# Mounts the store files a GDS Arrow import left unregistered (arrow_mount.py). IF NOT EXISTS: a no-op when GDS
+# registered the database after all ("GDS got there first"), never an "already exists" race.
+MOUNT_DATABASE = "CREATE DATABASE $name IF NOT EXISTS WAIT"
+MOUNT_DATABASE_TOPOLOGY = ("CREATE DATABASE $name IF NOT EXISTS TOPOLOGY $primaries PRIMARIES $secondaries SECONDARIES "
+                           "WAIT")
 
 # RESTRICT is the default: Neo4j itself refuses to drop a database an alias points at. Never CASCADE ALIASES.
 DROP_DATABASE = "DROP DATABASE $name IF EXISTS DESTROY DATA WAIT"
@@ -138,6 +143,8 @@ ADMIN_QUERIES = {
     "ALTER_ALIAS": ALTER_ALIAS,
     "CREATE_DATABASE": CREATE_DATABASE,
     "CREATE_DATABASE_TOPOLOGY": CREATE_DATABASE_TOPOLOGY,
+    "MOUNT_DATABASE": MOUNT_DATABASE,
+    "MOUNT_DATABASE_TOPOLOGY": MOUNT_DATABASE_TOPOLOGY,
     "DROP_DATABASE": DROP_DATABASE,
     "GRANT_ACCESS": GRANT_ACCESS,
     "GRANT_MATCH": GRANT_MATCH,

@@ -20,7 +20,7 @@ from bluegreen_dagster.snapshots import Snapshot
 from bluegreen_dagster.targets.base import UNDECIDED_STATUSES, DatabaseInfo, GraphTarget, Health, LoadReport
 from bluegreen_dagster.targets.base import PermanentTargetError, QueryResult, TargetError, TransientTargetError
 from bluegreen_dagster.targets.base import Fence, FenceMoved, validate_alias, validate_database
-from bluegreen_dagster.targets.neo4j import queries, readiness
+from bluegreen_dagster.targets.neo4j import arrow_mount, queries, readiness
 from bluegreen_dagster.targets.neo4j.access import ReaderAccess
 from bluegreen_dagster.targets.neo4j.admin import Admin
 from bluegreen_dagster.targets.neo4j.cluster import allocation_pending
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 # The session names the database (never query text); still, only plain database names are accepted.
 _DATABASE_NAME_RE = re.compile(r"^[a-z][a-z0-9.-]{1,62}$")
-# How long an Arrow-made database may stay invisible before `CREATE DATABASE $name WAIT` mounts its store.
-_MOUNT_AFTER_SECONDS = 15.0
 
 
 class Neo4jTarget(GraphTarget):
@@ -156,15 +154,19 @@ class Neo4jTarget(GraphTarget):
                     "the store on the one server GDS runs on, which the cluster does not replicate. Use "
                     "neo4j.loader: cypher, or set neo4j.arrow_on_cluster: true if you know what GDS does there")
 
-            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database,
-                                 is_unregistered=lambda n: self._status(n) is None, progress=self.progress)
+            loader = ArrowLoader(self.neo4j, drop=self.admin.drop_database, progress=self.progress,
+                                 is_unregistered=lambda n: arrow_mount.stays_unregistered(
+                                     self.admin, self.neo4j, n, snapshot.size_bytes, poll_seconds=self.poll_interval))
             try:
                 result = loader.load(snapshot)  # aborts and drops by itself on failure
             finally:
                 loader.close()
             try:
                 snapshot.require_unchanged_since(planned)
-                self.wait_online(name, mount_if_missing=True)
+                arrow_mount.await_registration(self.admin, self.neo4j, name, snapshot.size_bytes,
+                                               topology=self.settings.topology_for(snapshot.id.customer),
+                                               poll_seconds=self.poll_interval)
+                self.wait_online(name)
             except BaseException:
                 self._drop_quietly(name)
                 raise
@@ -174,7 +176,7 @@ class Neo4jTarget(GraphTarget):
             CypherLoader.check(snapshot)  # bad input refused before the database exists
             self.admin.create_database(name, self.settings.topology_for(snapshot.id.customer))
             try:
-                self.wait_online(name, mount_if_missing=False)
+                self.wait_online(name)
                 result = CypherLoader(self.admin, self.neo4j.batch_size, self.progress).write(name, snapshot)
                 snapshot.require_unchanged_since(planned)
             except BaseException:
@@ -197,27 +199,17 @@ class Neo4jTarget(GraphTarget):
         except TargetError as exc:
             log.error("could not drop %s after a failed load: %s", name, exc)
 
-    def wait_online(self, name: str, *, mount_if_missing: bool) -> None:
+    def wait_online(self, name: str) -> None:
         """Poll until `currentStatus = 'online'` and, on a cluster, every allocated server runs it (`_allocated`);
-        an Arrow-made store that never appears is mounted once."""
+        never creates (an Arrow-made store is arrow_mount.py's)."""
         deadline = time.monotonic() + self.neo4j.online_timeout
-        first_missing = None
-        mounted = False
         status: tuple[str, str] | None = None
         while True:
             status = self._status(name)
             if status is not None and status[0] == "online" and self._allocated(name, deadline):
                 return
             now = time.monotonic()
-            if status is None:
-                first_missing = first_missing or now
-                if mount_if_missing and not mounted and now - first_missing >= min(_MOUNT_AFTER_SECONDS,
-                                                                                  self.neo4j.online_timeout / 4):
-                    log.info("%s did not appear after the import: CREATE DATABASE to mount its store", name)
-                    self.admin.create_database(name, self.settings.topology_for(parse_partition_key(name).customer))
-                    mounted = True
-                    continue
-            elif status[0] == "quarantined":
+            if status is not None and status[0] == "quarantined":
                 raise PermanentTargetError(f"database {name} is quarantined: {status[1]}")
             if now >= deadline:
                 seen = f"status {status[0]}" + (f": {status[1]}" if status[1] else "") if status else "not listed"
