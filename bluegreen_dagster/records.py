@@ -11,6 +11,7 @@ loads the definitions to learn a name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 
@@ -47,6 +48,8 @@ LOAD_SNAPSHOT_JOB = "load_snapshot"
 ROLLBACK_JOB = "rollback"
 RECONCILE_JOB = "reconcile"
 HEALTH_AUDIT_JOB = "health_audit"
+RUN_RETENTION_JOB = "run_retention"
+RUN_HISTORY_ASSET = dg.AssetKey("run_history")  # its materializations record what each retention run deleted
 
 SNAPSHOT_SENSOR = "snapshot_sensor"
 ALERT_SENSOR = "alert_on_failure"
@@ -56,6 +59,7 @@ SENSORS = (SNAPSHOT_SENSOR, ALERT_SENSOR, FRESHNESS_SENSOR)
 RECONCILE_SCHEDULE = "reconcile"
 RELAUNCH_SCHEDULE = "relaunch_transient_failures"
 HEALTH_AUDIT_SCHEDULE = "health_audit"
+RUN_RETENTION_SCHEDULE = "run_retention"
 
 # -- tags and metadata keys ---------------------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ FINGERPRINT = "fingerprint"
 QUEUED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
 RUNNING = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 IN_FLIGHT = (*QUEUED, *RUNNING)
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 # How Dagster records a run failed from outside because its worker is gone (report_run_failed by the code server,
 # run monitoring or a restarted daemon), and because its worker never started.
@@ -244,3 +249,49 @@ def sensor_record(instance: dg.DagsterInstance, name: str) -> SensorRecord | Non
     return SensorRecord(name=name, running=bool(running), last_tick=tick.timestamp if tick else None,
                         last_tick_status=tick.status.value.lower() if tick else None, last_tick_error=error,
                         last_ok_tick=ok[0].timestamp if ok else None)
+
+
+# -- run retention (retention.py) ---------------------------------------------------------------------------------
+
+def finished_runs_before(instance: dg.DagsterInstance, before: datetime, limit: int,
+                         after_run: str | None = None) -> list[dg.RunRecord]:
+    """Up to `limit` finished runs (success, failure, canceled) last updated before `before` (UTC), oldest first,
+    after the run `after_run` (which must still exist: Dagster pages by the cursor run's row, and finds nothing
+    after a run that is gone). A run in flight is never returned, however old."""
+    return list(instance.get_run_records(dg.RunsFilter(statuses=list(FINISHED), updated_before=before),
+                                         limit=limit, cursor=after_run, ascending=True))
+
+
+def job_in_flight(instance: dg.DagsterInstance, job_name: str) -> bool:
+    """Whether a run of `job_name` is queued or running."""
+    return bool(instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=list(IN_FLIGHT)), limit=1))
+
+
+def snapshot_partitions_now(instance: dg.DagsterInstance) -> set[str]:
+    """The snapshot partitions (= databases) that exist now: cleanup deletes a partition with its database."""
+    return set(instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME))
+
+
+def live_database_runs(instance: dg.DagsterInstance) -> dict[str, str]:
+    """run id -> why it matters, per customer: the run that recorded what the alias serves now (the customer's
+    latest `live_graph` materialization) and the run that loaded that database (its partition's latest
+    `snapshot_database` materialization, which holds its fingerprint and gate results). Deleting a run deletes
+    its events, and these are the records that say what is live and that it passed the gate."""
+    runs: dict[str, str] = {}
+    for customer in instance.get_dynamic_partitions(CUSTOMERS_PARTITIONS_NAME):
+        found = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=LIVE_GRAPH_ASSET, asset_partitions=[customer]), limit=1)
+        if not found.records:
+            continue
+        record = found.records[0]
+        serves = record.asset_materialization.metadata.get("serves") if record.asset_materialization else None
+        database = str(serves.value) if serves is not None else ""
+        if record.run_id:  # "" for a move recorded outside a run (bluegreen rollback / unpin)
+            runs[record.run_id] = f"recorded that {customer}'s alias serves {database or '(unknown)'}"
+        if database:
+            loaded = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=LOADED_ASSET, asset_partitions=[database]), limit=1)
+            for load in loaded.records:
+                if load.run_id:
+                    runs.setdefault(load.run_id, f"loaded {database}, live for {customer}")
+    return runs
