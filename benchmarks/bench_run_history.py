@@ -326,20 +326,25 @@ def measure_records(instance: dg.DagsterInstance, per_customer: int, repeats: in
     }
 
 
-def measure_retention(instance: dg.DagsterInstance, shape: dict, batch: int) -> dict:
-    """Delete the oldest day: finished runs last updated before `first + 1 day`."""
+def measure_retention(instance: dg.DagsterInstance, shape: dict, batch: int, max_batches: int | None) -> dict:
+    """Delete the oldest day (finished runs last updated before `first + 1 day`), or its first `max_batches`
+    batches; the rest of the day is projected from the rate."""
     now = datetime.now(timezone.utc)
     older_than = now.replace(tzinfo=None) - (shape["first"] + timedelta(days=1))
+    cutoff = (shape["first"] + timedelta(days=1)).replace(tzinfo=timezone.utc)
+    day = instance.get_runs_count(dg.RunsFilter(statuses=list(records.FINISHED), updated_before=cutoff))
     lines: list[str] = []
-    result = delete_old_runs(instance, older_than, batch, log=lines.append)
-    return {"deleted": result.deleted, "kept": dict(result.kept), "batches": result.batches,
-            "seconds": round(result.seconds, 1), "runs_per_s": round(result.deleted / result.seconds, 1)
-            if result.seconds else None, "first_batch_log": lines[0] if lines else None}
+    result = delete_old_runs(instance, older_than, batch, log=lines.append, max_batches=max_batches)
+    rate = result.deleted / result.seconds if result.seconds else None
+    return {"oldest_day_runs": day, "deleted": result.deleted, "kept": dict(result.kept), "batches": result.batches,
+            "seconds": round(result.seconds, 1), "runs_per_s": round(rate, 1) if rate else None,
+            "oldest_day_projected_s": round(day / rate) if rate else None,
+            "first_batch_log": lines[0] if lines else None}
 
 
 # -- one size ------------------------------------------------------------------------------------------------------
 
-def one_size(pg: Postgres, runs: int, repeats: int, batch: int, work: Path) -> dict:
+def one_size(pg: Postgres, runs: int, repeats: int, batch: int, max_batches: int | None, work: Path) -> dict:
     import psycopg2
 
     database = f"history_{runs}"
@@ -372,7 +377,7 @@ def one_size(pg: Postgres, runs: int, repeats: int, batch: int, work: Path) -> d
             out["sensor_tick_s"] = measure_sensor(instance, work / f"tree_{runs}", shape["per_customer"], repeats)
             out["records_s"] = measure_records(instance, shape["per_customer"], repeats)
             print(f"[{runs}] sensor {out['sensor_tick_s']} records {out['records_s']}", file=sys.stderr, flush=True)
-            out["retention_oldest_day"] = measure_retention(instance, shape, batch)
+            out["retention_oldest_day"] = measure_retention(instance, shape, batch, max_batches)
     finally:
         conn.close()
     return out
@@ -393,6 +398,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--retention-batch", type=int, default=500)
+    parser.add_argument("--retention-batches", type=int, default=None,
+                        help="stop the retention measurement after this many batches (default: the whole day)")
     args = parser.parse_args()
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -400,7 +407,7 @@ def main() -> None:
     with start_postgres() as pg, tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         os.environ["PGPASSWORD"] = pg.password
         for runs in (args.small, args.runs):
-            results[str(runs)] = one_size(pg, runs, args.repeats, args.retention_batch, Path(tmp))
+            results[str(runs)] = one_size(pg, runs, args.repeats, args.retention_batch, args.retention_batches, Path(tmp))
     big, small = results[str(args.runs)], results[str(args.small)]
     growth = {name: round(big["ui_s"][name] / small["ui_s"][name], 2) for name in big["ui_s"] if small["ui_s"][name]}
     print(json.dumps({
