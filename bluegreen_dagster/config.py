@@ -178,8 +178,14 @@ class OrchestratorSettings(_Section):
     # A database the alias left is kept at least this long after that switch (drain.py, bluegreen.cleanup), whatever
     # keep_databases says: readers' transactions that began on it finish there.
     drain_seconds: float = Field(300, ge=0)
+    # Run retention (retention.py): the `run_retention` schedule (cron, UTC) deletes finished runs, with their
+    # event logs, last updated more than run_retention_days ago, run_retention_batch at a time; never a run in
+    # flight, a run of a snapshot partition that still exists, or the runs that recorded a customer's live database.
+    run_retention_days: float = Field(30, gt=0)
+    run_retention_cron: str = "30 * * * *"
+    run_retention_batch: int = Field(500, ge=1, le=10_000)
 
-    @field_validator("reconcile_cron", "health_audit_cron")
+    @field_validator("reconcile_cron", "health_audit_cron", "run_retention_cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         import dagster as dg

@@ -11,6 +11,7 @@ loads the definitions to learn a name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 
@@ -47,6 +48,8 @@ LOAD_SNAPSHOT_JOB = "load_snapshot"
 ROLLBACK_JOB = "rollback"
 RECONCILE_JOB = "reconcile"
 HEALTH_AUDIT_JOB = "health_audit"
+RUN_RETENTION_JOB = "run_retention"
+RUN_HISTORY_ASSET = dg.AssetKey("run_history")  # its materializations record what each retention run deleted
 
 SNAPSHOT_SENSOR = "snapshot_sensor"
 ALERT_SENSOR = "alert_on_failure"
@@ -56,6 +59,7 @@ SENSORS = (SNAPSHOT_SENSOR, ALERT_SENSOR, FRESHNESS_SENSOR)
 RECONCILE_SCHEDULE = "reconcile"
 RELAUNCH_SCHEDULE = "relaunch_transient_failures"
 HEALTH_AUDIT_SCHEDULE = "health_audit"
+RUN_RETENTION_SCHEDULE = "run_retention"
 
 # -- tags and metadata keys ---------------------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ FINGERPRINT = "fingerprint"
 QUEUED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
 RUNNING = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 IN_FLIGHT = (*QUEUED, *RUNNING)
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 # How Dagster records a run failed from outside because its worker is gone (report_run_failed by the code server,
 # run monitoring or a restarted daemon), and because its worker never started.
@@ -244,3 +249,63 @@ def sensor_record(instance: dg.DagsterInstance, name: str) -> SensorRecord | Non
     return SensorRecord(name=name, running=bool(running), last_tick=tick.timestamp if tick else None,
                         last_tick_status=tick.status.value.lower() if tick else None, last_tick_error=error,
                         last_ok_tick=ok[0].timestamp if ok else None)
+
+
+# -- run retention (retention.py) ---------------------------------------------------------------------------------
+
+def finished_runs_before(instance: dg.DagsterInstance, before: datetime, limit: int,
+                         after_run: str | None = None) -> list[dg.RunRecord]:
+    """Up to `limit` finished runs (success, failure, canceled) last updated before `before` (UTC), oldest first,
+    after the run `after_run` (which must still exist: Dagster pages by the cursor run's row, and finds nothing
+    after a run that is gone). A run in flight is never returned, however old."""
+    return list(instance.get_run_records(dg.RunsFilter(statuses=list(FINISHED), updated_before=before),
+                                         limit=limit, cursor=after_run, ascending=True))
+
+
+def job_in_flight(instance: dg.DagsterInstance, job_name: str) -> bool:
+    """Whether a run of `job_name` is queued or running."""
+    return bool(instance.get_run_records(dg.RunsFilter(job_name=job_name, statuses=list(IN_FLIGHT)), limit=1))
+
+
+def snapshot_partitions_now(instance: dg.DagsterInstance) -> set[str]:
+    """The snapshot partitions (= databases) that exist now: cleanup deletes a partition with its database."""
+    return set(instance.get_dynamic_partitions(SNAPSHOTS_PARTITIONS_NAME))
+
+
+def _latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                             partitions: set[str]) -> list[dg.EventLogRecord]:
+    """Each partition's latest materialization of `asset_key`, in two queries whatever the number of partitions
+    (one `fetch_materializations` per partition costs a connection each on PostgreSQL: minutes for 1,000)."""
+    if not partitions:
+        return []
+    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=partitions)
+    ids, found = sorted(latest.values()), []
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start:start + 1000]
+        found += instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)).records
+    return found
+
+
+def live_database_runs(instance: dg.DagsterInstance) -> dict[str, str]:
+    """run id -> why it matters, per customer: the run that recorded what the alias serves now (the customer's
+    latest `live_graph` materialization) and the run that loaded that database (its partition's latest
+    `snapshot_database` materialization, which holds its fingerprint and gate results). Deleting a run deletes
+    its events, and these are the records that say what is live and that it passed the gate."""
+    runs: dict[str, str] = {}
+    serving: dict[str, str] = {}  # database -> customer
+    customers = set(instance.get_dynamic_partitions(CUSTOMERS_PARTITIONS_NAME))
+    for record in _latest_materializations(instance, LIVE_GRAPH_ASSET, customers):
+        event = record.asset_materialization
+        serves = event.metadata.get("serves") if event else None
+        database, customer = (str(serves.value) if serves is not None else ""), (event.partition if event else "")
+        if record.run_id:  # "" for a move recorded outside a run (bluegreen rollback / unpin)
+            runs[record.run_id] = f"recorded that {customer}'s alias serves {database or '(unknown)'}"
+        if database:
+            serving[database] = customer
+    for record in _latest_materializations(instance, LOADED_ASSET, set(serving)):
+        event = record.asset_materialization
+        if record.run_id and event is not None:
+            runs.setdefault(record.run_id, f"loaded {event.partition}, live for {serving.get(event.partition)}")
+    return runs

@@ -5,6 +5,8 @@
   is its own schedule on `load_snapshot`. Its evaluation returns one RunRequest per snapshot to relaunch
   (relaunch.py); the runs go through the run queue like the sensor's, so the pool and the per-customer limit apply.
 - `health_audit` (`orchestrator.health_audit_cron`, every 15 min): runs the job `health_audit` (health_audit.py).
+- `run_retention` (`orchestrator.run_retention_cron`, hourly): runs the job `run_retention` (retention.py), unless
+  the previous one is still deleting.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from bluegreen_dagster.records import (
     RECONCILE_JOB,
     RECONCILE_SCHEDULE,
     RELAUNCH_SCHEDULE,
+    RUN_RETENTION_JOB,
+    RUN_RETENTION_SCHEDULE,
+    job_in_flight,
 )
 from bluegreen_dagster.relaunch import decide, relaunch_requests
 from bluegreen_dagster.resources import PipelineResource
-ASSETS = [reconcile_report, target_health]
+from bluegreen_dagster.retention import run_history
+
+ASSETS = [reconcile_report, target_health, run_history]
 
 
 def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
@@ -36,6 +43,10 @@ def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
         dg.define_asset_job(HEALTH_AUDIT_JOB, selection=dg.AssetSelection.assets(target_health),
                             executor_def=dg.in_process_executor,
                             description="Records the target's health (heap, page cache, databases, free disk)"),
+        dg.define_asset_job(RUN_RETENTION_JOB, selection=dg.AssetSelection.assets(run_history),
+                            executor_def=dg.in_process_executor,
+                            description="Deletes old finished runs and their event logs; keeps runs in flight, "
+                                        "runs of existing snapshot partitions and of live databases"),
     ]
 
 
@@ -53,6 +64,11 @@ def build_schedules(orchestrator: OrchestratorSettings, load_snapshot: dg.Unreso
                                 + "".join(f"\n{d.why}" for d in decisions[:20]))
         yield from requests
 
+    def run_retention(context: dg.ScheduleEvaluationContext):
+        if job_in_flight(context.instance, RUN_RETENTION_JOB):
+            return dg.SkipReason(f"a {RUN_RETENTION_JOB} run is still deleting")
+        return dg.RunRequest()
+
     running = dg.DefaultScheduleStatus.RUNNING
     return [
         dg.ScheduleDefinition(name=RECONCILE_SCHEDULE, job_name=RECONCILE_JOB,
@@ -65,4 +81,8 @@ def build_schedules(orchestrator: OrchestratorSettings, load_snapshot: dg.Unreso
         dg.ScheduleDefinition(name=HEALTH_AUDIT_SCHEDULE, job_name=HEALTH_AUDIT_JOB,
                               cron_schedule=orchestrator.health_audit_cron, default_status=running,
                               description="Records the target's health for the UI's history"),
+        dg.schedule(name=RUN_RETENTION_SCHEDULE, job_name=RUN_RETENTION_JOB,
+                    cron_schedule=orchestrator.run_retention_cron, default_status=running,
+                    description=f"Deletes finished runs older than {orchestrator.run_retention_days:g} days with "
+                                "their event logs")(run_retention),
     ]

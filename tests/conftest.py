@@ -59,10 +59,11 @@ def make_project(root: Path, **sections) -> Project:
         "target": "embedded",
         "dataset": {"base_path": "data"},
         "embedded": {"path": "store", "min_free_disk_mb": 1},
-        # The reconcile and health-audit schedules fire only where a test asks for them (a daemon-based test that
-        # crossed the hour would otherwise see their runs).
+        # The reconcile, health-audit and run-retention schedules fire only where a test asks for them (a
+        # daemon-based test that crossed the hour would otherwise see their runs).
         "orchestrator": {"settle_seconds": 5, "max_retries": 1, "retry_backoff_base": 0.1,
-                         "scan_interval": 5, "reconcile_cron": "0 0 1 1 *", "health_audit_cron": "0 0 1 1 *"},
+                         "scan_interval": 5, "reconcile_cron": "0 0 1 1 *", "health_audit_cron": "0 0 1 1 *",
+                         "run_retention_cron": "0 0 1 1 *"},
     }
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values) if isinstance(values, dict) else raw.__setitem__(section, values)

@@ -24,11 +24,12 @@ def test_the_definitions_create_the_names_records_knows(project: Project) -> Non
     assert all(graph.get_check_spec(dg.AssetCheckKey(records.LOADED_ASSET, name)).blocking
                for name in records.GATE_CHECKS)
     assert graph.get(records.LOADED_ASSET).partitions_def.name == records.SNAPSHOTS_PARTITIONS_NAME
-    for job in (records.LOAD_SNAPSHOT_JOB, records.ROLLBACK_JOB, records.RECONCILE_JOB, records.HEALTH_AUDIT_JOB):
+    for job in (records.LOAD_SNAPSHOT_JOB, records.ROLLBACK_JOB, records.RECONCILE_JOB, records.HEALTH_AUDIT_JOB,
+                records.RUN_RETENTION_JOB):
         assert defs.resolve_job_def(job).name == job
     assert {s.name for s in defs.sensors} == set(records.SENSORS)
     assert {s.name for s in defs.schedules} == {records.RECONCILE_SCHEDULE, records.RELAUNCH_SCHEDULE,
-                                               records.HEALTH_AUDIT_SCHEDULE}
+                                               records.HEALTH_AUDIT_SCHEDULE, records.RUN_RETENTION_SCHEDULE}
 
 
 def test_code_that_reads_the_records_does_not_load_the_definitions() -> None:
