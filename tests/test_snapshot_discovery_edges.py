@@ -1,0 +1,128 @@
+"""One snapshot's state as `bluegreen status` and the load step see it (complete, waiting and why, invalid and what
+to do), the stamp that tells the sensor a snapshot was dropped again, and the messages that name the file at fault."""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bluegreen_dagster.demo_data import write_snapshot
+from bluegreen_dagster.folders import COMPLETE, INVALID, WAITING
+from bluegreen_dagster.names import SnapshotError, snapshot_id
+from bluegreen_dagster.snapshots import Snapshot, folder_stamp, how_to_retry, snapshot_at
+
+
+def newest_mtime(folder: Path) -> float:
+    return max(os.lstat(p).st_mtime for p in [*folder.rglob("*")])
+
+
+def test_a_finished_snapshot_is_complete(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, "acme", 100, people=5)
+    snapshot = snapshot_at(tmp_path, "acme", 100)
+    assert snapshot.state(60) == (COMPLETE, None)
+    assert snapshot.incomplete_reason(60) is None
+    # dataset.base_path defaults to two levels above the snapshot folder
+    assert Snapshot(snapshot.id, snapshot.path).state(60) == (COMPLETE, None)
+
+
+def test_a_snapshot_not_there_yet_waits_naming_its_folder(tmp_path: Path) -> None:
+    snapshot = snapshot_at(tmp_path, "acme", 100)
+    expected = f"{tmp_path / 'acme' / '100'} does not exist"
+    assert snapshot.state(60) == (WAITING, expected)
+    assert snapshot.incomplete_reason(60) == expected
+
+
+def test_without_success_marker_it_waits_settle_seconds_after_the_last_change(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 100, people=5, success_marker=False)
+    snapshot = snapshot_at(tmp_path, "acme", 100)
+    newest = newest_mtime(folder)
+    assert snapshot.state(60, now=newest + 10) == (
+        WAITING, "no _SUCCESS marker and files changed 10s ago (settle_seconds=60)")
+    assert snapshot.incomplete_reason(60, now=newest + 10).startswith("no _SUCCESS marker")
+    assert snapshot.state(60, now=newest + 61) == (COMPLETE, None)
+    assert snapshot.incomplete_reason(60, now=newest + 61) is None
+    assert snapshot.state(3600)[0] == WAITING  # `now` defaults to the clock: written just now
+    assert snapshot.state(0.5, now=time.time() + 3600)[0] == COMPLETE
+
+
+def test_a_snapshot_folder_linked_from_outside_base_path_is_invalid_under_its_own_name(tmp_path: Path) -> None:
+    base, outside = tmp_path / "base", tmp_path / "elsewhere"
+    write_snapshot(outside, "acme", 100, people=5)
+    (base / "acme").mkdir(parents=True)
+    os.symlink(outside / "acme" / "100", base / "acme" / "100")
+    snapshot = Snapshot(snapshot_id("acme", 100), base / "acme" / "100", base)
+    state, reason = snapshot.state(60)
+    assert state == INVALID
+    assert reason.startswith(f"{base / 'acme' / '100'} is a symbolic link that leads outside dataset.base_path")
+    assert str(outside) not in reason
+    assert snapshot.incomplete_reason(60) == reason
+    with pytest.raises(SnapshotError, match="leads outside dataset.base_path"):
+        snapshot_at(base, "acme", 100)
+
+
+def test_a_link_that_stays_inside_base_path_is_followed(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, "acme", 100, people=5)
+    (tmp_path / "acme" / "200").symlink_to(tmp_path / "acme" / "100")
+    assert snapshot_at(tmp_path, "acme", 200).state(60) == (COMPLETE, None)
+
+
+def test_a_data_file_that_vanished_is_named_when_fingerprinting(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 100, people=5)
+    gone = folder / "nodes" / "zz-gone.parquet"
+    gone.symlink_to(folder / "nodes" / "missing.parquet")  # a dangling link inside base_path: listed, unreadable
+    with pytest.raises(SnapshotError) as err:
+        snapshot_at(tmp_path, "acme", 100).fingerprint()
+    assert str(err.value) == (f"{gone} disappeared while the snapshot was being fingerprinted; restore it or drop "
+                              "the snapshot again")
+
+
+def test_the_stamp_changes_when_a_snapshot_is_dropped_again_not_when_it_is_only_read(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 100, people=5)
+    snapshot = snapshot_at(tmp_path, "acme", 100)
+    first = snapshot.stamp()
+    assert first == folder_stamp(str(folder)) and len(first) == 10
+    snapshot.fingerprint()
+    assert snapshot.stamp() == first  # reading changes nothing
+
+    (folder / "_SUCCESS").unlink()
+    (folder / "_SUCCESS").touch()  # marked finished anew
+    second = snapshot.stamp()
+    assert second != first
+
+    (folder / "relationships" / "extra.parquet").write_bytes(b"")  # an entry added in relationships/
+    third = snapshot.stamp()
+    assert third not in (first, second)
+
+    (folder / "nodes" / "extra.parquet").write_bytes(b"")  # an entry added in nodes/
+    fourth = snapshot.stamp()
+    assert fourth not in (first, second, third)
+
+    shutil.rmtree(folder)
+    assert folder_stamp(str(folder)) is None and snapshot.stamp() is None  # gone
+    write_snapshot(tmp_path, "acme", 100, people=5)
+    assert snapshot.stamp() not in (None, first, second, third, fourth)  # dropped again
+
+
+def test_the_stamp_of_an_unfinished_snapshot_changes_when_it_is_finished(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 100, people=5, success_marker=False)
+    before = folder_stamp(str(folder))
+    (folder / "_SUCCESS").touch()
+    assert folder_stamp(str(folder)) != before
+
+
+def test_a_linked_snapshot_folder_is_stamped_without_looking_through_the_link(tmp_path: Path) -> None:
+    target = write_snapshot(tmp_path, "acme", 100, people=5)
+    link = tmp_path / "acme" / "200"
+    link.symlink_to(target)
+    stamp = folder_stamp(str(link))
+    assert stamp is not None and stamp != folder_stamp(str(target))
+    (target / "_SUCCESS").unlink()  # a change behind the link is not looked at
+    assert folder_stamp(str(link)) == stamp
+
+
+def test_how_to_retry_names_the_command_for_this_snapshot() -> None:
+    assert how_to_retry("acme-corp-1767741527") == (
+        "The alias was not moved and no snapshot file was changed. Fix the snapshot's files (or drop a corrected "
+        "snapshot with a newer timestamp), then run the partition again: bluegreen load acme-corp 1767741527")
