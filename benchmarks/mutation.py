@@ -19,6 +19,7 @@ prints a mutant's diff, `mutmut results` the survivors.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,7 +36,8 @@ RESULT = re.compile(r"^\s*bluegreen_dagster\.(\w+)\.\S+: (.+)$")
 def run(modules: list[str], *, mutate: bool = True) -> dict:
     if mutate:
         globs = [f"bluegreen_dagster.{m}.*" for m in modules]
-        subprocess.run([str(MUTMUT), "run", *globs], cwd=ROOT, check=False, stdout=sys.stderr)  # progress
+        subprocess.run([str(MUTMUT), "run", *globs], cwd=ROOT, check=False, stdout=sys.stderr,  # progress
+                       env=mutated_env())
     shown = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout
     per: dict[str, Counter] = {m: Counter() for m in modules}
@@ -48,6 +50,16 @@ def run(modules: list[str], *, mutate: bool = True) -> dict:
     out = {m: _score(c) for m, c in per.items()}
     out["total"] = _score(sum(per.values(), Counter()))
     return out
+
+
+def mutated_env() -> dict[str, str]:
+    """The environment for `mutmut run`: child processes import the mutated copy too. mutmut puts mutants/ first
+    on its own sys.path and names the active mutant in MUTANT_UNDER_TEST, which children inherit; a `spawn`ed
+    multiprocessing child gets the parent's sys.path, but a `python some_script.py` or a Dagster run worker would
+    import the package from the editable install (the unmutated source), so mutants/ goes first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "mutants"), env.get("PYTHONPATH")]))
+    return env
 
 
 def _score(counts: Counter) -> dict:
