@@ -27,7 +27,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["bluegreen", "plausibility", "snapshots", "folders", "names", "fingerprints", "concurrency", "secrets"]
+MODULES = ["bluegreen", "plausibility", "snapshots", "folders", "names", "fingerprints", "concurrency", "secrets",
+           "smoke", "value_stats"]
 MUTMUT = Path(sys.executable).parent / "mutmut"
 # `mutmut results --all true` prints "    bluegreen_dagster.plausibility.x_check__mutmut_3: killed"
 RESULT = re.compile(r"^\s*bluegreen_dagster\.(\w+)\.\S+: (.+)$")

@@ -126,3 +126,124 @@ def test_how_to_retry_names_the_command_for_this_snapshot() -> None:
     assert how_to_retry("acme-corp-1767741527") == (
         "The alias was not moved and no snapshot file was changed. Fix the snapshot's files (or drop a corrected "
         "snapshot with a newer timestamp), then run the partition again: bluegreen load acme-corp 1767741527")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a scan reports, per folder (the sensor's and `bluegreen status`'s view)
+
+def scanned(base: Path, **kwargs):
+    from bluegreen_dagster.snapshots import scan
+
+    return scan(base, 60, now=time.time() + 3600, **kwargs)
+
+
+def test_which_files_are_data_files(tmp_path: Path) -> None:
+    """`*.parquet` directly in nodes/ and relationships/, not starting with '.' or '_'; folders and other files
+    are skipped, so a producer's temporary files never count."""
+    folder = write_snapshot(tmp_path, "acme", 100, people=5)
+    nodes = folder / "nodes"
+    (nodes / "_partial.parquet").write_bytes(b"")
+    (nodes / ".hidden.parquet").write_bytes(b"")
+    (nodes / "part.parquet.tmp").write_bytes(b"")
+    (nodes / "sub.parquet").mkdir()
+    snapshot = snapshot_at(tmp_path, "acme", 100)
+    node_files, rel_files = snapshot.files()
+    assert [p.name for p in node_files] == sorted(p.name for p in nodes.glob("[!._]*.parquet") if p.is_file())
+    assert node_files and rel_files and all(p.parent.name == "relationships" for p in rel_files)
+    result = scanned(tmp_path)
+    assert [s.key for s in result.complete] == ["acme-100"] and not result.invalid and not result.waiting
+
+
+def test_a_finished_snapshot_without_files_says_which_folder_is_empty_and_what_to_do(tmp_path: Path) -> None:
+    folder = tmp_path / "acme" / "100"
+    (folder / "nodes").mkdir(parents=True)
+    (folder / "relationships").mkdir()
+    (folder / "nodes" / "_partial.parquet").write_bytes(b"")  # not a data file
+    (folder / "_SUCCESS").touch()
+    result = scanned(tmp_path)
+    assert result.invalid == {str(folder): (
+        f"{folder / 'nodes'} has no Parquet files, yet _SUCCESS says the snapshot is finished: the producer wrote "
+        f"an empty snapshot. Write the Parquet files into nodes/, or delete the folder {folder}")}
+    (folder / "_SUCCESS").unlink()
+    assert scanned(tmp_path).waiting == {str(folder): f"no Parquet files in {folder / 'nodes'}"}
+
+
+def test_relationships_missing_is_named_too(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 100, people=5)
+    shutil.rmtree(folder / "relationships")
+    (folder / "relationships").write_text("not a folder")
+    assert scanned(tmp_path).invalid[str(folder)].startswith(
+        f"{folder / 'relationships'} has no Parquet files, yet _SUCCESS says")
+
+
+def test_a_data_file_with_a_control_character_makes_the_snapshot_invalid_naming_it_escaped(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 100, people=5)
+    (folder / "relationships" / "bad\x1bname.parquet").write_bytes(b"")
+    reason = scanned(tmp_path).invalid[str(folder)]
+    assert reason == (f"{folder / 'relationships'}/bad\\x1bname.parquet: the file name contains control or "
+                      "invisible characters (shown escaped); rename the file using letters, digits, '-', '_' and '.'")
+    with pytest.raises(SnapshotError, match="the file name contains control or invisible characters"):
+        snapshot_at(tmp_path, "acme", 100).files()
+
+
+def test_links_leading_out_are_refused_only_where_they_would_be_read(tmp_path: Path) -> None:
+    base, outside = tmp_path / "base", tmp_path / "base2"  # a sibling whose name starts like base's
+    folder = write_snapshot(base, "acme", 100, people=5)
+    (outside / "x").mkdir(parents=True)
+    (outside / "x" / "a.parquet").write_bytes(b"")
+    (folder / "nodes" / "notes.txt").symlink_to(outside / "x" / "a.parquet")  # not a data file: never read
+    assert [s.key for s in scanned(base).complete] == ["acme-100"]
+    link = folder / "nodes" / "z.parquet"
+    link.symlink_to(outside / "x" / "a.parquet")
+    reason = scanned(base).invalid[str(folder)]
+    assert reason.startswith(f"{link} is a symbolic link that leads outside dataset.base_path, so it is skipped")
+    assert str(outside) not in reason
+    with pytest.raises(SnapshotError, match="leads outside dataset.base_path"):
+        snapshot_at(base, "acme", 100).files()
+    link.unlink()
+    shutil.rmtree(folder / "relationships")
+    (folder / "relationships").symlink_to(outside / "x")
+    assert scanned(base).invalid[str(folder)].startswith(f"{folder / 'relationships'} is a symbolic link that leads")
+    with pytest.raises(SnapshotError, match="leads outside dataset.base_path"):
+        snapshot_at(base, "acme", 100).files()
+
+
+def test_customer_folders_listed_and_refused(tmp_path: Path) -> None:
+    from bluegreen_dagster.snapshots import customers
+
+    write_snapshot(tmp_path, "globex", 1, people=5)
+    write_snapshot(tmp_path, "acme", 1, people=5)
+    (tmp_path / "Bad_Name").mkdir()
+    (tmp_path / ".tmp-acme").mkdir()
+    (tmp_path / "notes.txt").write_text("")
+    assert customers(tmp_path) == ["acme", "globex"]
+    assert customers(tmp_path / "missing") == []
+    result = scanned(tmp_path)
+    assert list(result.invalid) == [str(tmp_path / "Bad_Name")]
+    assert result.invalid[str(tmp_path / "Bad_Name")].startswith("customer 'Bad_Name' is not a valid name")
+    assert [s.key for s in result.complete] == ["acme-1", "globex-1"]
+    assert scanned(tmp_path / "missing").complete == []
+
+
+def test_snapshot_folders_with_bad_names_are_reported_and_others_loaded_oldest_first(tmp_path: Path) -> None:
+    write_snapshot(tmp_path, "acme", 20, people=5)
+    write_snapshot(tmp_path, "acme", 100, people=5)
+    write_snapshot(tmp_path, "globex", 50, people=5)
+    (tmp_path / "acme" / "not-a-time").mkdir()
+    (tmp_path / "acme" / ".writing").mkdir()
+    (tmp_path / "acme" / "7.txt").write_text("")  # a file, not a snapshot folder
+    long_ts = "1" * 20
+    customer = "c" * 43  # 43 + 1 + 20 = 64 characters: one too many for a database name
+    write_snapshot(tmp_path, "c" * 42, long_ts, people=5)  # 63: allowed
+    (tmp_path / customer / long_ts).mkdir(parents=True)
+    result = scanned(tmp_path)
+    assert [s.key for s in result.complete] == ["acme-20", "globex-50", "acme-100", f"{'c' * 42}-{long_ts}"]
+    assert result.invalid[str(tmp_path / "acme" / "not-a-time")].startswith("timestamp 'not-a-time' is not valid")
+    assert result.invalid[str(tmp_path / customer / long_ts)].startswith(
+        f"snapshot name '{customer}-{long_ts}' has 64 characters")
+    assert not any(".writing" in k or "7.txt" in k for k in [*result.invalid, *result.waiting])
+    newer = scanned(tmp_path, newer_than={"acme": 20})
+    assert [s.key for s in newer.complete] == ["globex-50", "acme-100", f"{'c' * 42}-{long_ts}"]
+    assert str(tmp_path / "acme" / "not-a-time") in newer.invalid  # a bad name is reported whatever the floor
+    assert [s.key for s in scanned(tmp_path, newer_than={"acme": 100, "globex": 49}).complete] == [
+        "globex-50", f"{'c' * 42}-{long_ts}"]
