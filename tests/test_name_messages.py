@@ -130,3 +130,8 @@ def test_identifier_edges_and_messages_naming_the_file() -> None:
 ])
 def test_invisible_characters_are_shown_escaped(raw, shown: str) -> None:
     assert printable(raw) == shown
+
+
+def test_an_identifier_of_exactly_200_characters_is_judged_by_its_characters_not_its_length() -> None:
+    assert refused(check_identifier, "1" + "A" * 199, "label") == (
+        f"label '1{'A' * 199}' is not allowed: {IDENTIFIER_RULE}")
