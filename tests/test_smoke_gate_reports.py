@@ -138,3 +138,11 @@ def test_a_long_value_is_cut_in_the_message(loaded) -> None:
     exact = "x" * 198  # its repr has exactly 200 characters: shown whole
     shown = run(loaded, {"name": "exact", "query": f"RETURN '{exact}' AS v", "column": "v", "equals": "y"})
     assert f"got v = {exact!r}{TAIL}" in shown.description()
+
+
+def test_every_failed_query_is_listed_in_one_description(loaded) -> None:
+    key = loaded[1]
+    report = run(loaded, {"name": "a", "query": COUNT, "min_rows": 2},
+                 {"name": "b", "query": COUNT, "column": "n", "equals": 0})
+    assert report.description() == (f"{key}: smoke query 'a' expected at least 2 rows, got 1 row; smoke query 'b' "
+                                     f"expected n = 0 in the first row, got n = {PEOPLE}{TAIL}")
