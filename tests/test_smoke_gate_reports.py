@@ -146,3 +146,36 @@ def test_every_failed_query_is_listed_in_one_description(loaded) -> None:
                  {"name": "b", "query": COUNT, "column": "n", "equals": 0})
     assert report.description() == (f"{key}: smoke query 'a' expected at least 2 rows, got 1 row; smoke query 'b' "
                                      f"expected n = 0 in the first row, got n = {PEOPLE}{TAIL}")
+
+
+SLOW = ("MATCH (a:Person), (b:Person), (c:Person), (d:Person), (e:Person), (f:Person) "
+        "WHERE a.age + b.age + c.age + d.age + e.age + f.age < 0 RETURN count(*) AS n")
+
+
+def test_a_query_over_its_limit_is_stopped_and_fails_with_its_limit(loaded) -> None:
+    key = loaded[1]
+    report = run(loaded, {"name": "six-way", "query": SLOW, "within_seconds": 0.2},
+                 {"name": "capped", "query": SLOW, "min_rows": 1, "timeout_seconds": 0.2})
+    assert not report.passed
+    first, second = report.outcomes
+    assert (first.name, first.passed, first.seconds) == ("six-way", False, 0.2)
+    assert first.expected == "to finish within 0.2s" and first.got.startswith("no result in time (stopped after ")
+    assert (second.name, second.passed, second.seconds) == ("capped", False, 0.2)
+    assert report.description().startswith(
+        f"{key}: smoke query 'six-way' expected to finish within 0.2s, got no result in time (stopped after ")
+    assert report.metadata()["failed"] == ["six-way", "capped"]
+    assert [q["passed"] for q in report.metadata()["queries"]] == [False, False]
+
+
+def test_the_metadata_holds_each_querys_outcome_and_duration(loaded) -> None:
+    report = run(loaded, {"name": "rows", "query": COUNT, "min_rows": 1},
+                 {"name": "fast", "query": COUNT, "within_seconds": 60},
+                 {"name": "value", "query": COUNT, "column": "n", "equals": PEOPLE},
+                 {"name": "typo", "query": "MATCH (p:Person RETURN p", "min_rows": 1})
+    queries = report.metadata()["queries"]
+    assert [(q["name"], q["passed"], q["expected"]) for q in queries] == [
+        ("rows", True, "at least 1 row"), ("fast", True, "to finish within 60s"),
+        ("value", True, f"n = {PEOPLE} in the first row"), ("typo", False, "at least 1 row")]
+    for q in queries[:3]:
+        assert isinstance(q["seconds"], float) and 0 <= q["seconds"] < 60
+    assert queries[3]["seconds"] is None  # refused: it never ran
