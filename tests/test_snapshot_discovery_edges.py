@@ -247,3 +247,47 @@ def test_snapshot_folders_with_bad_names_are_reported_and_others_loaded_oldest_f
     assert str(tmp_path / "acme" / "not-a-time") in newer.invalid  # a bad name is reported whatever the floor
     assert [s.key for s in scanned(tmp_path, newer_than={"acme": 100, "globex": 49}).complete] == [
         "globex-50", f"{'c' * 42}-{long_ts}"]
+
+
+LEADS_OUT_TAIL = ("is a symbolic link that leads outside dataset.base_path, so it is skipped (nothing outside "
+                  "base_path is read). Move the data under base_path, or replace the link with the folder or file "
+                  "itself")
+
+
+def test_every_link_out_is_reported_under_its_own_name_with_what_to_do(tmp_path: Path) -> None:
+    base, outside = tmp_path / "base", tmp_path / "outside"
+    write_snapshot(outside, "globex", 5, people=5)
+    write_snapshot(base, "acme", 1, people=5)
+    (base / "0-globex").symlink_to(outside / "globex")  # a customer folder linked out, sorted first
+    (base / "0-notes.txt").write_text("")  # a file, sorted before every customer
+    (base / "acme" / "2").symlink_to(outside / "globex" / "5")  # a snapshot folder linked out
+    result = scanned(base)
+    assert result.invalid == {str(base / "0-globex"): f"{base / '0-globex'} {LEADS_OUT_TAIL}",
+                              str(base / "acme" / "2"): f"{base / 'acme' / '2'} {LEADS_OUT_TAIL}"}
+    assert [s.key for s in result.complete] == ["acme-1"]
+
+
+def test_nodes_linked_inside_base_path_are_followed_by_state(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 1, people=5)
+    shutil.move(folder / "nodes", tmp_path / "shared-nodes")
+    (folder / "nodes").symlink_to(tmp_path / "shared-nodes")
+    assert snapshot_at(tmp_path, "acme", 1).state(60) == (COMPLETE, None)
+
+
+def test_the_stamp_sees_success_written_while_a_subfolder_is_still_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "acme" / "1"
+    (folder / "nodes").mkdir(parents=True)
+    before = folder_stamp(str(folder))
+    assert before is not None  # the folder is there, relationships/ and _SUCCESS not yet
+    (folder / "_SUCCESS").touch()
+    assert folder_stamp(str(folder)) != before
+
+
+def test_a_snapshot_found_by_its_key_is_the_one_at_its_folder(tmp_path: Path) -> None:
+    from bluegreen_dagster.snapshots import snapshot_for_key
+
+    write_snapshot(tmp_path, "acme", 100, people=5)
+    snapshot = snapshot_for_key(tmp_path, "acme-100")
+    assert snapshot == snapshot_at(tmp_path, "acme", 100)
+    assert snapshot.key == "acme-100" and snapshot.path == tmp_path / "acme" / "100"
+    assert snapshot.state(60) == (COMPLETE, None)
