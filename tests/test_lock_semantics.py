@@ -134,3 +134,28 @@ def test_a_dead_holders_file_locks_are_free_again(tmp_path: Path) -> None:
             holder.join(30)
         with customer_lock(inst, "acme", on_wait=give_up), load_slot(inst, limit=1, on_wait=give_up) as slot:
             assert slot == "slot 1 of 1 (file lock)"
+
+
+def test_the_ui_pool_limit_follows_max_concurrent_loads(instance: dg.DagsterInstance) -> None:
+    """`sync_pool_limit` sets Dagster's `bluegreen_loads` pool to the bound the slots keep, and says whether it
+    changed anything (the sensor calls it every tick)."""
+    from bluegreen_dagster.concurrency import LOADS_POOL, sync_pool_limit
+
+    storage = instance.event_log_storage
+    assert storage.get_concurrency_info(LOADS_POOL).using_default_limit
+    assert sync_pool_limit(instance, 1) is True  # the default limit is 1 too, but not set on the pool yet
+    info = storage.get_concurrency_info(LOADS_POOL)
+    assert info.slot_count == 1 and not info.using_default_limit
+    assert sync_pool_limit(instance, 1) is False
+    assert sync_pool_limit(instance, 3) is True
+    assert storage.get_concurrency_info(LOADS_POOL).slot_count == 3
+    assert sync_pool_limit(instance, 3) is False
+    assert sync_pool_limit(instance, 2) is True
+    assert storage.get_concurrency_info(LOADS_POOL).slot_count == 2
+
+
+def test_an_instance_that_cannot_limit_pools_is_left_alone() -> None:
+    from bluegreen_dagster.concurrency import sync_pool_limit
+
+    with dg.DagsterInstance.ephemeral() as ephemeral:
+        assert sync_pool_limit(ephemeral, 2) is False
