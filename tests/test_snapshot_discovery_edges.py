@@ -291,3 +291,18 @@ def test_a_snapshot_found_by_its_key_is_the_one_at_its_folder(tmp_path: Path) ->
     assert snapshot == snapshot_at(tmp_path, "acme", 100)
     assert snapshot.key == "acme-100" and snapshot.path == tmp_path / "acme" / "100"
     assert snapshot.state(60) == (COMPLETE, None)
+
+
+def test_state_and_scan_agree_on_an_empty_finished_snapshot_and_on_where_a_snapshot_is(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 1, people=5)
+    empty = tmp_path / "acme" / "2"
+    (empty / "nodes").mkdir(parents=True)
+    (empty / "relationships").mkdir()
+    (empty / "_SUCCESS").touch()
+    state, reason = snapshot_at(tmp_path, "acme", 2).state(60)
+    assert state == INVALID and reason == scanned(tmp_path).invalid[str(empty)]
+    (empty / "relationships" / "bad\x07.parquet").write_bytes(b"")
+    assert snapshot_at(tmp_path, "acme", 2).state(60)[0] == INVALID
+    found = scanned(tmp_path).complete
+    assert [(s.key, s.path) for s in found] == [("acme-1", folder)]
+    assert found[0].files() == snapshot_at(tmp_path, "acme", 1).files()
