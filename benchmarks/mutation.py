@@ -58,6 +58,9 @@ def mutated_env() -> dict[str, str]:
     on its own sys.path and names the active mutant in MUTANT_UNDER_TEST, which children inherit; a `spawn`ed
     multiprocessing child gets the parent's sys.path, but a `python some_script.py` or a Dagster run worker would
     import the package from the editable install (the unmutated source), so mutants/ goes first on PYTHONPATH."""
+    # It must exist before mutmut starts: Python caches "no such folder" for a sys.path entry for the whole process,
+    # and pytest would then fail to import tests/conftest.py from mutants/ ("No module named 'tests'", exit code 4).
+    (ROOT / "mutants").mkdir(exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "mutants"), env.get("PYTHONPATH")]))
     return env
