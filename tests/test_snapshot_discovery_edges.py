@@ -306,3 +306,14 @@ def test_state_and_scan_agree_on_an_empty_finished_snapshot_and_on_where_a_snaps
     found = scanned(tmp_path).complete
     assert [(s.key, s.path) for s in found] == [("acme-1", folder)]
     assert found[0].files() == snapshot_at(tmp_path, "acme", 1).files()
+
+
+def test_settle_time_counts_a_file_written_beside_nodes_and_relationships(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 1, people=5, success_marker=False)
+    old = time.time() - 3600
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (old, old))
+    snapshot = snapshot_at(tmp_path, "acme", 1)
+    assert snapshot.state(60)[0] == COMPLETE  # quiet for an hour
+    (folder / "manifest.json").write_text("{}")  # the producer is still writing, at the top of the folder
+    assert snapshot.state(60)[0] == WAITING
