@@ -179,3 +179,17 @@ def test_the_metadata_holds_each_querys_outcome_and_duration(loaded) -> None:
     for q in queries[:3]:
         assert isinstance(q["seconds"], float) and 0 <= q["seconds"] < 60
     assert queries[3]["seconds"] is None  # refused: it never ran
+
+
+def test_failed_value_checks_say_false_and_how_long_they_took(loaded) -> None:
+    key = loaded[1]
+    report = run(loaded, {"name": "col", "query": "MATCH (p:Person) RETURN count(p) AS n, 1 AS one", "column": "m",
+                          "equals": 1},
+                 {"name": "rows", "query": "MATCH (p:Person) WHERE p.name = 'nobody' RETURN p.name AS id",
+                  "column": "id", "equals": 1},
+                 {"name": "value", "query": COUNT, "column": "n", "equals": 0})
+    assert "got no column 'm' (the query returns n, one)" in report.description()
+    for q in report.metadata()["queries"]:
+        assert q["passed"] is False
+        assert isinstance(q["seconds"], float) and 0 <= q["seconds"] < 60
+    assert report.description().startswith(f"{key}: smoke query 'col' expected")
