@@ -317,3 +317,19 @@ def test_settle_time_counts_a_file_written_beside_nodes_and_relationships(tmp_pa
     assert snapshot.state(60)[0] == COMPLETE  # quiet for an hour
     (folder / "manifest.json").write_text("{}")  # the producer is still writing, at the top of the folder
     assert snapshot.state(60)[0] == WAITING
+
+
+def test_settle_seconds_after_the_last_change_is_enough(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 1, people=5, success_marker=False)
+    newest = 1_700_000_000  # whole seconds: `now - newest` is then exact, 60.0 and not 59.99999...
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (newest, newest))
+    assert snapshot_at(tmp_path, "acme", 1).state(60, now=newest + 60) == (COMPLETE, None)
+    assert snapshot_at(tmp_path, "acme", 1).state(60, now=newest + 59.5)[0] == WAITING
+
+
+def test_only_a_leading_dot_or_underscore_hides_a_data_file(tmp_path: Path) -> None:
+    folder = write_snapshot(tmp_path, "acme", 1, people=5)
+    first = sorted((folder / "nodes").glob("*.parquet"))[0]
+    shutil.copy(first, folder / "nodes" / "X-extra.parquet")
+    assert "X-extra.parquet" in [p.name for p in snapshot_at(tmp_path, "acme", 1).node_files]
