@@ -19,6 +19,7 @@ prints a mutant's diff, `mutmut results` the survivors.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["bluegreen", "plausibility", "snapshots", "folders", "names", "fingerprints", "concurrency", "secrets"]
+MODULES = ["bluegreen", "plausibility", "snapshots", "folders", "names", "fingerprints", "concurrency", "secrets",
+           "smoke", "value_stats"]
 MUTMUT = Path(sys.executable).parent / "mutmut"
 # `mutmut results --all true` prints "    bluegreen_dagster.plausibility.x_check__mutmut_3: killed"
 RESULT = re.compile(r"^\s*bluegreen_dagster\.(\w+)\.\S+: (.+)$")
@@ -35,7 +37,8 @@ RESULT = re.compile(r"^\s*bluegreen_dagster\.(\w+)\.\S+: (.+)$")
 def run(modules: list[str], *, mutate: bool = True) -> dict:
     if mutate:
         globs = [f"bluegreen_dagster.{m}.*" for m in modules]
-        subprocess.run([str(MUTMUT), "run", *globs], cwd=ROOT, check=False, stdout=sys.stderr)  # progress
+        subprocess.run([str(MUTMUT), "run", *globs], cwd=ROOT, check=False, stdout=sys.stderr,  # progress
+                       env=mutated_env())
     shown = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True,
                            check=True).stdout
     per: dict[str, Counter] = {m: Counter() for m in modules}
@@ -48,6 +51,19 @@ def run(modules: list[str], *, mutate: bool = True) -> dict:
     out = {m: _score(c) for m, c in per.items()}
     out["total"] = _score(sum(per.values(), Counter()))
     return out
+
+
+def mutated_env() -> dict[str, str]:
+    """The environment for `mutmut run`: child processes import the mutated copy too. mutmut puts mutants/ first
+    on its own sys.path and names the active mutant in MUTANT_UNDER_TEST, which children inherit; a `spawn`ed
+    multiprocessing child gets the parent's sys.path, but a `python some_script.py` or a Dagster run worker would
+    import the package from the editable install (the unmutated source), so mutants/ goes first on PYTHONPATH."""
+    # It must exist before mutmut starts: Python caches "no such folder" for a sys.path entry for the whole process,
+    # and pytest would then fail to import tests/conftest.py from mutants/ ("No module named 'tests'", exit code 4).
+    (ROOT / "mutants").mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "mutants"), env.get("PYTHONPATH")]))
+    return env
 
 
 def _score(counts: Counter) -> dict:
