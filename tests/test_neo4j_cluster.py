@@ -276,7 +276,14 @@ def test_neo4j_uri_routes_admin_work_to_the_writer_and_verification_reads_to_a_r
             assert bluegreen.verify(target, snap.key, expected) == expected
             counted_on = {d.get("member") for _, what, d in dbms.events[mark:] if what == "COUNT_NODES"}
             assert counted_on and None not in counted_on and "server-1" not in counted_on, counted_on
+            mark = len(dbms.events)
             assert bluegreen.switch_if_newest(target, snap.key, expected).switched
+            after_move = dbms.events[mark:]
+            moved_at = next(i for i, (_, what, _) in enumerate(after_move) if what in ("CREATE_ALIAS", "ALTER_ALIAS"))
+            read_through_alias = {d.get("member") for _, what, d in after_move[moved_at:]
+                                  if what == "BEGIN" and d.get("asked") == "acme" and d.get("db") == snap.key}
+            assert read_through_alias and "server-1" not in read_through_alias, \
+                "after the move nothing read through the alias on a reader member"
         assert bluegreen.cleanup(target, "acme", keep=1, in_flight=set).dropped == [f"acme-{T0}"]
         assert target.reader_location("acme") == f"neo4j://127.0.0.1:{standin.bolt_port} database=acme"
     assert dbms.alias_target("acme") == f"acme-{T0 + 1}"

@@ -817,6 +817,8 @@ class BoltConnection:
             target = self.dbms.resolve(extra.get("db"))
             self.dbms.check_access(self.tx_user, target)  # ACCESS is checked when a transaction starts
             self.tx_db = target.name
+            member = {"member": self.executor.member} if self.executor.member else {}
+            self.dbms.log("bolt", "BEGIN", db=target.name, asked=extra.get("db"), **member)  # the name a reader used
         except DbmsError as exc:
             return self._fail(exc)
         self.tx_writes = []

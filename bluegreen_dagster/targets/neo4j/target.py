@@ -323,6 +323,22 @@ class Neo4jTarget(GraphTarget):
         current = self.admin.alias_target(customer)
         if current != database:
             raise PermanentTargetError(f"alias {customer} points at {current!r} after moving it to {database}")
+        self._await_served(customer, database)
+
+    def _await_served(self, customer: str, database: str) -> None:
+        """After a move, read as readers read: through the alias, routed to a reader member on a cluster and
+        chained to the move's bookmark, until it answers with `database`'s counts (a member that has not applied
+        the move yet still serves the old graph), at most neo4j.online_timeout."""
+        want = self.count(database)
+        deadline = time.monotonic() + self.neo4j.online_timeout
+        while (seen := self.count(customer)) != want:
+            if time.monotonic() >= deadline:
+                raise TransientTargetError(
+                    f"alias {customer} was moved to {database}, but reads through it still answer another graph "
+                    f"after neo4j.online_timeout {self.neo4j.online_timeout:g}s ({seen.nodes} nodes, {database} has "
+                    f"{want.nodes}): a reader member has not applied the move; see SHOW ALIASES on each server")
+            log.info("alias %s: reads through it do not answer %s yet, waiting", customer, database)
+            time.sleep(self.poll_interval)
 
     def drop_database(self, database: str) -> None:
         self.admin.drop_database(database)
