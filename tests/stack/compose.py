@@ -44,6 +44,7 @@ class Stack:
         return result
 
     def up(self) -> None:
+        self.remove_leftovers()
         self.compose("up", "-d", "--no-build", *SERVICES, timeout=900)
 
     def down(self) -> None:
@@ -54,6 +55,21 @@ class Stack:
         if workers:
             self.docker.run("rm", "-f", *workers, check=False, timeout=300)
         self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+
+    def remove_leftovers(self) -> None:
+        """Containers, networks and volumes a killed earlier test run left in the daemon's data root: its
+        containers (`restart: unless-stopped`) come back with the daemon and hold the published ports."""
+        listed = self.docker.run("ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project"}} '
+                                 '{{.Label "bluegreen/run-worker"}}{{.Label "bluegreen/nemesis-reader"}}',
+                                 timeout=60).stdout.decode().split("\n")
+        stale = [line.split()[0] for line in listed if line.strip() and
+                 (" bgstack" in line or line.rstrip().endswith("true"))]
+        if stale:
+            self.docker.run("rm", "-f", "-v", *stale, check=False, timeout=300)
+        for network in ("bluegreen-instance", "bluegreen-target"):
+            self.docker.run("network", "rm", network, check=False, timeout=60)
+        self.docker.run("volume", "rm", "bluegreen-snapshots", check=False, timeout=60)
+        self.docker.run("network", "prune", "-f", check=False, timeout=60)
 
     def run_containers(self, all: bool = False) -> list[str]:
         """Ids of the run containers DockerRunLauncher started (label from deploy/dagster-docker.yaml)."""
