@@ -193,7 +193,7 @@ class Nemesis:
 
     def run(self, deadline: float, gap: float = 10.0) -> None:
         turn = 0
-        while time.monotonic() + (20 if turn >= len(FAULTS) else 0) < deadline:
+        while turn < len(FAULTS) or time.monotonic() + 20 < deadline:  # every fault at least once
             fault = FAULTS[turn % len(FAULTS)]
             turn += 1
             injection = self.inject(fault)
