@@ -103,12 +103,13 @@ class Nemesis:
         return self.stack.run_containers()
 
     def worker_in_step(self, step: str, within: float) -> tuple[str | None, str]:
-        """A running run container whose run has started `step` and not finished it (or any running one when
-        none is seen within `within` seconds): (container, what it was doing)."""
+        """A running run container whose run has started `step` and not finished it, and that logged in the last
+        30 s (not one an earlier fault left hanging), or any running one when none is seen within `within`
+        seconds: (container, what it was doing)."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             for container in self.workers():
-                logs = self.docker.run("logs", "--tail", "40", container, check=False, timeout=30)
+                logs = self.docker.run("logs", "--since", "30s", "--tail", "40", container, check=False, timeout=30)
                 text = (logs.stdout + logs.stderr).decode(errors="replace")
                 started = [i for i, line in enumerate(text.splitlines())
                            if step in line and "STEP_START" in line]

@@ -40,23 +40,18 @@ def runs_of(stack: Stack, partitions: set[str]) -> dict[str, dict]:
     return found
 
 
-@pytest.mark.timeout(1200)
-def test_two_loads_of_one_customer_run_in_two_containers_against_one_postgres_and_one_target(runs_stack):
-    stack = runs_stack
-    first = int(time.time()) - 100
-    second = first + 50
-    stack.drop_snapshot("acme-corp", first, people=1500)
-    stack.wait_for_alias("acme-corp", f"acme-corp-{first}", timeout=420)
-    stack.drop_snapshot("acme-corp", second, people=1600)
-    stack.wait_for_alias("acme-corp", f"acme-corp-{second}", timeout=300)
-
-    runs = runs_of(stack, {f"acme-corp-{first}", f"acme-corp-{second}"})
-    assert set(runs) == {f"acme-corp-{first}", f"acme-corp-{second}"}, runs
+def assert_two_loads_ran_in_two_containers(stack: Stack, customer: str, first: int, second: int) -> None:
+    """Both loads of `customer` succeeded, each in a container of its own (neither the code location), on both
+    networks, against the one PostgreSQL (their runs are in it) and the one target (its alias log)."""
+    partitions = {f"{customer}-{first}", f"{customer}-{second}"}
+    runs = runs_of(stack, partitions)
+    assert set(runs) == partitions, runs
     assert {run["status"] for run in runs.values()} == {"SUCCESS"}, runs
     containers = {partition: run["tags"]["docker/container_id"] for partition, run in runs.items()}
     assert len(set(containers.values())) == 2, containers  # two hosts, one per load
 
     code_location = stack.container("bluegreen-code")
+    hostnames = set()
     for partition, container in containers.items():
         inspected = json.loads(stack.docker.run("inspect", container).stdout)[0]
         # The run really ran in that container: Docker labelled it with the run's id, and it is not the code
@@ -66,16 +61,15 @@ def test_two_loads_of_one_customer_run_in_two_containers_against_one_postgres_an
         assert inspected["State"]["ExitCode"] == 0, inspected["State"]
         # On both networks, reaching the one PostgreSQL and the one target by their service names.
         assert {"bluegreen-instance", "bluegreen-target"} <= set(inspected["NetworkSettings"]["Networks"])
+        hostnames.add(inspected["Config"]["Hostname"])
         print(f"[stack] {partition}: run {runs[partition]['runId']} in container {container[:12]} "
-              f"(hostname {inspected['Config']['Hostname']})")
-    hostnames = {json.loads(stack.docker.run("inspect", c).stdout)[0]["Config"]["Hostname"]
-                 for c in containers.values()}
+              f"(hostname {inspected['Config']['Hostname']})", flush=True)
     assert len(hostnames) == 2
 
-    # The same target served both: its alias log saw the alias move first -> second.
+    # The same target served them: its alias log saw the alias move to the second.
     moves = [json.loads(line) for line in stack.exec("neo4j", "cat", "/tmp/alias-moves.jsonl").stdout.splitlines()]
-    served = [move["database"] for move in moves if move["alias"] == "acme-corp"]
-    assert served[-2:] == [f"acme-corp-{first}", f"acme-corp-{second}"], moves
+    served = [move["database"] for move in moves if move["alias"] == customer]
+    assert served[-1] == f"{customer}-{second}", moves
 
 
 NEMESIS_CUSTOMERS = ["nemesis-a", "nemesis-b", "nemesis-c"]
@@ -83,8 +77,9 @@ MINUTES = float(os.environ.get("BLUEGREEN_NEMESIS_MINUTES", "10"))
 
 
 @pytest.mark.timeout(int(MINUTES * 60) + 2400)
-def test_nemesis_partitions_pauses_kills_and_restarts_leave_every_guarantee_intact(runs_stack, tmp_path):
-    """BLUEGREEN_NEMESIS_MINUTES (default 10) of faults while snapshots land and readers read; then the faults
+def test_runs_in_containers_and_nemesis_partitions_pauses_kills_restarts_leave_every_guarantee_intact(
+        runs_stack, tmp_path):
+    """Two loads of one customer run in two containers; then BLUEGREEN_NEMESIS_MINUTES (default 10) of faults while snapshots land and readers read; then the faults
     stop, reconcile runs, and the checker reads the whole history (tests/stack/nemesis.py)."""
     stack = runs_stack
     minutes = MINUTES
@@ -94,11 +89,14 @@ def test_nemesis_partitions_pauses_kills_and_restarts_leave_every_guarantee_inta
     producer.start()
     started = time.monotonic()
     try:
-        # The first snapshot of each customer live before the faults start (readers then have an alias to read).
-        while len(history.drops) < len(NEMESIS_CUSTOMERS):
+        # Before the faults: every customer served (readers then have an alias to read), and two loads of the
+        # first customer ran in two different containers (the several hosts the faults then pick from).
+        while len(history.drops) < len(NEMESIS_CUSTOMERS) + 1:
             time.sleep(1)
-        for drop in list(history.drops):
+        for drop in history.drops[1:len(NEMESIS_CUSTOMERS) + 1]:
             stack.wait_for_alias(drop.customer, f"{drop.customer}-{drop.timestamp}", timeout=420)
+        first, second = history.drops[0], history.drops[len(NEMESIS_CUSTOMERS)]
+        assert_two_loads_ran_in_two_containers(stack, first.customer, first.timestamp, second.timestamp)
         nemesis.Nemesis(stack, history, log=lambda line: print(f"[nemesis] {line}", flush=True)).run(
             deadline=started + minutes * 60)
     finally:
