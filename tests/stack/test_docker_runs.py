@@ -44,7 +44,10 @@ def assert_two_loads_ran_in_two_containers(stack: Stack, customer: str, first: i
     """Both loads of `customer` succeeded, each in a container of its own (neither the code location), on both
     networks, against the one PostgreSQL (their runs are in it) and the one target (its alias log)."""
     partitions = {f"{customer}-{first}", f"{customer}-{second}"}
-    runs = runs_of(stack, partitions)
+    deadline = time.monotonic() + 180  # the alias moves in alias_switch; cleanup runs after it
+    while (runs := runs_of(stack, partitions)) and time.monotonic() < deadline and \
+            any(run["status"] in ("QUEUED", "STARTING", "STARTED") for run in runs.values()):
+        time.sleep(2)
     assert set(runs) == partitions, runs
     assert {run["status"] for run in runs.values()} == {"SUCCESS"}, runs
     containers = {partition: run["tags"]["docker/container_id"] for partition, run in runs.items()}
