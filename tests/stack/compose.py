@@ -128,8 +128,11 @@ class Stack:
                 "req = urllib.request.Request('http://webserver:3000/graphql', data=json.dumps({'query': sys.argv[1]})"
                 ".encode(), headers={'Content-Type': 'application/json'})\n"
                 "print(urllib.request.urlopen(req, timeout=30).read().decode())")
-        out = self.exec(service, "python3", "-c", code, query).stdout.decode()
-        return json.loads(out)
+        for attempt in range(5):  # the webserver's first queries after a PostgreSQL restart may answer 500
+            result = self.exec(service, "python3", "-c", code, query, check=attempt == 4)
+            if result.returncode == 0:
+                return json.loads(result.stdout.decode())
+            time.sleep(3)
 
 
 def socket_settings(docker: Docker) -> dict[str, str]:
