@@ -22,18 +22,19 @@ SNAPSHOTS = "/data/snapshots"  # the `snapshots` volume in the containers (deplo
 
 
 class Stack:
-    def __init__(self, docker: Docker, workdir: Path) -> None:
+    def __init__(self, docker: Docker, workdir: Path, files: list[Path] = COMPOSE_FILES) -> None:
         self.docker = docker
         self.workdir = workdir
+        self.files = files
         self.project = f"bgstack{os.getpid()}"
         license_file = workdir / "gds.license"  # the stand-in reads no licence; the mount needs a file
         license_file.write_text("")
         self.env = docker.env(DAGSTER_PG_PASSWORD=secrets.token_hex(12), NEO4J_PASSWORD=secrets.token_hex(12),
                               GRAFANA_ADMIN_PASSWORD=secrets.token_hex(12), GDS_LICENSE_FILE=str(license_file),
-                              COMPOSE_HTTP_TIMEOUT="300")
+                              COMPOSE_HTTP_TIMEOUT="300", **socket_settings(docker))
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        files = [arg for f in COMPOSE_FILES for arg in ("-f", str(f))]
+        files = [arg for f in self.files for arg in ("-f", str(f))]
         result = subprocess.run([*compose_command(), "-p", self.project, *files, *args], env=self.env,
                                 capture_output=True, timeout=timeout)
         if check and result.returncode != 0:
@@ -43,12 +44,38 @@ class Stack:
         return result
 
     def up(self) -> None:
+        self.remove_leftovers()
         self.compose("up", "-d", "--no-build", *SERVICES, timeout=900)
 
     def down(self) -> None:
         logs = self.compose("logs", "--no-color", "--tail", "200", check=False, timeout=120)
         (self.workdir / "compose.log").write_bytes(logs.stdout + logs.stderr)
+        # Run containers (deploy/dagster-docker.yaml) are the daemon's, not compose's: remove them first.
+        workers = self.run_containers(all=True)
+        if workers:
+            self.docker.run("rm", "-f", *workers, check=False, timeout=300)
         self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+
+    def remove_leftovers(self) -> None:
+        """Containers, networks and volumes a killed earlier test run left in the daemon's data root: its
+        containers (`restart: unless-stopped`) come back with the daemon and hold the published ports."""
+        listed = self.docker.run("ps", "-a", "--format", '{{.ID}} {{.Label "com.docker.compose.project"}} '
+                                 '{{.Label "bluegreen/run-worker"}}{{.Label "bluegreen/nemesis-reader"}}',
+                                 timeout=60).stdout.decode().split("\n")
+        stale = [line.split()[0] for line in listed if line.strip() and
+                 (" bgstack" in line or line.rstrip().endswith("true"))]
+        if stale:
+            self.docker.run("rm", "-f", "-v", *stale, check=False, timeout=300)
+        for network in ("bluegreen-instance", "bluegreen-target"):
+            self.docker.run("network", "rm", network, check=False, timeout=60)
+        self.docker.run("volume", "rm", "bluegreen-snapshots", check=False, timeout=60)
+        self.docker.run("network", "prune", "-f", check=False, timeout=60)
+
+    def run_containers(self, all: bool = False) -> list[str]:
+        """Ids of the run containers DockerRunLauncher started (label from deploy/dagster-docker.yaml)."""
+        out = self.docker.run("ps", "-q", *(["-a"] if all else []), "--filter", "label=bluegreen/run-worker",
+                              timeout=60).stdout.decode()
+        return out.split()
 
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.decode().strip()
@@ -95,14 +122,26 @@ class Stack:
             time.sleep(2)
         raise AssertionError(f"{customer} still serves {seen!r} after {timeout:.0f}s, not {database}")
 
-    def graphql(self, query: str) -> dict:
+    def graphql(self, query: str, service: str = "daemon") -> dict:
         """The webserver's GraphQL API, asked from inside the stack (the daemon's container) by service name."""
         code = ("import json, sys, urllib.request\n"
                 "req = urllib.request.Request('http://webserver:3000/graphql', data=json.dumps({'query': sys.argv[1]})"
                 ".encode(), headers={'Content-Type': 'application/json'})\n"
                 "print(urllib.request.urlopen(req, timeout=30).read().decode())")
-        out = self.exec("daemon", "python3", "-c", code, query).stdout.decode()
-        return json.loads(out)
+        for attempt in range(5):  # the webserver's first queries after a PostgreSQL restart may answer 500
+            result = self.exec(service, "python3", "-c", code, query, check=attempt == 4)
+            if result.returncode == 0:
+                return json.loads(result.stdout.decode())
+            time.sleep(3)
+
+
+def socket_settings(docker: Docker) -> dict[str, str]:
+    """DOCKER_SOCKET and DOCKER_SOCKET_GID for deploy/docker-compose.docker-runs.yaml: the daemon's socket on
+    this host, mounted into the containers that launch and watch run containers."""
+    if not docker.host.startswith("unix://"):
+        return {}
+    path = docker.host.removeprefix("unix://")
+    return {"DOCKER_SOCKET": path, "DOCKER_SOCKET_GID": str(os.stat(path).st_gid)}
 
 
 def write_snapshot(folder: Path, people: int, seed: int) -> dict[str, int]:

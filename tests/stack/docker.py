@@ -16,6 +16,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = [REPO / "deploy" / "docker-compose.yaml", Path(__file__).with_name("docker-compose.override.yaml")]
+# The multi-host stack: every run in a container of its own (deploy/docker-compose.docker-runs.yaml).
+DOCKER_RUNS_COMPOSE_FILES = [COMPOSE_FILES[0], REPO / "deploy" / "docker-compose.docker-runs.yaml", COMPOSE_FILES[1]]
 
 
 class DockerUnavailable(Exception):

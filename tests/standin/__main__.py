@@ -10,6 +10,7 @@ import json
 import signal
 import threading
 
+from tests.standin.alias_log import record_alias_moves
 from tests.standin.server import start_standin
 
 
@@ -23,6 +24,7 @@ def main() -> None:
     parser.add_argument("--accept-string-properties", action="store_true",
                         help="take string node properties over Arrow (the demo snapshot has them; pair with "
                              "neo4j.arrow_string_properties: true)")
+    parser.add_argument("--alias-log", help="append every alias move to this file (tests/standin/alias_log.py)")
     args = parser.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -30,6 +32,8 @@ def main() -> None:
                        arrow_port=args.arrow_port, listen=args.listen) as standin:
         if standin.arrow is not None:
             standin.arrow.accept_string_properties = args.accept_string_properties
+        if args.alias_log:
+            record_alias_moves(standin.dbms, args.alias_log, stop)
         print(json.dumps({"bolt_port": standin.bolt_port, "arrow_port": standin.arrow_port}), flush=True)
         try:
             stop.wait()
