@@ -37,7 +37,7 @@ import dagster as dg
 
 from bluegreen_dagster import bluegreen as rules
 from bluegreen_dagster import drain, fingerprints, plausibility, records, smoke
-from bluegreen_dagster.concurrency import LOADS_POOL, LostLock, customer_lock, load_slot
+from bluegreen_dagster.concurrency import LOADS_POOL, LostLock, customer_lock, end_worker, load_slot
 from bluegreen_dagster.config import ConfigError
 from bluegreen_dagster.live_graph import SWITCH, record_live
 from bluegreen_dagster.names import InvalidName, SnapshotError, parse_partition_key
@@ -115,7 +115,8 @@ def snapshot_database(context: dg.AssetExecutionContext, pipeline: PipelineResou
     """A new database named after the partition, bulk-loaded from the snapshot's Parquet files."""
     snapshot = snapshot_of(context, pipeline)
     started = time.monotonic()
-    with load_slot(context.instance, pipeline.max_concurrent_loads, on_wait=context.log.info) as claimed_by:
+    with load_slot(context.instance, pipeline.max_concurrent_loads, on_wait=context.log.info,
+                   watch_seconds=pipeline.lost_lock_check_seconds, on_lost=end_worker) as claimed_by:
         waited = time.monotonic() - started
         with step_errors(context, pipeline.max_retries), target.open(progress_to=context.log.info) as graph:
             fingerprint = snapshot.fingerprint()

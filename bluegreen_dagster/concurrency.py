@@ -19,6 +19,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -109,17 +111,67 @@ def sync_pool_limit(instance: dg.DagsterInstance, limit: int) -> bool:
 
 @contextmanager
 def load_slot(instance: dg.DagsterInstance, limit: int, on_wait: Callable[[str], None] = lambda _: None,
-              poll_seconds: float = 0.5) -> Iterator[str]:
+              poll_seconds: float = 0.5, watch_seconds: float = 0,
+              on_lost: Callable[[str], None] | None = None) -> Iterator[str]:
     """Hold one of `limit` load slots while the step loads; yields which ("slot 2 of 2 (postgres advisory lock)").
 
     The slots are named locks `load-slot:0` .. `load-slot:<limit-1>`: a step takes whichever is free, so at most
     `limit` steps hold one, on any host. Dagster's pool slot, claimed before the step started, is not enough:
     Dagster counts free slots and takes one by id in separate statements, so steps asking at the same instant can
-    all be admitted (seen: three loads at once with a limit of two)."""
+    all be admitted (seen: three loads at once with a limit of two).
+
+    With `watch_seconds` and `on_lost`, the slot is proven held every `watch_seconds` while the load runs, and
+    `on_lost(why)` is called once when it is not (`watch_lock`)."""
     names = [f"load-slot:{i}" for i in range(limit)]
     busy = f"all {limit} load slots are taken (orchestrator.max_concurrent_loads={limit})"
-    with _any_lock(instance, names, busy=busy, on_wait=on_wait, poll_seconds=poll_seconds) as (kind, held):
+    with _any_lock(instance, names, busy=busy, on_wait=on_wait, poll_seconds=poll_seconds) as (kind, held), \
+            watch_lock(kind, watch_seconds, on_lost):
         yield f"slot {names.index(held) + 1} of {limit} ({kind})"
+
+
+# The exit status of a run worker that ended itself because it lost its load slot's lock (EX_TEMPFAIL).
+LOST_LOCK_EXIT_CODE = 75
+
+
+def end_worker(why: str) -> None:
+    """End this run worker at once: it lost its lock and is cut off, so it can neither finish its load usefully nor
+    report (the instance is unreachable). Its run launcher then sees the worker gone and fails the run, which frees
+    its pool slot (docs/hosts.md, "The nemesis test"); its partial database is dropped by the next attempt or
+    reconcile. Printed to stderr, the one place left to say it."""
+    sys.stderr.write(f"bluegreen: ending this run worker: {why}\n")
+    sys.stderr.flush()
+    os._exit(LOST_LOCK_EXIT_CODE)
+
+
+@contextmanager
+def watch_lock(held: HeldLock, every: float, on_lost: Callable[[str], None] | None) -> Iterator[None]:
+    """Prove `held` every `every` seconds in a thread while the block runs; call `on_lost(why)` once if it is lost.
+
+    Why: a worker cut off from PostgreSQL and the target at once hangs on dead connections while its process (its
+    container) lives on, so Dagster keeps its run STARTED and its pool slot claimed, and every customer's next load
+    waits behind it (the nemesis test, docs/hosts.md). Its session's advisory lock is gone by then (PostgreSQL's
+    keepalive, `_KEEPALIVE`), and the proof, failing within libpq's tcp_user_timeout, tells the worker so."""
+    if not every or on_lost is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(every):
+            try:
+                held.ensure_held()
+            except LostLock as exc:
+                if not stop.is_set():
+                    on_lost(str(exc))
+                return
+
+    thread = threading.Thread(target=watch, name=f"watch {held.name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every + 60)  # a proof in flight ends within tcp_user_timeout
 
 
 @contextmanager

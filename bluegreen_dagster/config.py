@@ -158,6 +158,9 @@ class OrchestratorSettings(_Section):
     keep_databases: int = Field(2, ge=1)
     # A snapshot without an _SUCCESS marker counts as complete once no file in it changed for this long.
     settle_seconds: float = Field(30, ge=0)
+    # While a load runs, its load slot's lock is proven this often; a run worker that lost it (cut off from the
+    # Dagster instance's PostgreSQL) ends its own process so its run fails and frees its slot. 0: never checked.
+    lost_lock_check_seconds: float = Field(10, ge=0)
     # Bounds the work of one sensor tick; the rest is picked up by the next ticks.
     max_runs_per_tick: int = Field(20, ge=1, le=500)
     # The plausibility gate (plausibility.py): refuse a switch that shrinks nodes or relationships by more than

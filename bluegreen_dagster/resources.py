@@ -83,6 +83,7 @@ class PipelineResource(dg.ConfigurableResource):
     keep_databases = property(lambda self: self.orchestration.keep_databases)
     max_retries = property(lambda self: self.orchestration.max_retries)
     max_concurrent_loads = property(lambda self: self.orchestration.max_concurrent_loads)
+    lost_lock_check_seconds = property(lambda self: self.orchestration.lost_lock_check_seconds)
     max_runs_per_tick = property(lambda self: self.orchestration.max_runs_per_tick)
 
     def shrink_limit(self, customer: str) -> float:
