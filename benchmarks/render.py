@@ -26,6 +26,8 @@ def render(results: dict, out: Path) -> Path:
                           ("cypher", _cypher), ("labels", _labels)):
         parts.append(section(results, plots) + _when(results.get(name)))
     parts.append(_goals(results))
+    parts.append("## Run history on PostgreSQL\n\nMeasured by hand with bench_run_history.py (not part of report.py): "
+                 "[RUN_HISTORY.md](RUN_HISTORY.md).")
     out.write_text("\n\n".join(p.strip("\n") for p in parts) + "\n")
     return out
 
