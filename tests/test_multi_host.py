@@ -80,7 +80,7 @@ def bad_counts(target_class) -> None:
 
     def count(self, database):
         counts = real(self, database)
-        if is_bad(parse_partition_key(database).ts):
+        if database != CUSTOMER and is_bad(parse_partition_key(database).ts):  # counts through the alias are real
             return type(counts)(counts.nodes - 1, counts.relationships, counts.labels, counts.types)
         return counts
 
