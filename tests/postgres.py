@@ -43,6 +43,12 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
 
+    def instance_home(self, folder: Path, extra: str = "") -> Path:
+        """`folder` made a Dagster home whose instance is this server (`instance_yaml`); returns it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dagster.yaml").write_text(self.instance_yaml(extra))
+        return folder
+
     def instance_yaml(self, extra: str = "") -> str:
         """dagster.yaml with this server as run, event log and schedule storage (password from $PGPASSWORD)."""
         return (f"storage:\n  postgres:\n    postgres_db:\n      username: {self.user}\n"

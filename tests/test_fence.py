@@ -236,9 +236,7 @@ def _state(pid: int) -> str:
 def test_a_paused_worker_resumes_after_losing_its_lock_and_moves_nothing(
         postgres: Postgres, project: Project, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     monkeypatch.setenv("PGPASSWORD", postgres.password)
-    home = project.root / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(postgres.instance_yaml())
+    home = postgres.instance_home(project.root / "dagster_home")
     for ts in TIMESTAMPS:
         write_snapshot(project.data, "acme", ts, people=PEOPLE)
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -36,7 +36,7 @@ def instance(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     if request.param == "postgres":
         pg: Postgres = request.getfixturevalue("postgres")
         monkeypatch.setenv("PGPASSWORD", pg.password)
-        (home / "dagster.yaml").write_text(pg.instance_yaml())
+        pg.instance_home(home)
     with dg.DagsterInstance.from_config(str(home)) as inst:
         yield inst
 

@@ -5,6 +5,7 @@ is a real process holding the slot the way the load step does."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -31,7 +32,7 @@ WORKER = textwrap.dedent("""
 
 
 def start_worker(home: Path, pg: Postgres, watch_seconds: float) -> subprocess.Popen:
-    env = {**__import__("os").environ, "PGPASSWORD": pg.password}
+    env = {**os.environ, "PGPASSWORD": pg.password}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(home), str(watch_seconds)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert worker.stdout.readline().startswith("holding slot 1 of 1 (postgres advisory lock)")
@@ -45,12 +46,9 @@ def end_advisory_sessions(pg: Postgres) -> int:
         return len(cur.fetchall())
 
 
-@pytest.mark.parametrize("watch_seconds", [0.3])
-def test_a_worker_whose_load_lock_is_gone_ends_itself_and_says_why(postgres, tmp_path, watch_seconds):  # noqa: F811
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(postgres.instance_yaml())
-    worker = start_worker(home, postgres, watch_seconds)
+def test_a_worker_whose_load_lock_is_gone_ends_itself_and_says_why(postgres, tmp_path):  # noqa: F811
+    home = postgres.instance_home(tmp_path / "home")
+    worker = start_worker(home, postgres, 0.3)
     try:
         assert end_advisory_sessions(postgres) == 1
         try:
@@ -65,9 +63,7 @@ def test_a_worker_whose_load_lock_is_gone_ends_itself_and_says_why(postgres, tmp
 
 def test_without_the_check_a_worker_that_lost_its_lock_runs_on(postgres, tmp_path):  # noqa: F811
     """The behaviour the check exists for: `lost_lock_check_seconds: 0` and the worker does not notice."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(postgres.instance_yaml())
+    home = postgres.instance_home(tmp_path / "home")
     worker = start_worker(home, postgres, 0)
     try:
         assert end_advisory_sessions(postgres) == 1
