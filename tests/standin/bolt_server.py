@@ -582,6 +582,7 @@ class Executor:
 
         def apply() -> None:
             with self.dbms.lock:
+                self.dbms.batches_taken += 1  # a loader batch (hold_at_batch counts them)
                 for props, internal_id in zip(planned, made, strict=True):
                     graph.create_node(static_labels, props, internal_id)
 
@@ -601,6 +602,7 @@ class Executor:
 
         def apply() -> None:
             with self.dbms.lock:
+                self.dbms.batches_taken += 1  # a loader batch (hold_at_batch counts them)
                 for a, b, props in planned:
                     graph.relationships.append((a, rel_type, b))
                     graph.relationship_properties.append(props)
@@ -843,8 +845,11 @@ class BoltConnection:
                     self.tx_writes.append(result.apply)
                 else:
                     result.apply()
+            self.dbms.commit_point()  # auto-commit writes and administration commands are durable before SUCCESS
         except DbmsError as exc:
             return self._fail(exc)
+        if not in_tx:
+            self.dbms.hold_if_due()
         metadata: dict[str, Any] = {"fields": result.fields, "t_first": 0}
         if in_tx:
             qid = next(self.qids)
@@ -910,8 +915,10 @@ class BoltConnection:
             with self.dbms.lock:
                 for write in writes:
                     write()
+            self.dbms.commit_point()
         except DbmsError as exc:
             return self._fail(exc)
+        self.dbms.hold_if_due()
         self._reset_work()
         self.state = "READY"
         self.success({"bookmark": f"FB:standin:{next(self.bookmarks)}"})
