@@ -183,7 +183,8 @@ def test_a_target_restarted_mid_load_keeps_the_alias_and_the_retry_goes_live(tmp
             # which no reader is granted.
             assert listed == {good: "online", new: "online"}
             partial = target.count(new)
-            assert queries.LOAD_LABEL in partial.labels and 0 < partial.nodes < NEW_PEOPLE + 1
+            loaded = partial.nodes - partial.labels.get(queries.LOAD_LABEL, 0)
+            assert partial.labels.get(queries.LOAD_LABEL) == 1 and 0 < loaded < NEW_PEOPLE + 1, partial
             assert "access" in str(as_reader(restarted.bolt_uri, new)).lower()
         result = cleanup(target, CUSTOMER, 1, in_flight=set)
         assert good not in result.dropped
