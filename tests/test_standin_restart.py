@@ -6,7 +6,8 @@ What a user must see, with either loader: the load fails with a retryable error 
 still serves the last good database, to a reader with its own role, with the old counts; the interrupted
 database is not served; retrying the load succeeds and the alias moves. The stand-in models what Neo4j keeps
 across a restart (docs/testing.md, "The stand-in across a restart"): an Arrow import that had not finished leaves
-no database, a Cypher-loaded one keeps the batches committed before the kill.
+no database, a Cypher-loaded one keeps the batches committed before the kill. The first tests check that model
+in one process (what a restart would find in the data directory); the last runs the whole story across processes.
 """
 
 from __future__ import annotations
@@ -31,12 +32,60 @@ from bluegreen_dagster.targets.base import TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 from tests.helpers import STANDIN_PASSWORD as PASSWORD
+from tests.standin.dbms import Dbms, Privilege
+from tests.standin.persistence import FILE, DataDir
+from tests.standin.server import start_standin
 
 REPO = Path(__file__).resolve().parent.parent
 CUSTOMER = "acme"
 T0 = 1767741527
 READER, READER_PASSWORD, ROLE = "alice", "alice-pw-1", "acme-reader"
 GOOD_PEOPLE, NEW_PEOPLE = 40, 60  # 41 and 61 nodes (one company each): told apart through the alias
+
+
+def after_restart(data_dir: Path) -> Dbms:
+    """What a stand-in started now from `data_dir` would hold."""
+    dbms = Dbms(password=PASSWORD)
+    assert DataDir(data_dir).load(dbms)
+    return dbms
+
+
+def test_an_open_transaction_is_lost_and_a_committed_one_kept(tmp_path):
+    with start_standin(password=PASSWORD, data_dir=tmp_path) as standin, \
+            neo4j.GraphDatabase.driver(standin.bolt_uri, auth=("neo4j", PASSWORD)) as driver:
+        driver.execute_query(queries.CREATE_DATABASE, name="acme-1", database_="system")
+        with driver.session(database="acme-1") as session:
+            tx = session.begin_transaction()
+            tx.run(queries.CREATE_LOAD_MARKER).consume()
+            assert after_restart(tmp_path).databases["acme-1"].graph.nodes == {}
+            tx.commit()
+        assert list(after_restart(tmp_path).databases["acme-1"].graph.nodes.values()) == [(queries.LOAD_LABEL,)]
+    assert [p.name for p in tmp_path.iterdir()] == [FILE]  # no temp file left by the atomic replace
+
+
+def test_the_catalog_survives_a_restart(tmp_path):
+    """Aliases with their PROPERTIES (the fence), users, roles, privileges, indexes and the access mode."""
+    with start_standin(password=PASSWORD, data_dir=tmp_path) as standin, \
+            neo4j.GraphDatabase.driver(standin.bolt_uri, auth=("neo4j", PASSWORD)) as driver:
+        for statement, params in (
+                (queries.CREATE_DATABASE, {"name": "acme-1"}),
+                (queries.CREATE_ALIAS, {"alias": "acme", "database": "acme-1", "moves": 3}),
+                ("CREATE ROLE $role IF NOT EXISTS", {"role": ROLE}),
+                ("CREATE USER $user IF NOT EXISTS SET PASSWORD $password CHANGE NOT REQUIRED",
+                 {"user": READER, "password": READER_PASSWORD}),
+                ("GRANT ROLE $role TO $user", {"role": ROLE, "user": READER}),
+                (queries.GRANT_ACCESS, {"database": "acme", "role": ROLE})):
+            driver.execute_query(statement, params, database_="system")
+        driver.execute_query(queries.CREATE_PROPERTY_INDEX.format(label="`Person`", property="`name`"),
+                             database_="acme-1")
+        driver.execute_query(queries.SET_READ_ONLY, name="acme-1", database_="system")
+    dbms = after_restart(tmp_path)
+    assert dbms.aliases == {"acme": "acme-1"}
+    assert dbms.alias_fence("acme") == ("acme-1", {"served": "acme-1", "moves": 3})
+    assert dbms.check_credentials(READER, READER_PASSWORD) and ROLE in dbms.roles_of(READER)
+    assert Privilege("GRANT", "ACCESS", "", "acme-1", "", ROLE) in dbms.privileges
+    assert dbms.databases["acme-1"].access == "read-only"
+    assert set(dbms.databases["acme-1"].indexes) == {("Person", "name")}
 
 
 class StandinProcess:
