@@ -216,6 +216,8 @@ def test_a_target_restarted_mid_load_keeps_the_alias_and_the_retry_goes_live(tmp
     assert isinstance(error, TransientTargetError), f"{type(error).__name__}: {error}"
     assert PASSWORD not in str(error)
     assert "127.0.0.1" in str(error), f"the message should name the server: {error}"
+    # The server was gone, so nothing could be aborted or dropped: the message must not say it was.
+    assert "nothing is left" not in str(error), error
 
     restarted = StandinProcess(data_dir, ports)
     processes.append(restarted)
