@@ -249,8 +249,8 @@ class Dbms:
         # Restarts (persistence.py): with a data directory every commit point writes the durable state first.
         self.data_dir: DataDir | None = None
         # A kill point for restart tests: once `hold_at_batch` data batches were taken (Arrow DoPut batches
-        # received, Cypher loader batches committed), every connection reaching one stops answering until
-        # `release` is set; `on_hold` hears the first (the command line prints it).
+        # received, Cypher loader batches committed), every connection taking a batch stops answering until
+        # `release` is set, while other statements are answered; `on_hold` hears the first (the CLI prints it).
         self.hold_at_batch: int | None = None
         self.batches_taken = 0
         self.on_hold: Callable[[int], None] | None = None
