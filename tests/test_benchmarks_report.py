@@ -74,3 +74,23 @@ def test_failed_section_is_written_as_failed_and_the_rest_still_renders(tmp_path
     assert "**Failed** in this run: `RuntimeError: _ours_child exited with code 1`" in text
     assert "plots/arrow_load.png" not in text
     assert "plots/embedded_load.png" in text and "**not met** (7.1 s)" in text
+
+
+def test_labels_section_shows_cpu_beside_wall_time_and_renders_older_results_without_it(tmp_path):
+    def run(seconds: float, cpu: dict | None) -> dict:
+        out = {"seconds": seconds, "phases": {"plan": 0.1, "staging": 0.2, "copy": seconds - 0.3},
+               "copy_statements": 2, "statement_seconds": {"COPY": 0.5, "LOAD": 0.0, "CHECKPOINT": 7.25},
+               "node_tables": 1, "rel_pairs": 1, "database_mb": 2.3}
+        if cpu is not None:
+            out["statement_cpu_seconds"] = cpu
+        return out
+
+    results = _results()
+    results["labels"] = {"nodes": 2000, "relationships": 5000, "labels": 40, "many_vs_one": 12.5,
+                         "one_label": run(1.0, None),  # results.json written before CPU seconds were measured
+                         "many_labels": run(12.5, {"COPY": 0.25, "LOAD": 0.0, "CHECKPOINT": 3.5})}
+    text = render(results, tmp_path / "RESULTS.md").read_text()
+    section = text.split("## Embedded target: many labels vs one", 1)[1]
+    assert "| 0.5 s (0.25 s) | 7.25 s (3.5 s) |" in section
+    assert "| 0.5 s (? s) | 7.25 s (? s) |" in section
+    assert "**many / one: 12.5x** (goal: at most 2x" in section
