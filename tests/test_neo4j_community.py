@@ -166,6 +166,7 @@ def test_alias_listing_parses_and_is_refused_as_enterprise_only(neo4j_community)
     ("COUNT_NODES", "neo4j", {}),
     ("COUNT_BY_LABEL", "neo4j", {}),
     ("COUNT_BY_TYPE", "neo4j", {}),
+    ("COUNT_LOAD_MARKERS", "neo4j", {}),
     ("USER_ROLES", "system", {"user": "neo4j"}),
     ("SHOW_INDEXES", "neo4j", {}),
     ("AWAIT_INDEXES", "neo4j", {"seconds": 5}),

@@ -119,7 +119,8 @@ UNDECIDED_STATUSES = frozenset({"unknown", "deallocating", "starting", "store co
 class DatabaseInfo:
     name: str
     # "online" when complete and readable; "loading" while a load is writing it; "failed" for what a crashed load
-    # left behind (cleanup removes it); other target states (e.g. Neo4j's "offline") as the target reports them.
+    # left behind (cleanup removes it); on Neo4j "incomplete" for an online database its load has not finished
+    # (writing now, or cut off); other target states (e.g. Neo4j's "offline") as the target reports them.
     status: str
 
 

@@ -226,7 +226,7 @@ class Executor:
         "DROP_DATABASE": ADMIN, "DATABASE_ACCESS": ADMIN, "SERVER_COUNT": ADMIN, "SERVERS": ADMIN,
         "CREATE_DATABASE_TOPOLOGY": ADMIN, "DATABASE_ALLOCATION": ADMIN, "MOUNT_DATABASE": ADMIN,
         "MOUNT_DATABASE_TOPOLOGY": ADMIN, "SET_READ_ONLY": ADMIN, "SET_READ_WRITE": ADMIN,
-        "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA,
+        "COUNT_BY_LABEL": DATA, "COUNT_NODES": DATA, "COUNT_BY_TYPE": DATA, "COUNT_LOAD_MARKERS": DATA,
     }  # everything else (the Cypher loader's statements) is DATA
 
     def handled(self) -> set[str]:
@@ -453,6 +453,12 @@ class Executor:
         graph = self.dbms.counts(db)
         with self.dbms.lock:
             return Result(["count"], [[len(graph.nodes) if self._sees(db, "NODE *") else 0]])
+
+    def _q_COUNT_LOAD_MARKERS(self, p, db):
+        graph = self.dbms.counts(db)
+        with self.dbms.lock:
+            markers = sum(queries.LOAD_LABEL in labels for labels in graph.nodes.values())
+            return Result(["markers"], [[markers if self._sees(db, "NODE *") else 0]])
 
     def _q_COUNT_BY_TYPE(self, p, db):
         graph = self.dbms.counts(db)

@@ -121,6 +121,8 @@ ID_PROPERTY = "nodeId"  # the node property that holds the snapshot's node id (b
 LOAD_LABEL = "_BluegreenLoad"
 CREATE_LOAD_MARKER = "CREATE (m:_BluegreenLoad) RETURN count(m) AS created"
 DELETE_LOAD_MARKER = "MATCH (m:_BluegreenLoad) DELETE m RETURN count(m) AS removed"
+# Both counts come from Neo4j's count store (no scan): cheap enough for every listing of a customer's databases.
+COUNT_LOAD_MARKERS = "MATCH (m:_BluegreenLoad) RETURN count(m) AS markers"
 
 CREATE_ID_INDEX = "CREATE INDEX IF NOT EXISTS FOR (n:{label}) ON (n.nodeId)"
 AWAIT_INDEXES = "CALL db.awaitIndexes($seconds)"

@@ -284,8 +284,22 @@ class Neo4jTarget(GraphTarget):
             except InvalidName:
                 continue
             if sid.customer == customer:
-                out.append(DatabaseInfo(name, status))
+                out.append(DatabaseInfo(name, self._completeness(name) if status == "online" else status))
         return sorted(out, key=lambda d: parse_partition_key(d.name).ts)
+
+    def _completeness(self, name: str) -> str:
+        """An online database is "incomplete" while the Cypher loader's marker is there or nothing was written
+        yet (a load writing it now, or one cut off, e.g. by a server restart): cleanup drops it unless a run loads
+        it, and nothing switches, reuses or rolls back to it (they all want "online"). "unknown" if it cannot be
+        read now (cleanup waits for that)."""
+        what = f"checking whether {name} was loaded completely"
+        try:
+            if self.admin.read(name, queries.COUNT_LOAD_MARKERS, what)[0]["markers"]:
+                return "incomplete"
+            return "online" if self.admin.read(name, queries.COUNT_NODES, what)[0]["count"] else "incomplete"
+        except TransientTargetError as exc:
+            log.warning("%s", exc)
+            return "unknown"
 
     def alias_target(self, customer: str) -> str | None:
         return self.admin.alias_target(customer)
