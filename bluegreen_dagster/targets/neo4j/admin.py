@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import neo4j
 from neo4j import exceptions as nx
 
-from bluegreen_dagster.config import Neo4jSettings, TopologySettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings, TopologySettings
 from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.targets.base import (
     PermanentTargetError,
