@@ -112,7 +112,7 @@ def _read_child(folder: str, queue) -> None:
 
 
 def _ours_child(folder: str, port: int, strings: bool, concurrency: int, batch_size: int, queue) -> None:
-    from bluegreen_dagster.config import Neo4jSettings
+    from bluegreen_dagster.config_neo4j import Neo4jSettings
     from bluegreen_dagster.snapshots import snapshot_at
     from bluegreen_dagster.targets.neo4j.arrow import ArrowLoader
 

@@ -1,4 +1,6 @@
-"""The one home of configuration: `config.yaml`, validated with pydantic.
+"""The one home of configuration: `config.yaml` read and validated with pydantic into `Settings`, whose fields are
+the sections. The small sections are here; those with a concept of their own have their model beside this file:
+`neo4j:` in config_neo4j.py, `smoke:` in config_smoke.py, `alerts:` in config_alerts.py.
 
 Every entry point (CLI, Dagster definitions, the daemon) calls `load_settings()`, which reads the file named by
 `BLUEGREEN_CONFIG` (default `./config.yaml`). `${VAR}` and `${VAR:-default}` expand from the environment; a
@@ -13,26 +15,18 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
-from bluegreen_dagster.names import IDENTIFIER_RE, validate_customer
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from bluegreen_dagster.config_alerts import AlertSettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings, TopologySettings
+from bluegreen_dagster.config_section import Section
+from bluegreen_dagster.config_smoke import SmokeSettings
+from bluegreen_dagster.names import validate_customer
 
 CONFIG_ENV_VAR = "BLUEGREEN_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
-# neo4j.uri schemes: direct (bolt) or routed (neo4j), plain or TLS with the system store / neo4j.tls_ca_file.
-URI_SCHEMES = ("bolt", "bolt+s", "neo4j", "neo4j+s")
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -41,112 +35,11 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key and what to fix."""
 
 
-class _Section(BaseModel):
-    # A typo in a key is an error, not a silently ignored setting.
-    model_config = ConfigDict(extra="forbid")
-
-
-class TopologySettings(_Section):
-    """`CREATE DATABASE ... TOPOLOGY p PRIMARIES s SECONDARIES` on a Neo4j cluster (neo4j.topology, or per customer
-    customers.<name>.topology). Neo4j 5 allows 1-11 primaries and 0-20 secondaries per database."""
-
-    primaries: int = Field(1, ge=1, le=11)
-    secondaries: int = Field(0, ge=0, le=20)
-
-
-class Neo4jSettings(_Section):
-    host: str = "localhost"
-    bolt_port: int = Field(7687, ge=1, le=65535)
-    arrow_port: int = Field(8491, ge=1, le=65535)
-    user: str = "neo4j"
-    password: SecretStr = SecretStr("")
-    tls: bool = False
-    # PEM file with the CA that signed the server's certificate; the system store is used when unset.
-    tls_ca_file: Path | None = None
-    concurrency: int = Field(4, ge=1, le=256)
-    # `arrow` needs GDS Enterprise with the Arrow Flight server; `cypher` works on any Neo4j Enterprise.
-    loader: Literal["arrow", "cypher"] = "arrow"
-    batch_size: int = Field(10_000, ge=1, le=1_000_000)
-    # Seconds to wait for a new database to come online after the load.
-    online_timeout: float = Field(300, gt=0)
-    # GDS Arrow: a stream with no acknowledged batch for this many seconds counts as stalled (the load is aborted
-    # and retried). Streams and LOAD_DONE finalisation themselves have no deadline, however long they run.
-    stall_timeout: float = Field(300, gt=0)
-    # GDS Arrow: send string node properties (GDS does not document them for database import; unverified).
-    arrow_string_properties: bool = False
-    # GDS Arrow: nulls in properties are refused (the Cypher loader stores no property, GDS would store NaN);
-    # `nan` sends null floats as NaN instead.
-    arrow_nulls: Literal["refuse", "nan"] = "refuse"
-    # Readers (targets/neo4j/access.py, docs/neo4j-readers.md). Before the alias moves, the new database gets the
-    # read privileges every role has on the current target, plus ACCESS and MATCH for these roles (per customer
-    # too: customers.<name>.reader_roles); off only when grants are made on `*` or by the operator's own tooling.
-    reader_access_follows_alias: bool = True
-    reader_roles: list[str] = []
-    # Users whose read of the new database is proven (a count through `impersonated_user`, which needs IMPERSONATE
-    # for neo4j.user) before the alias moves; a user who cannot read blocks the switch. Per customer too.
-    reader_users: list[str] = []
-    # Ready before live (targets/neo4j/readiness.py): after the load, before verification, an index on the node key
-    # of every label plus these (label -> property names), waited for until ONLINE within index_timeout seconds;
-    # then the database is marked read-only (ALTER DATABASE ... SET ACCESS READ ONLY) unless read_only is false.
-    indexes: dict[str, list[str]] = {}
-    index_timeout: float = Field(600, gt=0)
-    read_only: bool = True
-    # A GDS Arrow import builds the store on the one server GDS runs on; on a cluster (SHOW SERVERS lists more than
-    # one) the Arrow loader is refused unless this says the operator knows what GDS does there.
-    arrow_on_cluster: bool = False
-    # One Bolt URI instead of host/bolt_port/tls: bolt:// and bolt+s:// reach one server; neo4j:// and neo4j+s://
-    # route (a cluster: admin work to the system database's writer, verification reads to a reader). It sets host,
-    # bolt_port and tls; setting one of those as well, to another value, is an error.
-    uri: str = ""
-    # The topology of every new database (CREATE DATABASE ... TOPOLOGY); unset: the cluster's default allocation.
-    # Per customer: customers.<name>.topology.
-    topology: TopologySettings | None = None
-    # GDS Arrow (targets/neo4j/arrow_mount.py): seconds GDS may take, after RELATIONSHIP_LOAD_DONE replied, to
-    # register and start the database it wrote, plus 1 s per 20 MB of snapshot (the store may still be written).
-    # Within that wait (bounded by online_timeout) no CREATE DATABASE is ever sent for it.
-    arrow_mount_wait: float = Field(30, gt=0)
-
-    @model_validator(mode="after")
-    def _uri_sets_host_port_tls(self) -> Neo4jSettings:
-        if not self.uri:
-            return self
-        parsed = urlsplit(self.uri)
-        if parsed.scheme not in URI_SCHEMES or not parsed.hostname or parsed.path not in ("", "/") or parsed.query:
-            raise ValueError(f"neo4j.uri {self.uri!r} is not a Bolt URI: write scheme://host[:port] with scheme "
-                             f"{', '.join(URI_SCHEMES)}")
-        try:
-            port = parsed.port or 7687
-        except ValueError:
-            raise ValueError(f"neo4j.uri {self.uri!r} has an invalid port") from None
-        found = {"host": parsed.hostname, "bolt_port": port, "tls": parsed.scheme.endswith("+s")}
-        clash = [k for k, v in found.items() if k in self.model_fields_set and getattr(self, k) != v]
-        if clash:
-            raise ValueError(f"neo4j.uri {self.uri!r} disagrees with neo4j.{', neo4j.'.join(clash)}: set one of them")
-        for key, value in found.items():
-            object.__setattr__(self, key, value)
-        return self
-
-    @property
-    def routing(self) -> bool:
-        """True for neo4j:// and neo4j+s:// (routed, e.g. a cluster), False for a direct bolt:// connection."""
-        return self.uri.startswith("neo4j")
-
-    @field_validator("indexes")
-    @classmethod
-    def _index_names(cls, indexes: dict[str, list[str]]) -> dict[str, list[str]]:
-        for label, properties in indexes.items():
-            for name in (label, *properties):
-                if not IDENTIFIER_RE.match(name):
-                    raise ValueError(f"{name!r} is not a label or property name: use letters, digits and '_', "
-                                     "starting with a letter")
-        return indexes
-
-
-class DatasetSettings(_Section):
+class DatasetSettings(Section):
     base_path: Path = Path("data")
 
 
-class OrchestratorSettings(_Section):
+class OrchestratorSettings(Section):
     # The limit of the Dagster pool `bluegreen_loads` (the load step), enforced by the instance across hosts.
     max_concurrent_loads: int = Field(1, ge=1, le=64)
     scan_interval: int = Field(10, ge=1, le=86_400)
@@ -200,82 +93,7 @@ class OrchestratorSettings(_Section):
         return value
 
 
-# Pre-switch smoke queries (smoke.py): read-only Cypher on a new database after verification, before the switch.
-_SMOKE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class SmokeQuery(_Section):
-    """One smoke query and exactly one expectation: `min_rows`, `equals` (with `column`) or `within_seconds`."""
-
-    name: str
-    query: str = Field(min_length=1)
-    min_rows: int | None = Field(None, ge=0)        # the query returns at least this many rows
-    column: str | None = None                       # with `equals`: this column of the first row ...
-    equals: bool | int | float | str | None = None  # ... holds this value
-    within_seconds: float | None = Field(None, gt=0, le=3600)  # the query runs to its end within this time
-    # The time limit of a `min_rows` / `equals` query (`within_seconds` is its own limit).
-    timeout_seconds: float = Field(60, gt=0, le=3600)
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, name: str) -> str:
-        if not _SMOKE_NAME_RE.match(name):
-            raise ValueError("a smoke query name is 1-64 letters, digits, '_', '.' or '-', e.g. people-exist")
-        return name
-
-    @model_validator(mode="after")
-    def _one_expectation(self) -> SmokeQuery:
-        given = [key for key in ("min_rows", "equals", "within_seconds") if key in self.model_fields_set]
-        if len(given) != 1:
-            raise ValueError(f"smoke query {self.name!r} needs exactly one expectation: min_rows: N, equals: X "
-                             f"(with column: NAME) or within_seconds: T (it has {', '.join(given) or 'none'})")
-        if ("column" in self.model_fields_set) != ("equals" in given):
-            raise ValueError(f"smoke query {self.name!r}: column and equals go together (the value of that column "
-                             "in the first row)")
-        if "within_seconds" in given and "timeout_seconds" in self.model_fields_set:
-            raise ValueError(f"smoke query {self.name!r}: within_seconds is its own time limit; drop timeout_seconds")
-        return self
-
-    @property
-    def limit_seconds(self) -> float:
-        return self.within_seconds if self.within_seconds is not None else self.timeout_seconds
-
-
-class WarmupQuery(_Section):
-    """A read-only query run on the new database before the smoke queries and the switch (e.g. to fill caches)."""
-
-    query: str = Field(min_length=1)
-    timeout_seconds: float = Field(600, gt=0, le=86_400)
-
-
-class SmokeSettings(_Section):
-    """`smoke:` (all customers) or `customers.<name>.smoke:` (merged over it, see `merged`)."""
-
-    warmup: WarmupQuery | None = None
-    queries: list[SmokeQuery] = []
-
-    @field_validator("queries")
-    @classmethod
-    def _unique_names(cls, queries: list[SmokeQuery]) -> list[SmokeQuery]:
-        seen: set[str] = set()
-        for q in queries:
-            if q.name in seen:
-                raise ValueError(f"two smoke queries are named {q.name!r}: names must be unique")
-            seen.add(q.name)
-        return queries
-
-    def merged(self, override: SmokeSettings | None) -> SmokeSettings:
-        """This (global) plan with a customer's on top: a customer query replaces the global one of the same name,
-        others are added; the customer's `warmup` (even `warmup: null`) replaces the global one."""
-        if override is None:
-            return self
-        names = {q.name for q in override.queries}
-        queries = [q for q in self.queries if q.name not in names] + list(override.queries)
-        warmup = override.warmup if "warmup" in override.model_fields_set else self.warmup
-        return SmokeSettings(warmup=warmup, queries=queries)
-
-
-class CustomerSettings(_Section):
+class CustomerSettings(Section):
     """Per-customer settings: overrides of `orchestrator:` values (`customers: {acme-corp: {max_shrink_percent: 90}}`)
     and smoke queries on top of the global `smoke:`."""
 
@@ -289,70 +107,13 @@ class CustomerSettings(_Section):
     topology: TopologySettings | None = None
 
 
-class EmbeddedSettings(_Section):
+class EmbeddedSettings(Section):
     path: Path = Path(".bluegreen/embedded")
     # The health check refuses a load when less than this much disk is free (or 4x the snapshot's Parquet size).
     min_free_disk_mb: int = Field(512, ge=0)
 
 
-# Failure alerts (bluegreen_dagster/alerts/). Every channel is off until its address is set; secrets (webhook URLs,
-# tokens, the SMTP password, the Sentry DSN) are SecretStr so they never print, and come from ${VAR} in config.yaml.
-class SlackAlertSettings(_Section):
-    webhook_url: SecretStr = SecretStr("")      # incoming webhook
-    bot_token: SecretStr = SecretStr("")        # xoxb-... bot token, used with `channel` (chat.postMessage)
-    channel: str = Field("", validate_default=True)
-    api_url: str = "https://slack.com/api/"     # Slack Web API base; changed only for a proxy (or a test)
-
-    @field_validator("channel")
-    @classmethod
-    def _token_needs_channel(cls, channel: str, info: ValidationInfo) -> str:
-        # A field validator, not a model one: its error shows only this field's value, never the token.
-        token = info.data.get("bot_token")
-        if token is not None and token.get_secret_value() and not channel:
-            raise ValueError("a Slack bot_token needs a channel to post to, e.g. channel: \"#data-alerts\"")
-        return channel
-
-
-class EmailAlertSettings(_Section):
-    host: str = ""                              # SMTP server; e-mail is off while empty
-    port: int = Field(587, ge=1, le=65535)
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    ca_file: Path | None = None                 # PEM with the CA of a private SMTP server; system store otherwise
-    user: str = ""
-    password: SecretStr = SecretStr("")
-    sender: str = "bluegreen@localhost"
-    to: list[str] = Field([], validate_default=True)
-
-    @field_validator("to")
-    @classmethod
-    def _host_needs_recipients(cls, to: list[str], info: ValidationInfo) -> list[str]:
-        if info.data.get("host") and not to:
-            raise ValueError("e-mail alerts need at least one recipient, e.g. to: [oncall@example.com]")
-        return to
-
-
-class WebhookAlertSettings(_Section):
-    url: SecretStr = SecretStr("")              # receives a JSON object per alert (see README, "Alerts")
-    headers: dict[str, SecretStr] = {}          # e.g. Authorization: Bearer ${ALERT_WEBHOOK_TOKEN}
-
-
-class SentryAlertSettings(_Section):
-    dsn: SecretStr = SecretStr("")
-    environment: str = "production"
-
-
-class AlertSettings(_Section):
-    # Base of the links in alerts: <url>/runs/<run_id>.
-    dagster_webserver_url: str = "http://127.0.0.1:3000"
-    attempts: int = Field(3, ge=1, le=10)        # per channel, with backoff; a channel that stays down is skipped
-    timeout_seconds: float = Field(5, gt=0, le=60)
-    slack: SlackAlertSettings = SlackAlertSettings()
-    email: EmailAlertSettings = EmailAlertSettings()
-    webhook: WebhookAlertSettings = WebhookAlertSettings()
-    sentry: SentryAlertSettings = SentryAlertSettings()
-
-
-class Settings(_Section):
+class Settings(Section):
     target: Literal["embedded", "neo4j"] = "embedded"
     # dotted key -> the variable a whole value came from (`password: ${NEO4J_PASSWORD}`), set by parse_settings:
     # a secret is handed to Dagster as that variable (dg.EnvVar), never as its value.

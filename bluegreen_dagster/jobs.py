@@ -30,10 +30,10 @@ def dead_target_seconds(orchestrator: OrchestratorSettings) -> float:
     One step attempt: our ATTEMPTS tries of a call, each at most the driver's own retries (max_transaction_retry_time)
     plus one connection timeout, with BACKOFF between them. The RetryPolicy repeats the step max_retries times,
     after delays of (2^n - 1) x base +- base (exponential, plus-minus jitter), i.e. at most base x (2^(R+1) - 2)."""
-    from bluegreen_dagster.targets.neo4j import admin
+    from bluegreen_dagster.targets.neo4j import bolt
 
-    per_call = admin.ATTEMPTS * (admin.MAX_TRANSACTION_RETRY_TIME + admin.CONNECTION_TIMEOUT) \
-        + admin.BACKOFF * (2 ** (admin.ATTEMPTS - 1) - 1)
+    per_call = bolt.ATTEMPTS * (bolt.MAX_TRANSACTION_RETRY_TIME + bolt.CONNECTION_TIMEOUT) \
+        + bolt.BACKOFF * (2 ** (bolt.ATTEMPTS - 1) - 1)
     retries = orchestrator.max_retries
     return (retries + 1) * per_call + orchestrator.retry_backoff_base * (2 ** (retries + 1) - 2)
 

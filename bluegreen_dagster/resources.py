@@ -8,11 +8,11 @@ settings of `config.yaml` and the graph target they select.
   the seam that constructs the target object (`targets.make_target`) and closes it again.
 
 Each resource holds its sections as config.yaml has them (a mapping per section, validated when read back by the
-section's model in config.py): a field added to a settings model reaches the resource, the UI and the target with
-no edit here. `build_resources()` turns one parsed `config.yaml` into these; `definitions.py` and the CLI both
-call it, so there is one reading of the file per process. The Neo4j password is never resource config: it is a
-`dg.EnvVar` naming the variable that `config.yaml` writes as `${NEO4J_PASSWORD}`, so the UI shows the variable's
-name only.
+section's model, config.py or a config_*.py beside it): a field added to a settings model reaches the resource, the
+UI and the target with no edit here. `build_resources()` turns one parsed `config.yaml` into these; `definitions.py`
+and the CLI both call it, so there is one reading of the file per process. The Neo4j password is never resource
+config: it is a `dg.EnvVar` naming the variable that `config.yaml` writes as `${NEO4J_PASSWORD}`, so the UI shows
+the variable's name only.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pydantic import BaseModel, PrivateAttr
 from bluegreen_dagster.config import (
     ConfigError,
     EmbeddedSettings,
-    Neo4jSettings,
     OrchestratorSettings,
     Settings,
-    SmokeSettings,
     config_path,
     load_settings,
 )
+from bluegreen_dagster.config_neo4j import Neo4jSettings
+from bluegreen_dagster.config_smoke import SmokeSettings
 from bluegreen_dagster.progress import LoadProgress
 from bluegreen_dagster.targets import GraphTarget, make_target
 
@@ -105,7 +105,7 @@ class TargetResource(dg.ConfigurableResource):
     kind: ClassVar[str]
 
     def section(self) -> BaseModel:
-        """This target's section of config.yaml, validated by its model in config.py."""
+        """This target's section of config.yaml, validated by its model (config.py, config_neo4j.py)."""
         raise NotImplementedError
 
     def settings(self) -> Settings:

@@ -24,7 +24,7 @@ import dagster as dg
 from bluegreen_dagster import fingerprints, records
 from bluegreen_dagster.alerts import notify_run_failure
 from bluegreen_dagster.concurrency import sync_pool_limit
-from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.config_alerts import AlertSettings
 from bluegreen_dagster.folders import COMPLETE
 from bluegreen_dagster.names import SnapshotError, SnapshotId
 from bluegreen_dagster.partitions import snapshot_partitions

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bluegreen_dagster.config import SmokeQuery, SmokeSettings
+from bluegreen_dagster.config_smoke import SmokeQuery, SmokeSettings
 from bluegreen_dagster.targets.base import GraphTarget, QueryRefused, QueryTimedOut
 
 # Rows kept from each query: the first one is what `equals` reads, and a few are shown in the check's metadata.

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 
 from bluegreen_dagster.alerts import alert_for_run, blocked_switch_alert, send_alert
-from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.config_alerts import AlertSettings
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from tests.helpers import free_port
 from tests.test_alerts import KEY, WEB, alias_switch, refused_load, snapshot_database, verify_counts

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_dagster.config import ConfigError, Neo4jSettings, load_settings, parse_settings
+from bluegreen_dagster.config import ConfigError, load_settings, parse_settings
+from bluegreen_dagster.config_neo4j import Neo4jSettings
 
 
 def test_defaults_match_the_documented_ones(tmp_path: Path) -> None:

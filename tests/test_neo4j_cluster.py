@@ -1,7 +1,8 @@
 """A cluster read as one answer (targets/neo4j/cluster.py) on the Enterprise stand-in with three members, each with
 a Bolt listener of its own: per-server SHOW DATABASES rows merged, transient member states never a reason to drop,
 neo4j.topology reaching CREATE DATABASE and the load waiting until every allocated member runs the database,
-neo4j:// routing, the Arrow loader refused, health measured on every server (unknown when unreadable)."""
+neo4j:// routing, reads through the alias after a switch, the Arrow loader refused, health measured on every
+server (unknown when unreadable)."""
 
 from __future__ import annotations
 
@@ -291,6 +292,47 @@ def test_neo4j_uri_routes_admin_work_to_the_writer_and_verification_reads_to_a_r
     assert {e.get("member") for e in dbms.events_of("ALTER_ALIAS")} == {"server-1"}
     assert dbms.events_of("BOOKMARKS"), "system sessions after a write sent no bookmark"
 
+
+
+def test_a_switch_reads_through_the_alias_until_it_answers_the_new_database(standin, tmp_path):
+    """After the move, reads through the alias are repeated while they answer another graph (a reader member that
+    has not applied the move still serves the old one), compared with the counts verification just read: the new
+    database is counted once when the alias answers at once. An alias that never answers it fails transiently."""
+    from bluegreen_dagster import bluegreen
+    from bluegreen_dagster.snapshots import expected_counts
+
+    def grown(ts: int, people: int):
+        write_snapshot(tmp_path / "data", "acme", ts, people=people)
+        return snapshot_at(tmp_path / "data", "acme", ts)
+
+    with make_target(standin, tmp_path, online_timeout=1) as target:
+        real, counted, lagging = target.count, [], {"reads": 0, "serves": None}
+
+        def count(database):  # the next `reads` reads through the alias answer the graph of `serves`
+            counted.append(database)
+            if database == "acme" and lagging["reads"]:
+                lagging["reads"] -= 1
+                return real(lagging["serves"])
+            return real(database)
+
+        target.count = count
+        snaps = [grown(T0 + i, people) for i, people in enumerate((20, 30, 40, 50))]
+        for snap in snaps:
+            target.load(snap)
+        assert bluegreen.switch_if_newest(target, snaps[0].key, expected_counts(snaps[0])).switched
+
+        counted.clear()
+        assert bluegreen.switch_if_newest(target, snaps[1].key, expected_counts(snaps[1])).switched
+        assert counted == [snaps[1].key, "acme"], counted  # verified once, then one read through the alias
+
+        counted.clear()
+        lagging.update(reads=2, serves=snaps[1].key)
+        assert bluegreen.switch_if_newest(target, snaps[2].key, expected_counts(snaps[2])).switched
+        assert counted.count("acme") == 3 and lagging["reads"] == 0, counted
+
+        lagging.update(reads=10 ** 6, serves=snaps[2].key)
+        with pytest.raises(TransientTargetError, match="a reader member has not applied the move"):
+            bluegreen.switch_if_newest(target, snaps[3].key, expected_counts(snaps[3]))
 
 def test_bolt_uri_schemes_and_their_clashes(tmp_path):
     def neo4j(**section):

@@ -21,7 +21,8 @@ from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError
 from bluegreen_dagster.targets.neo4j import queries
-from bluegreen_dagster.targets.neo4j.admin import UNSUPPORTED_ADMIN, Admin
+from bluegreen_dagster.targets.neo4j.admin import Admin
+from bluegreen_dagster.targets.neo4j.bolt import UNSUPPORTED_ADMIN
 from bluegreen_dagster.targets.neo4j.cypher_loader import CypherLoader
 from bluegreen_dagster.targets.neo4j.target import Neo4jTarget
 

@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 import pytest
 
 from bluegreen_dagster import bluegreen
-from bluegreen_dagster.config import Settings, TopologySettings
+from bluegreen_dagster.config import Settings
+from bluegreen_dagster.config_neo4j import TopologySettings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.snapshots import expected_counts, snapshot_at
 from bluegreen_dagster.targets.base import PermanentTargetError, TargetError

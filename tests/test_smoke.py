@@ -16,7 +16,8 @@ import dagster as dg
 import pytest
 
 from bluegreen_dagster.alerts import alert_for_run
-from bluegreen_dagster.config import ConfigError, Settings, SmokeSettings, parse_settings
+from bluegreen_dagster.config import ConfigError, Settings, parse_settings
+from bluegreen_dagster.config_smoke import SmokeSettings
 from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.records import SNAPSHOTS_PARTITIONS_NAME
 from bluegreen_dagster.smoke import run_plan

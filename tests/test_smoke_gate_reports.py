@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen_dagster.config import SmokeQuery, SmokeSettings, WarmupQuery
+from bluegreen_dagster.config_smoke import SmokeQuery, SmokeSettings, WarmupQuery
 from bluegreen_dagster.smoke import SmokeReport, is_empty, run_plan, same_value
 from tests.embedded_helpers import demo, make_target
 

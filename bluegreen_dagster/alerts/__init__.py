@@ -7,7 +7,7 @@ import dagster as dg
 
 from bluegreen_dagster.alerts.channels import configured_channels, send_alert
 from bluegreen_dagster.alerts.compose import Alert, alert_for_run, blocked_switch_alert
-from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.config_alerts import AlertSettings
 from bluegreen_dagster.records import CUSTOMER_TAG, PARTITION_TAG
 
 __all__ = ["Alert", "alert_for_run", "blocked_switch_alert", "configured_channels", "notify_run_failure",

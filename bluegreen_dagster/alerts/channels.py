@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 
 from bluegreen_dagster.alerts.compose import Alert
-from bluegreen_dagster.config import AlertSettings
+from bluegreen_dagster.config_alerts import AlertSettings
 
 FIRST_BACKOFF_SECONDS = 0.5
 

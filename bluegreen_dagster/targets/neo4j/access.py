@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from bluegreen_dagster.config import Settings
 from bluegreen_dagster.targets.base import PermanentTargetError, validate_database
 from bluegreen_dagster.targets.neo4j import queries
-from bluegreen_dagster.targets.neo4j.admin import Admin, ReadRefused
+from bluegreen_dagster.targets.neo4j.admin import Admin
+from bluegreen_dagster.targets.neo4j.bolt import ReadRefused
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings
 from bluegreen_dagster.progress import NO_PROGRESS, LoadProgress
 from bluegreen_dagster.schema_rules import check_snapshot
 from bluegreen_dagster.snapshots import Snapshot

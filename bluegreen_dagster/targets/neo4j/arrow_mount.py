@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 
-from bluegreen_dagster.config import Neo4jSettings, TopologySettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings, TopologySettings
 from bluegreen_dagster.targets.base import TransientTargetError
 from bluegreen_dagster.targets.neo4j.admin import Admin
 

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from bluegreen_dagster.columns import LABELS, NODE_COLUMNS, NODE_ID, REL_TYPE, RELATIONSHIP_COLUMNS, SOURCE_ID
 from bluegreen_dagster.columns import TARGET_ID, decoded, is_float, is_integer, is_list, is_string, plain
-from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings
 from bluegreen_dagster.names import SnapshotError
 from bluegreen_dagster.reading import open_parquet, require_columns
 

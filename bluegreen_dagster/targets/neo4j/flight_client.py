@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings
 from bluegreen_dagster.secrets import scrub
 from bluegreen_dagster.targets.base import PermanentTargetError, TargetError, TransientTargetError
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterable
 
-from bluegreen_dagster.config import Neo4jSettings
+from bluegreen_dagster.config_neo4j import Neo4jSettings
 from bluegreen_dagster.names import check_identifier
 from bluegreen_dagster.targets.base import PermanentTargetError, TransientTargetError, validate_database
 from bluegreen_dagster.targets.neo4j import queries

@@ -39,6 +39,9 @@ class Neo4jTarget(GraphTarget):
         self.neo4j = settings.neo4j
         self.admin = admin or Admin(settings.neo4j)
         self.poll_interval = poll_interval
+        # The last counts `count` read of each database (verification's, right before a move): what `_await_served`
+        # expects reads through the alias to answer, without counting the database again.
+        self._counted: dict[str, GraphCounts] = {}
 
     def close(self) -> None:
         self.admin.close()
@@ -240,9 +243,11 @@ class Neo4jTarget(GraphTarget):
         if not isinstance(database, str) or not _DATABASE_NAME_RE.match(database):
             raise PermanentTargetError(f"refusing to count {database!r}: not a Neo4j database name")
         what = f"counting {database}"
-        return self._counts(self.admin.read(database, queries.COUNT_NODES, what),
-                            self.admin.read(database, queries.COUNT_BY_LABEL, what),
-                            self.admin.read(database, queries.COUNT_BY_TYPE, what))
+        counts = self._counts(self.admin.read(database, queries.COUNT_NODES, what),
+                              self.admin.read(database, queries.COUNT_BY_LABEL, what),
+                              self.admin.read(database, queries.COUNT_BY_TYPE, what))
+        self._counted[database] = counts
+        return counts
 
     def value_stats(self, database: str, expected: dict) -> dict | None:
         """Per (label or type, property) of `expected`: non-null count, min and max (value_stats.py). None with
@@ -342,8 +347,11 @@ class Neo4jTarget(GraphTarget):
     def _await_served(self, customer: str, database: str) -> None:
         """After a move, read as readers read: through the alias, routed to a reader member on a cluster and
         chained to the move's bookmark, until it answers with `database`'s counts (a member that has not applied
-        the move yet still serves the old graph), at most neo4j.online_timeout."""
-        want = self.count(database)
+        the move yet still serves the old graph), at most neo4j.online_timeout. `database`'s own counts are those
+        verification just read; while the alias answers others, they are read again with each try."""
+        want = self._counted.pop(database, None)
+        if want is None:
+            want = self.count(database)
         deadline = time.monotonic() + self.neo4j.online_timeout
         while (seen := self.count(customer)) != want:
             if time.monotonic() >= deadline:
@@ -353,6 +361,7 @@ class Neo4jTarget(GraphTarget):
                     f"{want.nodes}): a reader member has not applied the move; see SHOW ALIASES on each server")
             log.info("alias %s: reads through it do not answer %s yet, waiting", customer, database)
             time.sleep(self.poll_interval)
+            want = self.count(database)
 
     def drop_database(self, database: str) -> None:
         self.admin.drop_database(database)
