@@ -11,7 +11,7 @@
    waiting steps; it is not the bound, because Dagster's slot claim is not atomic (it may admit one step too many,
    which then waits for a lock).
 
-Every instance YAML we ship has the `concurrency:` block `instance_concurrency()` renders (tests/test_instance_yaml.py).
+Every instance YAML we ship has the `concurrency:` block `instance_concurrency(max_concurrent_loads)` renders (tests/test_instance_yaml.py).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class HeldLock(str):
                            "held by this process)")
 
 
-def instance_concurrency(max_concurrent_loads: int = 1) -> dict:
+def instance_concurrency(max_concurrent_loads: int) -> dict:
     """The `concurrency:` block of every Dagster instance YAML: one run per `customer` tag value, at most
     MAX_CONCURRENT_RUNS runs, and the load pool claimed per step (`granularity: op`, so the UI shows it for runs
     that bypass the queue too) with `max_concurrent_loads` as the limit of pools not given one of their own."""
