@@ -66,6 +66,14 @@ def test_a_database_value_compares_as_the_file_counts_it(value, expected) -> Non
     assert comparable(value) == expected
 
 
+def test_a_driver_time_without_nanoseconds_counts_its_microseconds() -> None:
+    class Stamp:  # a driver type that converts to a datetime but keeps no nanoseconds of its own
+        def to_native(self):
+            return dt.datetime(1970, 1, 1, 0, 0, 0, 7, tzinfo=dt.UTC)
+
+    assert comparable(Stamp()) == 7000
+
+
 def test_a_driver_value_whose_native_form_is_neither_date_nor_time_is_not_compared() -> None:
     class Duration:
         def to_native(self):
@@ -85,22 +93,29 @@ def test_merged_adds_counts_and_widens_bounds_on_either_side() -> None:
 
 def test_snapshot_stats_per_label_and_type_across_files_and_batches(tmp_path: Path) -> None:
     node_files = [
+        write(tmp_path / "nodes" / "c.parquet", nodes([8], pa.array(["Person"]))),  # no properties: skipped
         write(tmp_path / "nodes" / "a.parquet", nodes(
             [1, 2, 3, 4, 5],
             pa.array([["Person"], ["Person", "Admin", "Person"], [], None, ["Admin"]], pa.list_(pa.string())),
             age=pa.array([30, 40, 50, 60, None], pa.int64()), name=pa.array(["a", "b", "c", "d", "e"]))),
         write(tmp_path / "nodes" / "b.parquet", nodes(
             [6, 7], pa.array(["Person", ""]), age=pa.array([20, 99], pa.int64()))),
-        write(tmp_path / "nodes" / "c.parquet", nodes([8], pa.array(["Person"]))),  # no properties
+        write(tmp_path / "nodes" / "d.parquet", nodes(
+            [9, 10], pa.array([["Person"], None], pa.list_(pa.string())), age=pa.array([25, 99], pa.int64()))),
+        write(tmp_path / "nodes" / "e.parquet", nodes(
+            [11, 12], pa.array([["Big City"], ["Big City", "Person"]], pa.list_(pa.string())),
+            age=pa.array([1, 2], pa.int64()))),
     ]
     rel_files = [
+        write(tmp_path / "relationships" / "t.parquet", rels(["KNOWS"])),  # no properties: skipped
         write(tmp_path / "relationships" / "r.parquet", rels(
             ["KNOWS", "LIKES", "KNOWS"], since=pa.array([2001, 1999, None], pa.int64()))),
         write(tmp_path / "relationships" / "s.parquet", rels(["KNOWS"], since=pa.array([2020], pa.int64()))),
-        write(tmp_path / "relationships" / "t.parquet", rels(["KNOWS"])),  # no properties
     ]
     expected = {
-        ("label", "Person", "age"): PropertyStats(3, 20, 40),  # node 2 counts once although it says Person twice
+        # node 2 counts once although it says Person twice; nodes without a label (4, 7, 10) count nowhere
+        ("label", "Person", "age"): PropertyStats(5, 2, 40),
+        ("label", "Big City", "age"): PropertyStats(2, 1, 2),
         ("label", "Person", "name"): PropertyStats(2),
         ("label", "Admin", "age"): PropertyStats(1, 40, 40),
         ("label", "Admin", "name"): PropertyStats(2),
