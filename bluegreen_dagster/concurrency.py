@@ -187,7 +187,7 @@ def customer_lock(instance: dg.DagsterInstance, customer: str, on_wait: Callable
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock, from the lock's name."""
     digest = hashlib.blake2b(f"bluegreen-dagster:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return int.from_bytes(digest, signed=True)  # big-endian, the default
 
 
 def _postgres_run_storage(instance: dg.DagsterInstance):
