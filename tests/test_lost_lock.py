@@ -134,3 +134,14 @@ def test_a_worker_that_lost_its_lock_ends_with_its_own_exit_status_and_says_why(
         end_worker("lost the load-slot lock")
     assert ended.value.args == (LOST_LOCK_EXIT_CODE,) and LOST_LOCK_EXIT_CODE == 75
     assert capsys.readouterr().err == "bluegreen: ending this run worker: lost the load-slot lock\n"
+
+
+def test_a_file_lock_whose_file_was_deleted_is_lost(tmp_path: Path) -> None:
+    """Deleted, not yet replaced: the next worker's open creates a new file and locks that one, so ours is lost."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance, customer_lock(instance, "acme") as lock:
+        lock.ensure_held()
+        (home / "bluegreen-locks" / "customer-acme.lock").unlink()
+        with pytest.raises(LostLock, match="no longer held by this process"):
+            lock.ensure_held()
