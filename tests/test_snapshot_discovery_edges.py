@@ -357,3 +357,15 @@ def test_listing_the_files_of_a_snapshot_refuses_links_out_by_name_and_reads_a_m
         snapshot.fingerprint()
     assert str(refused.value).startswith(f"{folder} is a symbolic link that leads outside dataset.base_path")
     assert str(outside) not in str(refused.value)
+
+
+def test_a_snapshot_asked_for_by_name_whose_folder_leads_out_is_refused_naming_the_link(tmp_path: Path) -> None:
+    base, outside = tmp_path / "base", tmp_path / "elsewhere"
+    write_snapshot(outside, "acme", 100, people=5)
+    (base / "acme").mkdir(parents=True)
+    os.symlink(outside / "acme" / "100", base / "acme" / "100")
+    with pytest.raises(SnapshotError) as refused:
+        snapshot_at(base, "acme", 100)
+    assert str(refused.value).startswith(
+        f"{base / 'acme' / '100'} is a symbolic link that leads outside dataset.base_path")
+    assert str(outside) not in str(refused.value)

@@ -44,6 +44,7 @@ def rels(types, **properties) -> pa.Table:
     (pa.array([], pa.int64()), PropertyStats(0)),
     (pa.array([dt.date(1970, 1, 2), dt.date(1969, 12, 31)], pa.date32()), PropertyStats(2, -1, 1)),
     (pa.array([dt.date(2000, 1, 1)], pa.date64()), PropertyStats(1, 10957, 10957)),
+    (pa.array([86_400_000 + 3_600_000], pa.date64()), PropertyStats(1, 1, 1)),  # a time of day: the day counts
     (pa.array([1, 2], pa.timestamp("s")), PropertyStats(2, 10**9, 2 * 10**9)),
     (pa.array([1, 2], pa.timestamp("ms")), PropertyStats(2, 10**6, 2 * 10**6)),
     (pa.array([1, 2], pa.timestamp("us", tz="UTC")), PropertyStats(2, 1000, 2000)),
