@@ -95,18 +95,19 @@ def sync_pool_limit(instance: dg.DagsterInstance, limit: int) -> bool:
     first setting of a pool inserts without checking and the second fails with a unique violation, so the setter
     holds a named lock."""
     storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return False
-    info = storage.get_concurrency_info(LOADS_POOL)
-    if info.slot_count == limit and not info.using_default_limit:
+    if not storage.supports_global_concurrency_limits or _pool_limit_is(storage, limit):
         return False
     with _any_lock(instance, ["pool-limit"], busy="another process is setting the pool's limit",
                    timeout=CUSTOMER_LOCK_TIMEOUT_SECONDS):
-        info = storage.get_concurrency_info(LOADS_POOL)
-        if info.slot_count == limit and not info.using_default_limit:
+        if _pool_limit_is(storage, limit):  # set by the process that held the lock before us
             return False
         storage.set_concurrency_slots(LOADS_POOL, limit)
     return True
+
+
+def _pool_limit_is(storage, limit: int) -> bool:
+    info = storage.get_concurrency_info(LOADS_POOL)
+    return info.slot_count == limit and not info.using_default_limit
 
 
 @contextmanager

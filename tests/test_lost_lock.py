@@ -145,3 +145,23 @@ def test_a_file_lock_whose_file_was_deleted_is_lost(tmp_path: Path) -> None:
         (home / "bluegreen-locks" / "customer-acme.lock").unlink()
         with pytest.raises(LostLock, match="no longer held by this process"):
             lock.ensure_held()
+
+
+def test_a_pool_limit_setter_waits_for_the_one_setting_it_and_then_finds_it_set(tmp_path: Path) -> None:
+    """Two processes setting the pool's limit at once (the sensor's first tick and `bluegreen status`): the second
+    waits for the first's lock (Dagster's first setting fails on a duplicate otherwise) and then changes nothing."""
+    from bluegreen_dagster.concurrency import LOADS_POOL, _any_lock, sync_pool_limit
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        results: list[bool] = []
+        with _any_lock(instance, ["pool-limit"], busy="the first setter"):
+            setter = threading.Thread(target=lambda: results.append(sync_pool_limit(instance, 2)))
+            setter.start()
+            setter.join(1.0)
+            assert setter.is_alive() and storage.get_concurrency_info(LOADS_POOL).using_default_limit
+            storage.set_concurrency_slots(LOADS_POOL, 2)  # what the first setter does
+        setter.join(WAIT)
+        assert results == [False] and storage.get_concurrency_info(LOADS_POOL).slot_count == 2
