@@ -16,7 +16,7 @@ from bluegreen_dagster.demo_data import write_snapshot
 from bluegreen_dagster.fence import Moved, move
 from bluegreen_dagster.snapshots import snapshot_at
 from bluegreen_dagster.targets import make_target
-from bluegreen_dagster.targets.base import Fence, GraphTarget
+from bluegreen_dagster.targets.base import Fence, FenceMoved, GraphTarget
 from tests.conftest import make_project
 
 
@@ -127,3 +127,24 @@ def test_a_lock_lost_before_the_move_moves_nothing(workers) -> None:
     with pytest.raises(LostLock):
         move(a, "acme", "acme-200", expect=a.alias_fence("acme"), newer=is_newer, ensure_held=lock(False))
     assert a.alias_target("acme") == "acme-100"
+
+
+def test_a_repair_is_fenced_too_a_newer_switch_during_it_wins(workers, monkeypatch) -> None:
+    """We moved to acme-200, a stale worker put acme-100 back, and while we read that, a newer switch moved the
+    alias to acme-300: our repair forward must not pull it back to acme-200."""
+    a, b = workers
+    right_after_our_move(monkeypatch, a, lambda: b.point_alias("acme", "acme-100"))
+    read = a.alias_fence
+    reads = []
+
+    def read_then_newer_switch(customer: str) -> Fence:
+        fence = read(customer)
+        reads.append(fence)
+        if len(reads) == 1:  # our read right after the move
+            b.point_alias("acme", "acme-300")
+        return fence
+
+    monkeypatch.setattr(a, "alias_fence", read_then_newer_switch)
+    with pytest.raises(FenceMoved, match="not moved to acme-200"):
+        move(a, "acme", "acme-200", expect=read("acme"), newer=is_newer, ensure_held=lock(True, True))
+    assert b.alias_target("acme") == "acme-300"
