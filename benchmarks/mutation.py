@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ["bluegreen", "plausibility", "snapshots", "folders", "names", "fingerprints", "concurrency", "secrets",
-           "smoke", "value_stats"]
+           "smoke", "value_stats", "fence"]
 MUTMUT = Path(sys.executable).parent / "mutmut"
 # `mutmut results --all true` prints "    bluegreen_dagster.plausibility.x_check__mutmut_3: killed"
 RESULT = re.compile(r"^\s*bluegreen_dagster\.(\w+)\.\S+: (.+)$")

@@ -11,7 +11,7 @@
    waiting steps; it is not the bound, because Dagster's slot claim is not atomic (it may admit one step too many,
    which then waits for a lock).
 
-Every instance YAML we ship has the `concurrency:` block `instance_concurrency()` renders (tests/test_instance_yaml.py).
+Every instance YAML we ship has the `concurrency:` block `instance_concurrency(max_concurrent_loads)` renders (tests/test_instance_yaml.py).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class HeldLock(str):
                            "held by this process)")
 
 
-def instance_concurrency(max_concurrent_loads: int = 1) -> dict:
+def instance_concurrency(max_concurrent_loads: int) -> dict:
     """The `concurrency:` block of every Dagster instance YAML: one run per `customer` tag value, at most
     MAX_CONCURRENT_RUNS runs, and the load pool claimed per step (`granularity: op`, so the UI shows it for runs
     that bypass the queue too) with `max_concurrent_loads` as the limit of pools not given one of their own."""
@@ -95,18 +95,19 @@ def sync_pool_limit(instance: dg.DagsterInstance, limit: int) -> bool:
     first setting of a pool inserts without checking and the second fails with a unique violation, so the setter
     holds a named lock."""
     storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return False
-    info = storage.get_concurrency_info(LOADS_POOL)
-    if info.slot_count == limit and not info.using_default_limit:
+    if not storage.supports_global_concurrency_limits or _pool_limit_is(storage, limit):
         return False
     with _any_lock(instance, ["pool-limit"], busy="another process is setting the pool's limit",
                    timeout=CUSTOMER_LOCK_TIMEOUT_SECONDS):
-        info = storage.get_concurrency_info(LOADS_POOL)
-        if info.slot_count == limit and not info.using_default_limit:
+        if _pool_limit_is(storage, limit):  # set by the process that held the lock before us
             return False
         storage.set_concurrency_slots(LOADS_POOL, limit)
     return True
+
+
+def _pool_limit_is(storage, limit: int) -> bool:
+    info = storage.get_concurrency_info(LOADS_POOL)
+    return info.slot_count == limit and not info.using_default_limit
 
 
 @contextmanager
@@ -187,7 +188,7 @@ def customer_lock(instance: dg.DagsterInstance, customer: str, on_wait: Callable
 def _lock_key(name: str) -> int:
     """A stable signed 64-bit key for pg_advisory_lock, from the lock's name."""
     digest = hashlib.blake2b(f"bluegreen-dagster:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return int.from_bytes(digest, signed=True)  # big-endian, the default
 
 
 def _postgres_run_storage(instance: dg.DagsterInstance):

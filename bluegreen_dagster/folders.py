@@ -1,4 +1,4 @@
-"""One snapshot folder on disk: what one look at it finds (complete, waiting or invalid, and its Parquet files),
+"""One snapshot folder on disk: what one look at it finds (complete, waiting or invalid, and why), its Parquet files,
 and the rule that keeps every look inside `dataset.base_path`.
 
 Paths: nothing outside base_path (after resolving links) is read or named. A symbolic link anywhere in a snapshot's
@@ -34,8 +34,7 @@ def real_path(path: str | os.PathLike) -> str:
 
 
 def inside(path: str, base_real: str) -> bool:
-    real = real_path(path)
-    return real == base_real or real.startswith(base_real.rstrip(os.sep) + os.sep)
+    return os.path.commonpath([real_path(path), base_real]) == base_real
 
 
 def leads_out(path: str) -> str:
@@ -77,9 +76,7 @@ class Look:
     """What one look at a snapshot folder found."""
 
     state: str
-    reason: str | None = None
-    nodes: tuple[str, ...] = ()
-    relationships: tuple[str, ...] = ()
+    reason: str | None = None  # what it waits for, or why it is invalid; None when complete
 
 
 def look_at(folder: str, base_real: str, settle_seconds: float, now: float | None) -> Look:
@@ -113,10 +110,8 @@ def look_at(folder: str, base_real: str, settle_seconds: float, now: float | Non
                                      f"finished: the producer wrote an empty snapshot. Write the Parquet files into "
                                      f"{sub}/, or delete the folder {printable(folder)}")
             return Look(WAITING, f"no Parquet files in {where}")
-    nodes = tuple(e.path for e in data[NODES_DIR][0])
-    relationships = tuple(e.path for e in data[RELATIONSHIPS_DIR][0])
     if finished:
-        return Look(COMPLETE, None, nodes, relationships)
+        return Look(COMPLETE)
     try:
         files = [e for e in top.values() if not e.is_dir(follow_symlinks=False)]
         files += data[NODES_DIR][1] + data[RELATIONSHIPS_DIR][1]
@@ -127,4 +122,4 @@ def look_at(folder: str, base_real: str, settle_seconds: float, now: float | Non
     if quiet_for < settle_seconds:
         return Look(WAITING, f"no {SUCCESS_MARKER} marker and files changed {quiet_for:.0f}s ago "
                              f"(settle_seconds={settle_seconds:g})")
-    return Look(COMPLETE, None, nodes, relationships)
+    return Look(COMPLETE)

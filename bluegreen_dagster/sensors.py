@@ -102,7 +102,7 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
             stamp, before = folder_stamp(f"{base}{os.sep}{customer}{os.sep}{ts}"), stamps.get(str(ts))
             if stamp is None or stamp == before:
                 continue  # gone (a re-drop in progress, or deleted), or unchanged
-            snap = Snapshot(SnapshotId(customer, ts, str(ts)), pipeline.base / customer / str(ts), pipeline.base)
+            snap = Snapshot(SnapshotId(customer, ts, str(ts)), pipeline.base / customer / str(ts))
             if before is None:
                 cursor.set_stamp(snap, stamp)  # launched before stamps were kept: take it now, launch nothing
                 continue

@@ -34,7 +34,6 @@ from bluegreen_dagster.folders import (
     real_path,
 )
 from bluegreen_dagster.names import (
-    MAX_NAME_LENGTH,
     InvalidName,
     SnapshotError,
     SnapshotId,
@@ -57,8 +56,7 @@ from bluegreen_dagster.reading import (
 @dataclass(frozen=True)
 class Snapshot:
     id: SnapshotId
-    path: Path
-    base: Path | None = field(default=None, compare=False)  # dataset.base_path; default: two levels up
+    path: Path  # <dataset.base_path>/<customer>/<timestamp>
 
     @property
     def key(self) -> str:
@@ -66,7 +64,7 @@ class Snapshot:
 
     @property
     def _base_real(self) -> str:
-        return real_path(self.base if self.base is not None else Path(self.path).parent.parent)
+        return real_path(Path(self.path).parent.parent)  # dataset.base_path
 
     def _checked_look(self, settle_seconds: float, now: float | None) -> Look:
         base_real = self._base_real
@@ -240,12 +238,12 @@ def how_to_retry(key: str) -> str:
 
 def snapshot_at(base_path: Path, customer: str, timestamp: str | int) -> Snapshot:
     sid = snapshot_id(customer, timestamp)
-    return _checked(Snapshot(sid, Path(base_path) / sid.customer / sid.timestamp, Path(base_path)))
+    return _checked(Snapshot(sid, Path(base_path) / sid.customer / sid.timestamp))
 
 
 def snapshot_for_key(base_path: Path, key: str) -> Snapshot:
     sid = parse_partition_key(key)
-    return _checked(Snapshot(sid, Path(base_path) / sid.customer / sid.timestamp, Path(base_path)))
+    return _checked(Snapshot(sid, Path(base_path) / sid.customer / sid.timestamp))
 
 
 @functools.lru_cache(maxsize=64)
@@ -312,7 +310,7 @@ def scan(base_path: Path, settle_seconds: float, now: float | None = None, *,
     base = os.fspath(base_path)
     if not os.path.isdir(base):
         return result
-    base_real, base_dir = real_path(base), Path(base)
+    base_real = real_path(base)
     for customer_entry in _customer_folders(base, base_real, result):
         customer = customer_entry.name
         floor = newer_than.get(customer) if newer_than else None
@@ -331,22 +329,21 @@ def scan(base_path: Path, settle_seconds: float, now: float | None = None, *,
             ts = timestamp_of(name)
             if ts is None or floor is None or ts > floor:
                 examined.append((name, ts, entry))
-        examined.sort(key=lambda item: item[0])
+        examined.sort()  # by name: names in one folder are unique
         for name, ts, entry in examined:
             if entry.is_symlink() and not inside(entry.path, base_real):
                 result.invalid[printable(entry.path)] = leads_out(entry.path)
                 continue
             if not entry.is_dir():
                 continue
-            if ts is None or len(customer) + 1 + len(name) > MAX_NAME_LENGTH:
-                try:
-                    partition_key(customer, name)
-                except InvalidName as exc:
-                    result.invalid[printable(entry.path)] = str(exc)
-                    continue
+            try:
+                partition_key(customer, name)
+            except InvalidName as exc:
+                result.invalid[printable(entry.path)] = str(exc)
+                continue
             seen = look_at(entry.path, base_real, settle_seconds, now)
             if seen.state == COMPLETE:
-                result.complete.append(Snapshot(SnapshotId(customer, ts, name), Path(entry.path), base_dir))
+                result.complete.append(Snapshot(SnapshotId(customer, ts, name), Path(entry.path)))
             elif seen.state == WAITING:
                 result.waiting[printable(entry.path)] = seen.reason
             else:

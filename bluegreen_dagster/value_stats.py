@@ -46,8 +46,7 @@ ValueStats = dict[Key, PropertyStats]
 
 
 def ranged(t: pa.DataType) -> bool:
-    """Whether min and max of this type are compared."""
-    t = t.value_type if pa.types.is_dictionary(t) else t
+    """Whether min and max of this (decoded, not dictionary) type are compared."""
     return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_date(t)
             or pa.types.is_timestamp(t))
 

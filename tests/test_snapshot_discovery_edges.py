@@ -23,7 +23,7 @@ def test_a_finished_snapshot_is_complete(tmp_path: Path) -> None:
     snapshot = snapshot_at(tmp_path, "acme", 100)
     assert snapshot.state(60) == (COMPLETE, None)
     assert snapshot.incomplete_reason(60) is None
-    # dataset.base_path defaults to two levels above the snapshot folder
+    # dataset.base_path is two levels above the snapshot folder
     assert Snapshot(snapshot.id, snapshot.path).state(60) == (COMPLETE, None)
 
 
@@ -52,7 +52,7 @@ def test_a_snapshot_folder_linked_from_outside_base_path_is_invalid_under_its_ow
     write_snapshot(outside, "acme", 100, people=5)
     (base / "acme").mkdir(parents=True)
     os.symlink(outside / "acme" / "100", base / "acme" / "100")
-    snapshot = Snapshot(snapshot_id("acme", 100), base / "acme" / "100", base)
+    snapshot = Snapshot(snapshot_id("acme", 100), base / "acme" / "100")
     state, reason = snapshot.state(60)
     assert state == INVALID
     assert reason.startswith(f"{base / 'acme' / '100'} is a symbolic link that leads outside dataset.base_path")
@@ -333,3 +333,39 @@ def test_only_a_leading_dot_or_underscore_hides_a_data_file(tmp_path: Path) -> N
     first = sorted((folder / "nodes").glob("*.parquet"))[0]
     shutil.copy(first, folder / "nodes" / "X-extra.parquet")
     assert "X-extra.parquet" in [p.name for p in snapshot_at(tmp_path, "acme", 1).node_files]
+
+
+def test_listing_the_files_of_a_snapshot_refuses_links_out_by_name_and_reads_a_missing_folder_as_empty(
+        tmp_path: Path) -> None:
+    """What a load reads (`Snapshot.files`), for a snapshot found earlier whose folder changed since."""
+    base, outside = tmp_path / "base", tmp_path / "elsewhere"
+    folder = write_snapshot(base, "acme", 100, people=5)
+    snapshot = snapshot_at(base, "acme", 100)
+    shutil.rmtree(folder / "nodes")
+    nodes, relationships = snapshot.files()
+    assert nodes == [] and relationships and all(p.parent == folder / "relationships" for p in relationships)
+
+    write_snapshot(outside, "acme", 100, people=5)
+    os.symlink(outside / "acme" / "100" / "nodes", folder / "nodes")
+    with pytest.raises(SnapshotError) as refused:
+        snapshot.files()
+    assert str(refused.value).startswith(f"{folder / 'nodes'} is a symbolic link that leads outside dataset.base_path")
+
+    shutil.rmtree(folder)
+    os.symlink(outside / "acme" / "100", folder)  # the whole snapshot folder replaced by a link out
+    with pytest.raises(SnapshotError) as refused:
+        snapshot.fingerprint()
+    assert str(refused.value).startswith(f"{folder} is a symbolic link that leads outside dataset.base_path")
+    assert str(outside) not in str(refused.value)
+
+
+def test_a_snapshot_asked_for_by_name_whose_folder_leads_out_is_refused_naming_the_link(tmp_path: Path) -> None:
+    base, outside = tmp_path / "base", tmp_path / "elsewhere"
+    write_snapshot(outside, "acme", 100, people=5)
+    (base / "acme").mkdir(parents=True)
+    os.symlink(outside / "acme" / "100", base / "acme" / "100")
+    with pytest.raises(SnapshotError) as refused:
+        snapshot_at(base, "acme", 100)
+    assert str(refused.value).startswith(
+        f"{base / 'acme' / '100'} is a symbolic link that leads outside dataset.base_path")
+    assert str(outside) not in str(refused.value)
