@@ -31,6 +31,9 @@ What it models (`dbms.Dbms`, shared by both servers, thread-safe):
   MOUNTED_INCOMPLETE_STORE), fail to start it, fail any statement once, answer a CREATE/DROP WAIT with
   success=false while the operation finishes seconds later (`wait_gives_up`).
 - An event log (`Dbms.events`) of what the clients sent, for assertions such as "ABORT was sent".
+- Restarts (`persistence.py`, `--data-dir`): committed state written before each commit is answered and read at
+  start; open transactions and unfinished Arrow imports are lost, as on Neo4j (docs/testing.md, "The stand-in
+  across a restart"). `--hold-at-batch` stops loads at a batch so a test can kill the process there.
 
 What it deliberately does NOT model:
 - A Cypher engine: no parser, no planner, no general MATCH/CREATE; index statements are accepted no-ops.

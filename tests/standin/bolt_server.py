@@ -582,6 +582,7 @@ class Executor:
 
         def apply() -> None:
             with self.dbms.lock:
+                self.dbms.batch_taken()  # a loader batch (hold_at_batch counts them)
                 for props, internal_id in zip(planned, made, strict=True):
                     graph.create_node(static_labels, props, internal_id)
 
@@ -601,6 +602,7 @@ class Executor:
 
         def apply() -> None:
             with self.dbms.lock:
+                self.dbms.batch_taken()  # a loader batch (hold_at_batch counts them)
                 for a, b, props in planned:
                     graph.relationships.append((a, rel_type, b))
                     graph.relationship_properties.append(props)
@@ -838,13 +840,20 @@ class BoltConnection:
             user = self.tx_user if in_tx else self._effective_user(extra or {})
             result = self.executor.run(statement, parameters or {}, db, user)
             result.db = self.dbms.resolve(db).name
+            took_batch = False
             if result.apply is not None:
                 if in_tx:
                     self.tx_writes.append(result.apply)
                 else:
-                    result.apply()
+                    with self.dbms.lock:
+                        batches = self.dbms.batches_taken
+                        result.apply()
+                        took_batch = self.dbms.batches_taken > batches
+            self.dbms.commit_point()  # auto-commit writes and administration commands are durable before SUCCESS
         except DbmsError as exc:
             return self._fail(exc)
+        if took_batch:  # an auto-commit loader batch: durable, and a kill point
+            self.dbms.hold_if_due()
         metadata: dict[str, Any] = {"fields": result.fields, "t_first": 0}
         if in_tx:
             qid = next(self.qids)
@@ -908,10 +917,15 @@ class BoltConnection:
         writes, self.tx_writes = self.tx_writes, []
         try:
             with self.dbms.lock:
+                batches = self.dbms.batches_taken
                 for write in writes:
                     write()
+                took_batch = self.dbms.batches_taken > batches
+            self.dbms.commit_point()
         except DbmsError as exc:
             return self._fail(exc)
+        if took_batch:  # a loader batch: committed and durable, and a kill point
+            self.dbms.hold_if_due()
         self._reset_work()
         self.state = "READY"
         self.success({"bookmark": f"FB:standin:{next(self.bookmarks)}"})

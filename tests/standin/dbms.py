@@ -29,8 +29,12 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .persistence import DataDir
 
 SYSTEM = "system"
 DEFAULT_DB = "neo4j"
@@ -242,6 +246,16 @@ class Dbms:
         self.users: dict[str, User] = {user: User(password, {ADMIN_ROLE})}
         self.roles: set[str] = {ADMIN_ROLE, PUBLIC_ROLE}
         self.privileges: set[Privilege] = {Privilege("GRANT", "ACCESS", "", DEFAULT_DB, "", PUBLIC_ROLE)}
+        # Restarts (persistence.py): with a data directory every commit point writes the durable state first.
+        self.data_dir: DataDir | None = None
+        # A kill point for restart tests: once `hold_at_batch` data batches were taken (Arrow DoPut batches
+        # received, Cypher loader batches committed), every connection taking a batch stops answering until
+        # `release` is set, while other statements are answered; `on_hold` hears the first (the CLI prints it).
+        self.hold_at_batch: int | None = None
+        self.batches_taken = 0
+        self.on_hold: Callable[[int], None] | None = None
+        self.release = threading.Event()
+        self._held = False
 
     # ----------------------------------------------------------------------------------------------------------
     # helpers for tests
@@ -263,6 +277,29 @@ class Dbms:
         with self.lock:
             queue = self.faults.fail_statement.get(statement)
             return queue.pop(0) if queue else None
+
+    def commit_point(self) -> None:
+        """A change is about to be acknowledged to a client: with a data directory it is on disk first."""
+        if self.data_dir is not None:
+            self.data_dir.save(self)
+
+    def batch_taken(self) -> None:
+        with self.lock:
+            self.batches_taken += 1
+
+    def hold_if_due(self) -> None:
+        """Block this connection (outside the lock) once `hold_at_batch` batches were taken, until `release`."""
+        if self.hold_at_batch is None:
+            return
+        with self.lock:
+            due = self.batches_taken >= self.hold_at_batch
+            first, self._held = due and not self._held, self._held or due
+        if first:
+            self.log("standin", "HELD", batches=self.batches_taken)
+            if self.on_hold is not None:
+                self.on_hold(self.batches_taken)
+        if due:
+            self.release.wait()
 
     def add_database(self, name: str, nodes: dict[Any, tuple[str, ...]] | None = None,
                      relationships: list[tuple[Any, str, Any]] | None = None, status: str = "online") -> Database:

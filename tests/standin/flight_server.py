@@ -180,7 +180,9 @@ class GdsArrowServer(flight.FlightServerBase):
         self._thread: threading.Thread | None = None
 
     def start(self) -> GdsArrowServer:
-        self._thread = threading.Thread(target=self.serve, name=f"standin-arrow-{self.port}", daemon=True)
+        # The server already serves (bound in __init__); `wait`, not `serve`, which installs Arrow's own SIGTERM
+        # handler over the command line's, so `python -m tests.standin` would never stop on SIGTERM.
+        self._thread = threading.Thread(target=self.wait, name=f"standin-arrow-{self.port}", daemon=True)
         self._thread.start()
         return self
 
@@ -216,6 +218,8 @@ class GdsArrowServer(flight.FlightServerBase):
             reply = self._action(kind, body)
         except ArrowError as exc:
             raise status_error(exc.status, exc.message) from None
+        finally:
+            self.dbms.commit_point()  # a finished import's database (or a replaced store) is durable first
         return [json.dumps(reply).encode()]
 
     def _action(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +325,10 @@ class GdsArrowServer(flight.FlightServerBase):
             if faults.reject_batch is not None and number == faults.reject_batch:
                 raise ArrowError("INVALID_ARGUMENT", f"Batch {number} rejected (injected fault)")
             stall = self.stall_after_batches is not None and number > self.stall_after_batches
+        self.dbms.batch_taken()
         if self.after_batch is not None:
             self.after_batch(number)
+        self.dbms.hold_if_due()
         if self.batch_delay:
             self._stopping.wait(self.batch_delay)
         if stall:  # no ack until the import is aborted (or the server stops)

@@ -18,6 +18,7 @@ from typing import Any
 from .bolt_server import BoltServer
 from .dbms import Dbms
 from .flight_server import GdsArrowServer
+from .persistence import DataDir
 
 
 @dataclass
@@ -55,16 +56,22 @@ class Standin:
 @contextmanager
 def start_standin(password: str = "password", user: str = "neo4j", edition: str = "enterprise",
                   arrow: bool = True, telemetry_hint: bool = True, bolt_port: int = 0, arrow_port: int = 0,
-                  listen: str = "127.0.0.1", **dbms_options: Any) -> Iterator[Standin]:
+                  listen: str = "127.0.0.1", data_dir: str | None = None,
+                  **dbms_options: Any) -> Iterator[Standin]:
     """Yield a running stand-in. `arrow=False` starts no Flight server (like Neo4j without GDS Arrow). `listen`:
-    the address both servers bind (0.0.0.0 in a container of the stack tests, tests/stack/)."""
+    the address both servers bind (0.0.0.0 in a container of the stack tests, tests/stack/). `data_dir`: keep
+    the committed state there and start from what it holds (persistence.py); None keeps it in memory only."""
     dbms = Dbms(user=user, password=password, edition=edition, **dbms_options)
+    if data_dir is not None:
+        dbms.data_dir = DataDir(data_dir)
+        dbms.data_dir.load(dbms)
     standin = Standin(dbms, BoltServer(dbms, host=listen, port=bolt_port, telemetry_hint=telemetry_hint).start(), None)
     try:
         if arrow:
             standin.arrow = GdsArrowServer(dbms, host=listen, port=arrow_port).start()
         yield standin
     finally:
+        dbms.release.set()  # a connection held at a kill point (hold_at_batch) must not keep stop() waiting
         # The servers running now: a test may have replaced one (a restart on the same port).
         try:
             if standin.arrow is not None:

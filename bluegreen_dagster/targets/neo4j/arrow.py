@@ -126,15 +126,20 @@ class ArrowLoader:
                                                                and self.is_unregistered(database))
             except TargetError:  # GDS may still be registering it: never drop
                 mine = False
-            self.abort_and_drop(database, exc, drop=mine)
+            dropped = self.abort_and_drop(database, exc, drop=mine)
             if isinstance(exc, TransientTargetError) and mine:
-                # The user sees this message on the retried step: say that nothing half-loaded is left.
-                raise type(exc)(f"{exc}; the import was aborted and {database} dropped, nothing is left "
-                                "behind") from None
+                # The user sees this message on the retried step: say whether anything half-loaded is left.
+                if dropped:
+                    raise type(exc)(f"{exc}; the import was aborted and {database} dropped, nothing is left "
+                                    "behind") from None
+                raise type(exc)(f"{exc}; {database} could not be dropped now (the server did not answer): an "
+                                "unfinished import ends at a restart or after gds.arrow.abortion_timeout, and the "
+                                "next load of this snapshot drops a leftover database") from None
             raise
         return LoadReport(database, nodes.rows, rels.rows, nodes.bytes + rels.bytes, 0.0)
 
-    def abort_and_drop(self, database: str, cause: BaseException, *, drop: bool = True) -> None:
+    def abort_and_drop(self, database: str, cause: BaseException, *, drop: bool = True) -> bool:
+        """True when the database was dropped (failures are logged, never raised)."""
         log.warning("arrow load of %s failed (%s): aborting the import%s", database, self.conn.scrub(str(cause))[:300],
                     " and dropping the database" if drop else "")
         try:
@@ -144,5 +149,7 @@ class ArrowLoader:
         if drop and self.drop is not None:
             try:
                 self.drop(database)
+                return True
             except TargetError as exc:
                 log.error("could not drop %s after a failed load: %s", database, exc)
+        return False
