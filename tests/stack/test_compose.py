@@ -56,9 +56,15 @@ def test_the_stack_loads_and_switches_snapshots_dropped_into_its_volume(stack):
     # stored is the one the aliases serve (it scrapes every 15 s: wait for a scrape after the last switch).
     deadline = time.monotonic() + 120
     while True:
-        targets = stack.prometheus("/api/v1/targets")["data"]["activeTargets"]
-        live = {sample["metric"]["customer"]: float(sample["value"][1]) for sample in stack.prometheus(
-            "/api/v1/query", query="bluegreen_alias_snapshot_timestamp_seconds")["data"]["result"]}
+        try:
+            targets = stack.prometheus("/api/v1/targets")["data"]["activeTargets"]
+            live = {sample["metric"]["customer"]: float(sample["value"][1]) for sample in stack.prometheus(
+                "/api/v1/query", query="bluegreen_alias_snapshot_timestamp_seconds")["data"]["result"]}
+        except OSError:  # not answering (yet): asked again until the deadline, then the error is the failure
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+            continue
         if ([t["health"] for t in targets] == ["up"] and live == {"acme-corp": second, "globex": first}) \
                 or time.monotonic() > deadline:
             break
