@@ -8,6 +8,8 @@ import os
 import secrets
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +18,18 @@ import pyarrow.parquet as pq
 
 from tests.stack.docker import COMPOSE_FILES, Docker, compose_command
 
-# The services the tests run: Prometheus and Grafana have no image here (tests/stack/docker-compose.override.yaml).
-SERVICES = ["postgres", "neo4j", "bluegreen-code", "webserver", "daemon", "metrics"]
+# The services the tests run: Grafana has no image here (tests/stack/docker-compose.override.yaml).
+SERVICES = ["postgres", "neo4j", "bluegreen-code", "webserver", "daemon", "metrics", "prometheus"]
 SNAPSHOTS = "/data/snapshots"  # the `snapshots` volume in the containers (deploy/config.yaml dataset.base_path)
 
 
 class Stack:
-    def __init__(self, docker: Docker, workdir: Path, files: list[Path] = COMPOSE_FILES) -> None:
+    def __init__(self, docker: Docker, workdir: Path, files: list[Path] = COMPOSE_FILES,
+                 services: list[str] = SERVICES) -> None:
         self.docker = docker
         self.workdir = workdir
         self.files = files
+        self.services = services
         self.project = f"bgstack{os.getpid()}"
         license_file = workdir / "gds.license"  # the stand-in reads no licence; the mount needs a file
         license_file.write_text("")
@@ -45,7 +49,7 @@ class Stack:
 
     def up(self) -> None:
         self.remove_leftovers()
-        self.compose("up", "-d", "--no-build", *SERVICES, timeout=900)
+        self.compose("up", "-d", "--no-build", *self.services, timeout=900)
 
     def down(self) -> None:
         logs = self.compose("logs", "--no-color", "--tail", "200", check=False, timeout=120)
@@ -133,6 +137,13 @@ class Stack:
             if result.returncode == 0:
                 return json.loads(result.stdout.decode())
             time.sleep(3)
+
+    def prometheus(self, path: str, **params: str) -> dict:
+        """Prometheus' HTTP API as an operator asks it: on the host's loopback, where deploy/docker-compose.yaml
+        publishes it (127.0.0.1:9090)."""
+        url = f"http://127.0.0.1:9090{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.load(response)
 
 
 def socket_settings(docker: Docker) -> dict[str, str]:

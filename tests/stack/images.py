@@ -1,7 +1,8 @@
 """The images of the stack tests, built locally because no image registry is reachable: a Debian bookworm base
-made with debootstrap and `docker import`, PostgreSQL from Debian's package on it, and the project's own image
-from deploy/Dockerfile on it (BASE build argument). The base and PostgreSQL images are kept in the daemon's data
-root between runs; the project image is rebuilt every run (its dependency layer stays cached)."""
+made with debootstrap and `docker import`, PostgreSQL and Prometheus from Debian's packages on it, and the
+project's own image from deploy/Dockerfile on it (BASE build argument). The base, PostgreSQL and Prometheus images
+are kept in the daemon's data root between runs (their builds are cached layers); the project image is rebuilt
+every run (its dependency layer stays cached)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.stack.docker import REPO, Docker, DockerUnavailable, docker_cli
 
 BASE_IMAGE = "bluegreen-base:bookworm"
 POSTGRES_IMAGE = "bluegreen-test-postgres:latest"
+PROMETHEUS_IMAGE = "bluegreen-test-prometheus:latest"
 APP_IMAGE = "bluegreen-dagster:latest"
 MIRROR = os.environ.get("BLUEGREEN_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 HERE = Path(__file__).parent
@@ -51,10 +53,11 @@ def build_base(docker: Docker, log) -> None:
 def build(docker: Docker, log=print) -> None:
     """Every image the stack needs, in order."""
     build_base(docker, log)
-    started = time.monotonic()
-    docker.run("build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", POSTGRES_IMAGE,
-               "-f", str(HERE / "postgres.Dockerfile"), str(HERE), timeout=900)
-    log(f"{POSTGRES_IMAGE}: {time.monotonic() - started:.0f}s")
+    for tag, dockerfile in ((POSTGRES_IMAGE, "postgres.Dockerfile"), (PROMETHEUS_IMAGE, "prometheus.Dockerfile")):
+        started = time.monotonic()
+        docker.run("build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", tag, "-f", str(HERE / dockerfile),
+                   str(HERE), timeout=900)
+        log(f"{tag}: {time.monotonic() - started:.0f}s")
     started = time.monotonic()
     secret = host_ca_bundle()
     docker.run("build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "-t", APP_IMAGE, "-f",

@@ -1,7 +1,8 @@
 """The deploy files run for real: deploy/Dockerfile builds, and deploy/docker-compose.yaml (with only what cannot
 exist here swapped, tests/stack/docker-compose.override.yaml) refreshes graphs as an operator sees it: snapshots
 dropped into the snapshots volume are loaded and switched by the sensor, `bluegreen status --json` and the
-webserver's GraphQL say so, `bluegreen doctor` passes inside the stack and the metrics endpoint answers."""
+webserver's GraphQL say so, `bluegreen doctor` passes inside the stack, the metrics endpoint answers, and
+Prometheus (deploy/prometheus.yml) scrapes it and serves the live snapshot per customer."""
 
 from __future__ import annotations
 
@@ -50,3 +51,24 @@ def test_the_stack_loads_and_switches_snapshots_dropped_into_its_volume(stack):
     metrics = stack.python("daemon", "import urllib.request; print(urllib.request.urlopen("
                                      "'http://metrics:9108/metrics', timeout=30).read().decode())")
     assert 'customer="acme-corp"' in metrics, metrics[:2000]
+
+    # Prometheus, as an operator asks it: its scrape of the exporter is up, and the live snapshot per customer it
+    # stored is the one the aliases serve (it scrapes every 15 s: wait for a scrape after the last switch).
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            targets = stack.prometheus("/api/v1/targets")["data"]["activeTargets"]
+            live = {sample["metric"]["customer"]: float(sample["value"][1]) for sample in stack.prometheus(
+                "/api/v1/query", query="bluegreen_alias_snapshot_timestamp_seconds")["data"]["result"]}
+        except OSError:  # not answering (yet): asked again until the deadline, then the error is the failure
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+            continue
+        if ([t["health"] for t in targets] == ["up"] and live == {"acme-corp": second, "globex": first}) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert [(t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in targets] == \
+        [("bluegreen", "http://metrics:9108/metrics", "up")], targets
+    assert live == {"acme-corp": second, "globex": first}, live

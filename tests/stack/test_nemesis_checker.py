@@ -71,3 +71,10 @@ def test_each_broken_guarantee_is_reported():
     violations, rows = check(copy.deepcopy(h), C)
     assert [v.rule for v in violations] == ["alias disappeared after serving"]
     assert next(r for r in rows if r["fault"] == "kill the daemon")["violations"] == 1
+
+    h = clean_history()  # a target restarted without the alias: readers are told it does not exist
+    h.reads.append({"time": 1170.0, "customer": "c", "error": "ClientError: {code: Neo.ClientError.Database."
+                    "DatabaseNotFound} {message: Database does not exist. Database name: 'c'.}"})
+    assert rules(h) == ["alias disappeared after serving"]
+    h.reads[-1]["time"] = 1040.0  # before the alias first served, "no such database" is expected
+    assert rules(h) == []
