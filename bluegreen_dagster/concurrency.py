@@ -11,7 +11,8 @@
    waiting steps; it is not the bound, because Dagster's slot claim is not atomic (it may admit one step too many,
    which then waits for a lock).
 
-Every instance YAML we ship has the `concurrency:` block `instance_concurrency(max_concurrent_loads)` renders (tests/test_instance_yaml.py).
+Every instance YAML we ship has the `concurrency:` block `instance_concurrency(max_concurrent_loads)` renders
+(tests/test_instance_yaml.py).
 """
 
 from __future__ import annotations
