@@ -15,7 +15,7 @@ from neo4j.exceptions import AuthError, ClientError, CypherSyntaxError, Database
 
 from bluegreen_dagster.targets.neo4j import queries as q
 from tests.helpers import STANDIN_PASSWORD
-from tests.standin.bolt_server import Catalogue, Executor, _statement_constants
+from tests.standin.bolt_server import BoltServer, Catalogue, Executor, _statement_constants
 from tests.standin.dbms import Dbms, Graph
 from tests.standin.packstream import Structure, pack, unpack
 from tests.standin.server import start_standin
@@ -190,6 +190,45 @@ def test_health_statements(standin, driver):
     assert driver.execute_query(q.PAGECACHE).records[0]["ratio"] == 0.25
     standin.dbms.pagecache_ratio = None
     assert driver.execute_query(q.PAGECACHE).records == []
+
+
+def _hello_hints(port: int) -> dict:
+    """HELLO over a raw socket: the hints in the server's SUCCESS."""
+    import socket
+    import struct
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"\x60\x60\xb0\x17" + bytes((0, 0, 4, 5)) + bytes(12))
+        assert sock.recv(4) == bytes((0, 0, 4, 5))
+        body = pack(Structure(0x01, [{"user_agent": "test/1", "bolt_agent": {"product": "test/1"}}]))
+        sock.sendall(struct.pack(">H", len(body)) + body + b"\x00\x00")
+        data = b""
+        while not data.endswith(b"\x00\x00") or len(data) < 4:
+            data += sock.recv(65536)
+    size = struct.unpack(">H", data[:2])[0]
+    reply = unpack(data[2:2 + size])
+    assert reply.tag == 0x70, reply
+    return reply.fields[0]["hints"]
+
+
+def test_bolt_keep_alive_as_neo4j_documents_it(standin):
+    """Neo4j sends `connection.recv_timeout_seconds` (connection_keep_alive 1m x 2 probes) and a NOOP at least once
+    per that period while a request runs: the driver drops a connection silent for longer (a server cut off),
+    and keeps one whose request is merely slow."""
+    assert _hello_hints(standin.bolt.port)["connection.recv_timeout_seconds"] == 120
+    fast = BoltServer(standin.dbms, keep_alive_seconds=0.5).start()  # hint 1 s: the driver reads with a 1 s timeout
+    try:
+        assert _hello_hints(fast.port)["connection.recv_timeout_seconds"] == 1
+        standin.dbms.add_database("acme-1", nodes={1: ("Person",)})
+        standin.dbms.index_population_seconds = 2.5
+        with neo4j.GraphDatabase.driver(f"bolt://127.0.0.1:{fast.port}", auth=("neo4j", PASSWORD)) as drv:
+            drv.execute_query(q.CREATE_ID_INDEX.format(label="`Person`"), database_="acme-1")
+            started = time.monotonic()
+            with drv.session(database="acme-1") as session:  # auto-commit: no retry would hide a timeout
+                session.run(q.AWAIT_INDEXES, {"seconds": 10}).consume()  # 2.5 s, kept alive by NOOPs
+            assert time.monotonic() - started >= 2
+    finally:
+        fast.stop()
 
 
 def test_database_limit_and_injected_failure(standin, driver):

@@ -642,6 +642,8 @@ class BoltConnection:
         self.qids = itertools.count()
         self.bookmarks = itertools.count(1)
         self.outbox = bytearray()
+        self.send_lock = threading.Lock()  # flush() and the keep-alive NOOPs never interleave
+        self.busy = False  # a request is being handled: serve()'s keep-alive thread sends NOOPs
 
     # --- wire -------------------------------------------------------------------------------------------------
 
@@ -680,7 +682,18 @@ class BoltConnection:
     def flush(self) -> None:
         if self.outbox:
             data, self.outbox = bytes(self.outbox), bytearray()
-            self.sock.sendall(data)
+            with self.send_lock:
+                self.sock.sendall(data)
+
+    def _keep_alive(self, period: float, stop: threading.Event) -> None:
+        """A NOOP chunk at least once per `period` while a request is being handled (between messages)."""
+        while not stop.wait(period):
+            if self.busy:
+                with self.send_lock:
+                    try:
+                        self.sock.sendall(b"\x00\x00")
+                    except OSError:
+                        return
 
     def success(self, metadata: dict[str, Any] | None = None) -> None:
         self.send(SUCCESS, metadata or {})
@@ -709,12 +722,19 @@ class BoltConnection:
     def serve(self) -> None:
         if not self.handshake():
             return
+        stop = threading.Event()
+        if self.server.keep_alive_seconds:
+            threading.Thread(target=self._keep_alive, args=(self.server.keep_alive_seconds, stop), daemon=True,
+                             name=f"{self.connection_id}-keep-alive").start()
         try:
             while self.state != "DEFUNCT":
                 message = self.read_message()
+                self.busy = True
                 self.handle(message.tag, message.fields)
                 self.flush()
+                self.busy = False
         finally:
+            stop.set()
             self.flush()
 
     def _illegal(self, tag: int) -> None:
@@ -770,6 +790,11 @@ class BoltConnection:
         hints: dict[str, Any] = {}
         if self.server.telemetry_hint:
             hints["telemetry.enabled"] = True
+        if self.server.keep_alive_seconds:
+            # Neo4j's server.bolt.connection_keep_alive (1m) times connection_keep_alive_probes (2): the driver
+            # takes it as its read timeout, and serve() sends a NOOP while a request runs so a live server never
+            # trips it (docs/testing.md, "Bolt keep-alive").
+            hints["connection.recv_timeout_seconds"] = int(self.server.keep_alive_seconds * 2)
         self.success({"server": f"Neo4j/{self.dbms.version}", "connection_id": self.connection_id, "hints": hints})
         self.state = "AUTHENTICATION"
 
@@ -973,8 +998,9 @@ class BoltServer:
     """`start()` binds a free loopback port and serves in a thread; `stop()` closes every connection and joins."""
 
     def __init__(self, dbms: Dbms, host: str = "127.0.0.1", port: int = 0, telemetry_hint: bool = True,
-                 member: str | None = None) -> None:
+                 member: str | None = None, keep_alive_seconds: float = 60.0) -> None:
         self.dbms = dbms
+        self.keep_alive_seconds = keep_alive_seconds  # 0: no recv_timeout hint, no NOOPs
         self.catalogue = Catalogue()
         self.executor = Executor(dbms, self.catalogue, member)
         self.telemetry_hint = telemetry_hint
