@@ -558,3 +558,14 @@ def test_empty_list_properties_are_values_not_nulls(standin, settings, target):
                                                                             pa.list_(pa.int64())))], [knows_table()])
     with pytest.raises(SnapshotError, match="'tags' .* 1 null values"):
         target.load(bad)
+
+
+def test_a_database_dropped_while_it_is_listed_reads_as_unknown(standin, target, monkeypatch):
+    """Another run's cleanup may drop a database between SHOW DATABASES and the look inside it: the listing (and
+    `bluegreen status`, cleanup, reconcile) goes on, with that database undecided, instead of failing."""
+    standin.dbms.add_database("acme-1", nodes={1: ("Person",)})
+    listed = target.admin.list_databases
+    monkeypatch.setattr(target.admin, "list_databases",
+                        lambda customer: [*listed(customer), ("acme-2", "online")])  # gone once read
+    assert {d.name: d.status for d in target.list_databases("acme")} == {"acme-1": "online", "acme-2": "unknown"}
+

@@ -296,13 +296,13 @@ class Neo4jTarget(GraphTarget):
         """An online database is "incomplete" while the Cypher loader's marker is there or nothing was written
         yet (a load writing it now, or one cut off, e.g. by a server restart): cleanup drops it unless a run loads
         it, and nothing switches, reuses or rolls back to it (they all want "online"). "unknown" if it cannot be
-        read now (cleanup waits for that)."""
+        read now, e.g. dropped since SHOW DATABASES listed it (cleanup waits for that; the next listing decides)."""
         what = f"checking whether {name} was loaded completely"
         try:
             if self.admin.read(name, queries.COUNT_LOAD_MARKERS, what)[0]["markers"]:
                 return "incomplete"
             return "online" if self.admin.read(name, queries.COUNT_NODES, what)[0]["count"] else "incomplete"
-        except TransientTargetError as exc:
+        except TargetError as exc:
             log.warning("%s", exc)
             return "unknown"
 
