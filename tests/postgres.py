@@ -56,6 +56,18 @@ class Postgres:
                 f"      db_name: {self.database}\n      port: {self.port}\n" + extra)
 
 
+def sqlite_or_postgres_home(request: pytest.FixtureRequest, folder: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Postgres | None]:
+    """A Dagster home at `folder` for a fixture parametrized "sqlite" / "postgres": SQLite storage by default, the
+    test PostgreSQL server (the `postgres` fixture) for "postgres"; with that server, or None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if request.param != "postgres":
+        return folder, None
+    pg: Postgres = request.getfixturevalue("postgres")
+    monkeypatch.setenv("PGPASSWORD", pg.password)
+    return pg.instance_home(folder), pg
+
+
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     return Path(found[-1]).parent if found else None

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from bluegreen_dagster.concurrency import customer_lock, load_slot
-from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture
+from tests.postgres import postgres, sqlite_or_postgres_home  # noqa: F401 - the fixture
 
 
 class Waits(Exception):
@@ -31,12 +31,7 @@ def give_up(message: str) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def instance(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    if request.param == "postgres":
-        pg: Postgres = request.getfixturevalue("postgres")
-        monkeypatch.setenv("PGPASSWORD", pg.password)
-        pg.instance_home(home)
+    home, _ = sqlite_or_postgres_home(request, tmp_path / "dagster_home", monkeypatch)
     with dg.DagsterInstance.from_config(str(home)) as inst:
         yield inst
 

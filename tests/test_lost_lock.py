@@ -25,7 +25,7 @@ from bluegreen_dagster.concurrency import (
     load_slot,
     watch_lock,
 )
-from tests.postgres import Postgres, postgres  # noqa: F401 - the fixture
+from tests.postgres import Postgres, postgres, sqlite_or_postgres_home  # noqa: F401 - the fixture
 
 WAIT = 30.0  # seconds; reached only when something is broken
 LOST = "lost the customer lock; another worker may have moved the alias (customer:acme, "
@@ -33,15 +33,9 @@ LOST = "lost the customer lock; another worker may have moved the alias (custome
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def instance(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    if request.param == "postgres":
-        pg: Postgres = request.getfixturevalue("postgres")
-        monkeypatch.setenv("PGPASSWORD", pg.password)
-        pg.instance_home(home)
+    home, pg = sqlite_or_postgres_home(request, tmp_path / "dagster_home", monkeypatch)
     with dg.DagsterInstance.from_config(str(home)) as inst:
-        inst.lose = (lambda name: _end_session(pg, name)) if request.param == "postgres" else (
-            lambda name: _replace_file(home, name))
+        inst.lose = (lambda name: _end_session(pg, name)) if pg else (lambda name: _replace_file(home, name))
         yield inst
 
 
