@@ -184,6 +184,20 @@ def test_counts_through_alias_and_database_states(standin, driver):
         session.run(q.COUNT_NODES).consume()
 
 
+def test_a_transaction_reads_one_database_while_its_alias_moves(standin, driver):
+    """Neo4j resolves an alias for each transaction (reference neo4j.md §2.7): the statements of one transaction
+    read the database the alias named at BEGIN; two auto-commit statements may read two databases."""
+    standin.dbms.add_database("acme-1", nodes={1: ("Person",)}, relationships=[])
+    standin.dbms.add_database("acme-2", nodes={1: ("Person",), 2: ("Person",)}, relationships=[(1, "KNOWS", 2)])
+    system(driver, q.CREATE_ALIAS, alias="acme", database="acme-1", moves=1)
+    with driver.session(database="acme") as session, session.begin_transaction() as tx:
+        assert tx.run(q.COUNT_NODES).single()["count"] == 1
+        system(driver, q.ALTER_ALIAS, alias="acme", database="acme-2", moves=2)
+        assert list(tx.run(q.COUNT_BY_TYPE)) == []  # still acme-1
+    with driver.session(database="acme") as session:
+        assert session.run(q.COUNT_NODES).single()["count"] == 2
+
+
 def test_health_statements(standin, driver):
     standin.dbms.heap_used, standin.dbms.heap_max = 900, 1000
     assert system(driver, q.HEAP) == [{"used": 900, "max": 1000}]

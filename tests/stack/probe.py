@@ -25,8 +25,11 @@ def driver() -> neo4j.Driver:
 
 
 def counts(session: neo4j.Session) -> tuple[int, int]:
-    nodes = session.run(queries.COUNT_NODES).single()["count"]
-    relationships = sum(record["count"] for record in session.run(queries.COUNT_BY_TYPE))
+    """Both counts in one transaction: Neo4j resolves an alias for each transaction, so two auto-commit statements
+    can read two databases across a switch (docs/neo4j-readers.md). No retry: every failure is one unavailable read."""
+    with session.begin_transaction() as tx:
+        nodes = tx.run(queries.COUNT_NODES).single()["count"]
+        relationships = sum(record["count"] for record in tx.run(queries.COUNT_BY_TYPE))
     return nodes, relationships
 
 
