@@ -98,6 +98,7 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
     base = os.fspath(pipeline.base)
     for customer, seen in cursor.launched.items():
         stamps = cursor.stamps.get(customer, {})
+        loading: set[str] | None = None
         for ts in seen:
             stamp, before = folder_stamp(f"{base}{os.sep}{customer}{os.sep}{ts}"), stamps.get(str(ts))
             if stamp is None or stamp == before:
@@ -105,6 +106,12 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
             snap = Snapshot(SnapshotId(customer, ts, str(ts)), pipeline.base / customer / str(ts))
             if before is None:
                 cursor.set_stamp(snap, stamp)  # launched before stamps were kept: take it now, launch nothing
+                continue
+            if loading is None:
+                loading = records.in_flight_partitions(context.instance, customer)
+            if snap.key in loading:
+                # Its run records the fingerprint of what it loads; compared once it ended (the stamp stays the
+                # old one). A folder merely touched while its run waits (chown, chmod) launches nothing.
                 continue
             if len(found) == limit or snap.state(pipeline.settle_seconds)[0] != COMPLETE:
                 continue  # looked at again next tick (the stamp stays the old one)

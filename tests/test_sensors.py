@@ -205,3 +205,31 @@ def test_stamps_are_kept_only_for_the_launched_window(project: Project, sensor: 
             cursor = tick(sensor, instance, cursor).cursor
         data = json.loads(cursor)
     assert data["launched"] == {"acme": [300, 200]} and set(data["stamps"]["acme"]) == {"300", "200"}
+
+
+def test_a_folder_touched_while_its_run_loads_launches_nothing_but_a_redrop_after_it_does(
+        project: Project, sensor: dg.SensorDefinition) -> None:
+    """A producer's `chown -R` over the customer's folder changes every snapshot's stamp. While a snapshot's run is
+    in flight nothing is launched (the nemesis found queued snapshots loaded twice); once it ended, the stamp is
+    compared again: the same files launch nothing, other files launch the re-drop."""
+    import os
+    import shutil
+
+    from tests.helpers import run_partition
+
+    folder = write_snapshot(project.data, "acme", 100, people=3)
+    with dg.instance_for_test() as instance:
+        cursor = tick(sensor, instance).cursor
+        loading = instance.add_run(dg.DagsterRun(job_name="load_snapshot", status=dg.DagsterRunStatus.STARTED,
+                                                 tags={"dagster/partition": "acme-100", "customer": "acme"}))
+        os.chmod(folder / "nodes", 0o750)  # a new change time: the stamp differs, the files do not
+        assert not tick(sensor, instance, cursor).run_requests
+        instance.delete_run(loading.run_id)
+        assert run_partition(project, instance, "acme-100").success  # records what it loaded
+        os.chmod(folder / "nodes", 0o755)
+        cursor = tick(sensor, instance, cursor)
+        assert not cursor.run_requests
+        shutil.rmtree(folder)
+        write_snapshot(project.data, "acme", 100, people=4)
+        [request] = tick(sensor, instance, cursor.cursor).run_requests
+        assert request.run_key.startswith("acme-100@")
