@@ -78,8 +78,8 @@ def assert_two_loads_ran_in_two_containers(stack: Stack, customer: str, first: i
 
 
 NEMESIS_CUSTOMERS = ["nemesis-a", "nemesis-b", "nemesis-c"]
-# 0 (the default, and CI's for now): the two-containers proof only; e.g. BLUEGREEN_NEMESIS_MINUTES=10 runs the
-# nemesis too (docs/hosts.md, "The nemesis test").
+# 0 (the default, for iterating locally): the two-containers proof only; .ci/run sets 10, the nemesis too
+# (docs/hosts.md, "The nemesis test").
 MINUTES = float(os.environ.get("BLUEGREEN_NEMESIS_MINUTES", "0"))
 
 
