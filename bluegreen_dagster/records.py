@@ -106,16 +106,17 @@ def load_customer(run: dg.DagsterRun) -> str | None:
         return None
 
 
-def in_flight_partitions(instance: dg.DagsterInstance, customer: str, this_run: str | None = None) -> set[str]:
-    """Partition keys (= database names) of this customer's runs that are queued or running, other than
-    `this_run`: the one answer to "what is loading", read from the instance's run records, so it holds across
-    hosts."""
+def in_flight_partitions(instance: dg.DagsterInstance, customer: str | None, this_run: str | None = None
+                         ) -> set[str]:
+    """Partition keys (= database names) of this customer's runs (every customer's for None) that are queued or
+    running, other than `this_run`: the one answer to "what is loading", read from the instance's run records, so
+    it holds across hosts."""
     keys = set()
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(IN_FLIGHT))):
         run = record.dagster_run
         key = run.tags.get(PARTITION_TAG, "")
         try:
-            if run.run_id != this_run and parse_partition_key(key).customer == customer:
+            if run.run_id != this_run and customer in (None, parse_partition_key(key).customer):
                 keys.add(key)
         except InvalidName:
             continue  # another job's run

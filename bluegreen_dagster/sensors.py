@@ -96,9 +96,9 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
     when its stamp changed and it is complete again."""
     found = []
     base = os.fspath(pipeline.base)
+    loading: set[str] | None = None  # read once per tick, and only when a stamp changed
     for customer, seen in cursor.launched.items():
         stamps = cursor.stamps.get(customer, {})
-        loading: set[str] | None = None
         for ts in seen:
             stamp, before = folder_stamp(f"{base}{os.sep}{customer}{os.sep}{ts}"), stamps.get(str(ts))
             if stamp is None or stamp == before:
@@ -108,7 +108,7 @@ def redropped(context: dg.SensorEvaluationContext, pipeline: PipelineResource, c
                 cursor.set_stamp(snap, stamp)  # launched before stamps were kept: take it now, launch nothing
                 continue
             if loading is None:
-                loading = records.in_flight_partitions(context.instance, customer)
+                loading = records.in_flight_partitions(context.instance, None)
             if snap.key in loading:
                 # Its run records the fingerprint of what it loads; compared once it ended (the stamp stays the
                 # old one). A folder merely touched while its run waits (chown, chmod) launches nothing.

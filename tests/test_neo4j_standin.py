@@ -568,4 +568,3 @@ def test_a_database_dropped_while_it_is_listed_reads_as_unknown(standin, target,
     monkeypatch.setattr(target.admin, "list_databases",
                         lambda customer: [*listed(customer), ("acme-2", "online")])  # gone once read
     assert {d.name: d.status for d in target.list_databases("acme")} == {"acme-1": "online", "acme-2": "unknown"}
-
